@@ -16,7 +16,7 @@ to float precision; ``create_graph`` defaults to True so the outputs can be trai
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

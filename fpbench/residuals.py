@@ -30,6 +30,9 @@ class Box:
         return self.low + (self.high - self.low) * u
 
 
+PAPER_BOX = Box(-3.5, 3.5)  # the authors' collocation box (REFERENCE.md)
+
+
 def log_fp_residual(potential, sde, x, t, create_graph: bool = False) -> torch.Tensor:
     """Pointwise log-FP residual (eq. 16, integrand of eq. 20), shape (n,):
 
@@ -92,21 +95,21 @@ def _collocation(n, d, box: Box, t0: float, T: float, generator, dtype, device):
     return x, t
 
 
-def log_fp_residual_mc(potential, sde, d: int, n: int = 50_000, box: Box = Box(), t0: float = 1e-5,
+def log_fp_residual_mc(potential, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
                        generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R~(theta, u, t0) (eq. 20): mean of r^2 over U(Omega) x U(t0, T)."""
     x, t = _collocation(n, d, box, t0, sde.T, generator, dtype, device)
     return log_fp_residual(potential, sde, x, t, create_graph=create_graph).pow(2).mean()
 
 
-def score_fp_residual_mc(score, sde, d: int, n: int = 50_000, box: Box = Box(), t0: float = 1e-5,
+def score_fp_residual_mc(score, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
                          generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R^s(theta, s, t0) (eq. 32): mean of ||r||^2 over U(Omega) x U(t0, T)."""
     x, t = _collocation(n, d, box, t0, sde.T, generator, dtype, device)
     return score_fp_residual(score, sde, x, t, create_graph=create_graph).pow(2).sum(-1).mean()
 
 
-def density_fp_residual_mc(density, sde, d: int, n: int = 50_000, box: Box = Box(), t0: float = 1e-5,
+def density_fp_residual_mc(density, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
                            generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R(theta, p, t0) (eq. 18): mean of r^2 over U(Omega) x U(t0, T)."""
     x, t = _collocation(n, d, box, t0, sde.T, generator, dtype, device)

@@ -139,8 +139,9 @@ class VE(LinearSDE):
     """Variance-exploding SDE of Song et al. (2021): sigma_n(t) = sigma_min (sigma_max/sigma_min)^t.
 
     f = 0, g(t) = sigma_n(t) sqrt(2 log(sigma_max/sigma_min)); the exact kernel variance is
-    sigma_n(t)^2 - sigma_min^2 (zero at t = 0); prior N(0, (sigma_max^2 - sigma_min^2) I); T = 1. sigma_min = 0.05 (not Song's 0.01) keeps
-    sigma(t) >= 0.04 for t >= 0.05, inside the range where the rings' exact density is accurate to 1e-10.
+    sigma_n(t)^2 - sigma_min^2 (zero at t = 0); prior N(0, (sigma_max^2 - sigma_min^2) I); T = 1.
+    sigma_min = 0.05 (not Song's 0.01) keeps sigma(t) >= 0.04 for t >= 0.05, where the rings'
+    exact log-density is accurate to 1e-8 (``Rings``).
     """
 
     sigma_min: float = 0.05

@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from fpbench.sde import SDES, make_sde
+from fpbench.targets import TARGETS, make_target
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # xdist runs one process per core; keep each single-threaded.
+    torch.set_num_threads(1)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+ALL_PAIRS = [(tn, sn) for tn in TARGETS for sn in SDES]
+
+
+@pytest.fixture
+def make():
+    return make_target, make_sde
