@@ -126,8 +126,10 @@ class Target:
         with torch.enable_grad():
             xr = x if x.requires_grad else x.detach().requires_grad_(True)
             logp = self.log_prob(xr, t, sde)
-            (g,) = torch.autograd.grad(logp.sum(), xr, create_graph=create_graph)
-        return g
+            if not logp.requires_grad:  # e.g. the checkerboard at t = 0: piecewise constant in x
+                return torch.zeros_like(x)
+            (g,) = torch.autograd.grad(logp.sum(), xr, create_graph=create_graph, allow_unused=True)
+        return torch.zeros_like(x) if g is None else g
 
     def config(self) -> dict:
         return {"name": self.name, **self.params}
