@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+
+from .train import TrainingError
+
+# torch emits DeprecationWarnings from its own internals on import; they are not the user's concern.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
 
 
 class UserError(Exception):
@@ -27,6 +33,93 @@ def _cmd_check(args) -> int:
     return 0 if worst < 1e-8 else 1
 
 
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    return None if name == "cpu" else torch.device(name)
+
+
+def _cmd_run(args) -> int:
+    import time
+
+    from .runner import run_case, train_groups
+    from .store import Store, results_root
+    from .suite import expand, load_suite
+
+    data = load_suite(args.suite)
+    cases = expand(data, args.scale, args.seeds)
+    store = Store(results_root(args.results))
+    device = _device(args.device)
+    print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) -> {store.root}")
+    began = time.perf_counter()
+    if args.ensemble:
+        train_groups(cases, store, device)
+    for i, case in enumerate(cases, 1):
+        run_case(case, store, device, progress=not args.quiet, log=lambda m, i=i: print(f"[{i}/{len(cases)}] {m}"))
+    print(f"finished {len(cases)} case(s) in {time.perf_counter() - began:.0f} s; "
+          f"next: fpbench report {args.suite} --scale {args.scale}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .report import write_report
+    from .store import Store, results_root
+    from .suite import load_suite
+
+    data = load_suite(args.suite)
+    out = Path(args.out or f"reports/{data['suite']['name']}-{args.scale}.md")
+    path = write_report(data, args.scale, Store(results_root(args.results)), out, args.seeds)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from .methods import METHODS
+    from .models import MODELS
+    from .sde import SDES
+    from .suite import list_suites
+    from .targets import TARGETS
+
+    for title, names in [("targets", TARGETS), ("sdes", SDES), ("models", MODELS), ("methods", METHODS),
+                         ("suites", list_suites())]:
+        print(f"{title}: {', '.join(names)}")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    import json
+
+    from .store import Store, read_json, results_root
+
+    path = Store(results_root(args.results)).find(args.run)
+    record_path = path / "metrics.json"
+    if not record_path.exists():
+        cfg = read_json(path / "config.json")
+        print(f"run {path.name}: not finished\n{json.dumps(cfg, indent=2)}")
+        return 0
+    rec = read_json(record_path)
+    print(f"run {path.name}: {rec['config']['target']['name']} {rec['config']['method']}")
+    print(json.dumps(rec["metrics"], indent=2))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from .bench import bench_ensemble, format_bench
+
+    text = format_bench(bench_ensemble(args.suite, args.scale, args.members, args.iterations, _device(args.device)))
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +129,43 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--low", type=float, default=-3.5)
     check.add_argument("--high", type=float, default=3.5)
     check.set_defaults(func=_cmd_check)
+
+    run = sub.add_parser("run", help="run a suite's cases at a scale (resumes; finished cases are skipped)")
+    run.add_argument("suite", help="suite name (suites/NAME.toml) or path")
+    run.add_argument("--scale", required=True)
+    run.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the scale's)")
+    run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    run.add_argument("--results", default=None, help="results root (default $FPBENCH_RESULTS or ./results)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--ensemble", action="store_true",
+                     help="train cases of the same model shape together (stack_module_state + vmap)")
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="write reports/SUITE-SCALE.md from the results")
+    report.add_argument("suite")
+    report.add_argument("--scale", required=True)
+    report.add_argument("--seeds", type=int, default=None)
+    report.add_argument("--results", default=None)
+    report.add_argument("--out", default=None, help="output file (default reports/SUITE-SCALE.md)")
+    report.set_defaults(func=_cmd_report)
+
+    bench = sub.add_parser("bench", help="benchmarks (speed as ratios measured in one run)")
+    bench.add_argument("what", choices=["ensemble"])
+    bench.add_argument("--suite", default="paper")
+    bench.add_argument("--scale", default="quick")
+    bench.add_argument("--members", type=int, default=12)
+    bench.add_argument("--iterations", type=int, default=100)
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument("--out", default=None, help="also write the markdown table here")
+    bench.set_defaults(func=_cmd_bench)
+
+    lst = sub.add_parser("list", help="targets, SDEs, models, methods and suites")
+    lst.set_defaults(func=_cmd_list)
+
+    show = sub.add_parser("show", help="the metrics of one run (a prefix of its key)")
+    show.add_argument("run")
+    show.add_argument("--results", default=None)
+    show.set_defaults(func=_cmd_show)
     return parser
 
 
@@ -46,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as err:
         print(f"fpbench: error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:
+        print(f"fpbench: training failed: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("fpbench: interrupted; finished work is stored, rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

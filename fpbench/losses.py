@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .sde import rand
+
 WEIGHTINGS = ("likelihood", "sigma2")
 TIME_LAWS = ("uniform", "beta12")
 
@@ -21,7 +23,7 @@ TIME_LAWS = ("uniform", "beta12")
 def sample_times(n: int, T: float, law: str = "beta12", t_eps: float = 1e-5, generator=None,
                  dtype=None, device=None) -> torch.Tensor:
     """Training times: 'uniform' U(t_eps, T) or 'beta12' T * Beta(1, 2) + t_eps (density 2(1 - t/T)/T)."""
-    u = torch.rand(n, generator=generator, dtype=dtype, device=device)
+    u = rand(n, generator, dtype, device)
     if law == "uniform":
         return t_eps + (T - t_eps) * u
     if law == "beta12":  # inverse CDF of Beta(1, 2): 1 - sqrt(1 - u)

@@ -122,6 +122,8 @@ def grid_w2_estimate(x, y, floor: float, grid: Grid = PAPER_GRID, n_boot: int = 
 
 def grid_w2_estimate_from_counts(hx: np.ndarray, hy: np.ndarray, floor: float, n: int, grid: Grid = PAPER_GRID,
                                  n_boot: int = 10, seed: int = 0) -> W2Estimate:
+    if hx.sum() == 0 or hy.sum() == 0:  # e.g. a diverged sampler: nothing inside the grid
+        return W2Estimate(math.nan, math.nan, math.nan, math.nan, floor, n, f"grid{grid.n}")
     value = grid_w2_from_weights(hx, hy, grid)
     rng = np.random.default_rng(seed)
     reps = [grid_w2_from_weights(_resample(hx, rng), _resample(hy, rng), grid) for _ in range(n_boot)]

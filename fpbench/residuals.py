@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from . import operators as ops
+from .sde import rand
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Box:
     high: float = 3.5
 
     def sample(self, n: int, d: int, generator=None, dtype=None, device=None) -> torch.Tensor:
-        u = torch.rand(n, d, generator=generator, dtype=dtype, device=device)
+        u = rand((n, d), generator, dtype, device)
         return self.low + (self.high - self.low) * u
 
 
@@ -91,7 +92,7 @@ def score_fp_residual(score, sde, x, t, create_graph: bool = False) -> torch.Ten
 
 def _collocation(n, d, box: Box, t0: float, T: float, generator, dtype, device):
     x = box.sample(n, d, generator, dtype, device)
-    t = t0 + (T - t0) * torch.rand(n, generator=generator, dtype=dtype, device=device)
+    t = t0 + (T - t0) * rand(n, generator, dtype, device)
     return x, t
 
 

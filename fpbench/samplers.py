@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from .sde import randn
+
 
 def uniform_grid(T: float, n_steps: int, eps: float = 0.0, dtype=torch.float64) -> torch.Tensor:
     """n_steps equal steps from T down to eps."""
@@ -31,6 +33,12 @@ def refined_grid(T: float, nfe: int, n_fine: int = 100, coarse_in_fine: int = 10
     coarse = torch.linspace(T, switch, nfe - coarse_in_fine + 1, dtype=torch.float64)
     fine = torch.linspace(switch, eps, n_fine + 1, dtype=torch.float64)[1:]
     return torch.cat([coarse, fine]).to(dtype)
+
+
+def subdivide(ts: torch.Tensor, k: int) -> torch.Tensor:
+    """Every step of the grid split into k equal steps."""
+    parts = [torch.linspace(a, b, k + 1, dtype=ts.dtype)[:-1] for a, b in zip(ts[:-1].tolist(), ts[1:].tolist())]
+    return torch.cat(parts + [ts[-1:]])
 
 
 def _reverse_drift(score, sde, x, t, diffusion_factor: float) -> torch.Tensor:
@@ -56,7 +64,7 @@ def _increment(x, h: float, k: int, generator, increments) -> torch.Tensor:
     """Brownian increment of step k: sqrt(h) z, or increments[k] when a path is given."""
     if increments is not None:
         return increments[k]
-    return math.sqrt(h) * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return math.sqrt(h) * randn(x.shape, generator, x.dtype, x.device)
 
 
 def euler_maruyama(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator=None,
@@ -105,8 +113,12 @@ def heun_sde(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator=None,
     return x
 
 
+class ReferenceODEError(RuntimeError):
+    """The adaptive reference solver did not finish within its evaluation budget."""
+
+
 def reference_ode(score, sde, x_T: torch.Tensor, t_end: float = 0.0, rtol: float = 1e-9,
-                  atol: float = 1e-9) -> torch.Tensor:
+                  atol: float = 1e-9, max_evals: int = 20_000) -> torch.Tensor:
     """Adaptive 8th-order Dormand-Prince (scipy ``solve_ivp``, DOP853) solution of the probability-flow
     ODE from T to t_end, all particles as one system: the high-accuracy reference that separates
     discretisation error from model error. (scipy keeps every stage inside [t_end, T]; torchdiffeq
@@ -114,8 +126,12 @@ def reference_ode(score, sde, x_T: torch.Tensor, t_end: float = 0.0, rtol: float
     from scipy.integrate import solve_ivp
 
     shape, dtype, device = x_T.shape, x_T.dtype, x_T.device
+    evals = [0]
 
     def velocity(t, y):
+        evals[0] += 1
+        if evals[0] > max_evals:  # a diverging model makes the adaptive steps collapse
+            raise ReferenceODEError(f"reference ODE needed more than {max_evals} evaluations")
         x = torch.as_tensor(y, dtype=dtype, device=device).reshape(shape)
         return _reverse_drift(score, sde, x, t, 0.5).detach().cpu().double().numpy().ravel()
 
@@ -124,6 +140,30 @@ def reference_ode(score, sde, x_T: torch.Tensor, t_end: float = 0.0, rtol: float
     if not sol.success:
         raise RuntimeError(f"reference ODE solver failed: {sol.message}")
     return torch.as_tensor(sol.y[:, -1], dtype=dtype).reshape(shape).to(device)
+
+
+def ode_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, scheme: str = "euler") -> float:
+    """E ||x_h - x_ref||^2 between the scheme on grid ``ts`` and the adaptive reference from the same
+    x_T: a coupling of the two laws, so an upper bound on W2^2(p_ODE^h, p_ODE)."""
+    x_h = ODE_SAMPLERS[scheme](score, sde, x_T, ts)
+    try:
+        x_ref = reference_ode(score, sde, x_T, float(ts[-1]), rtol=1e-7, atol=1e-7, max_evals=5000)
+    except ReferenceODEError:
+        return math.nan  # the model's flow diverges; no bound
+    return float(((x_h - x_ref) ** 2).sum(-1).mean())
+
+
+def sde_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator, scheme: str = "euler",
+                       k: int = 4) -> float:
+    """E ||x_h - x_{h/k}||^2 with both driven by the same Brownian path: a coupling, so an upper
+    bound on W2^2 between the laws at steps h and h/k (a proxy for the SDE's discretisation error)."""
+    fine = subdivide(ts, k)
+    h_fine = (fine[:-1] - fine[1:]).to(x_T.dtype)
+    dw_fine = torch.stack([math.sqrt(float(h)) * randn(x_T.shape, generator, x_T.dtype, x_T.device) for h in h_fine])
+    dw = dw_fine.reshape(len(ts) - 1, k, *x_T.shape).sum(1)
+    x_h = SDE_SAMPLERS[scheme](score, sde, x_T, ts, increments=dw, noise_last_step=True)
+    x_fine = SDE_SAMPLERS[scheme](score, sde, x_T, fine, increments=dw_fine, noise_last_step=True)
+    return float(((x_h - x_fine) ** 2).sum(-1).mean())
 
 
 ODE_SAMPLERS = {"euler": euler_ode, "heun": heun_ode}
@@ -143,7 +183,7 @@ def sample_pair(score, sde, n: int, dim: int, ts: torch.Tensor, seed: int, schem
     odes, sdes = [], []
     for c, start in enumerate(range(0, n, chunk)):
         size = min(chunk, n - start)
-        gen = torch.Generator(device=device or "cpu").manual_seed(seed * 1_000_003 + c)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + c)
         x_T = sde.prior_sample(size, dim, gen, dtype=dtype, device=device)
         odes.append(ODE_SAMPLERS[scheme](score, sde, x_T, ts).detach().cpu())
         sdes.append(SDE_SAMPLERS[scheme](score, sde, x_T, ts, gen).detach().cpu())

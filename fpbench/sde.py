@@ -23,6 +23,19 @@ def _as_tensor(t, like: torch.Tensor | None = None) -> torch.Tensor:
     return torch.as_tensor(t, dtype=torch.get_default_dtype())
 
 
+def randn(shape, generator=None, dtype=None, device=None) -> torch.Tensor:
+    """Standard normals drawn on the generator's device (CPU by default), then moved to ``device``:
+    a seed gives the same numbers whichever device the computation runs on."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
+
+
+def rand(shape, generator=None, dtype=None, device=None) -> torch.Tensor:
+    """Uniforms on [0, 1), drawn like ``randn``."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
+
+
 class LinearSDE:
     """Base class: f(x, t) = a(t) x, scalar g(t), prior pi = N(0, prior_var I).
 
@@ -60,8 +73,7 @@ class LinearSDE:
     def prior_sample(self, n: int, d: int, generator: torch.Generator | None = None,
                      dtype=None, device=None) -> torch.Tensor:
         """n draws from pi = N(0, prior_var I_d)."""
-        z = torch.randn(n, d, generator=generator, dtype=dtype, device=device)
-        return math.sqrt(self.prior_var) * z
+        return math.sqrt(self.prior_var) * randn((n, d), generator, dtype, device)
 
     def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log pi(x), shape (n,)."""
@@ -72,7 +84,7 @@ class LinearSDE:
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t = m(t) x_0 + sigma(t) eps; returns (x_t, eps)."""
         m, s = self.marginal(t)
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = randn(x0.shape, generator, x0.dtype, x0.device)
         return m[:, None] * x0 + s[:, None] * eps, eps
 
     def config(self) -> dict:

@@ -1,0 +1,209 @@
+"""Reports: markdown tables that put fpbench's measured values beside the paper's, with intervals
+and noise floors, plus seaborn figures. Every number comes from the results store."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import __version__
+from .config import PAPER_DEFAULTS, TEXT_VS_CODE
+from .paper_values import TABLE_TITLES, paper_value
+from .store import Store, flatten_metrics
+from .suite import Case, expand
+
+TABLES = ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")
+
+
+def collect(store: Store, cases: list[Case]) -> tuple[pd.DataFrame, list[dict], list[str]]:
+    """(one row per finished case, their raw records, labels of cases not run yet)."""
+    rows, records, missing = [], [], []
+    for case in cases:
+        if store.is_done(case.key):
+            rec = store.metrics(case.key)
+            records.append(rec)
+            rows.append(flatten_metrics(rec))
+        else:
+            missing.append(case.label)
+    return pd.DataFrame(rows), records, missing
+
+
+def summarise(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> tuple[float, float, float, str]:
+    """Mean and 95% interval: Student t over seeds when there are two or more, else the case's
+    own bootstrap interval."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan, "none"
+    if len(values) >= 2:
+        mean, se = values.mean(), values.std(ddof=1) / math.sqrt(len(values))
+        half = stats.t.ppf(0.975, len(values) - 1) * se
+        return mean, mean - half, mean + half, f"t over {len(values)} seeds"
+    return float(values[0]), float(lows[0]), float(highs[0]), "bootstrap"
+
+
+def _target_order(names) -> list[str]:
+    paper_order = ["blob", "circles2", "checker"]  # the paper's column order
+    return sorted(names, key=lambda n: (paper_order.index(n) if n in paper_order else 99, n))
+
+
+def _cell(mean: float, low: float, high: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a (no samples in the grid)"
+    return f"{mean:.6f} [{low:.6f}, {high:.6f}]"
+
+
+def table_frame(df: pd.DataFrame, table: str, param: str = "param_w_r") -> pd.DataFrame:
+    """Rows: the method parameter; columns: per target, ours (mean [CI]), floor, paper."""
+    out = {}
+    for (w, target), grp in df.groupby([param, "target"], sort=True):
+        mean, low, high, _ = summarise(grp[f"{table}.value"].to_numpy(), grp[f"{table}.ci_low"].to_numpy(),
+                                       grp[f"{table}.ci_high"].to_numpy())
+        paper = paper_value(table, target, w)
+        out.setdefault(w, {})[(target, "fpbench")] = _cell(mean, low, high)
+        out[w][(target, "floor")] = f"{grp['floor.mean'].mean():.6f}"
+        out[w][(target, "paper")] = "—" if paper is None else f"{paper:.6f}"
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index.name = "w_R"
+    columns = [(t, c) for t in _target_order({t for t, _ in frame.columns}) for c in ("fpbench", "floor", "paper")]
+    return frame[columns]
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    flat = frame.copy()
+    flat.columns = [f"{t} {c}" for t, c in flat.columns]
+    return flat.to_markdown()
+
+
+def diagnostics_frame(df: pd.DataFrame) -> pd.DataFrame:
+    cols = {"log_fp_residual": "R~ (eq. 20)", "score_fp_residual": "R^s (eq. 32)", "dsm_loss": "L_DSM",
+            "dsm_excess": "L_DSM - L_DSM(exact)", "curl_mean_t0": "mean |curl| t=0.01",
+            "disc_ode": "disc. ODE (bound)", "disc_sde": "disc. SDE (bound)",
+            "inside_grid_ode": "ODE in grid", "inside_grid_sde": "SDE in grid"}
+    keep = ["target", "param_w_r", "seed"] + [c for c in cols if c in df]
+    return df[keep].rename(columns=cols).sort_values(["target", "param_w_r", "seed"]).set_index(["target", "param_w_r",
+                                                                                                  "seed"])
+
+
+def error_budget_section(df: pd.DataFrame) -> str:
+    """Per target: what the exact score reaches through the same samplers (model error zero), beside
+    the noise floor at the oracle's sample size and the discretisation coupling bounds."""
+    cols = ["oracle.n", "oracle.floor_mean", "oracle.floor_q95", "oracle.w2_ode_p0", "oracle.w2_sde_p0",
+            "oracle.w2_ode_sde", "oracle.disc_ode", "oracle.disc_sde"]
+    if not all(c in df for c in cols):
+        return ""
+    table = df.groupby("target")[cols].first().loc[_target_order(df["target"].unique())]
+    table.columns = ["n", "floor (mean)", "floor (95%)", "W2²(ODE, p0)", "W2²(SDE, p0)", "W2²(ODE, SDE)",
+                     "disc. ODE bound", "disc. SDE bound"]
+    return "\n".join([
+        "## Error budget: the exact score through the same samplers", "",
+        "With the exact score the model error is zero, so what remains is sampling noise (the floor) and "
+        "discretisation. `disc. ODE bound` is E‖x_h − x_ref‖² between the Euler ODE and an adaptive DOP853 "
+        "solution from the same prior points, `disc. SDE bound` is E‖x_h − x_h/4‖² between Euler–Maruyama at "
+        "step h and h/4 on the same Brownian path: couplings, so upper bounds on the W2² they stand for. "
+        "The same two bounds for each trained model are in the next table.", "",
+        table.to_markdown(floatfmt=".5f"), ""])
+
+
+def settings_section(case: Case) -> str:
+    cfg = case.config
+    lines = ["## Settings", "", f"Target, SDE, model: `{cfg['sde']['name']}` process, model "
+             f"`{json.dumps(cfg['model'])}`, method `{cfg['method']['name']}`.", ""]
+    for section in ("train", "sample", "metrics"):
+        rows = [(k, json.dumps(v), json.dumps(PAPER_DEFAULTS[section][k]),
+                 "" if v == PAPER_DEFAULTS[section][k] else "scaled") for k, v in cfg[section].items()]
+        table = pd.DataFrame(rows, columns=[section, "this run", "paper (authors' code)", ""]).set_index(section)
+        lines += [table.to_markdown(), ""]
+    diff = pd.DataFrame(TEXT_VS_CODE, columns=["setting", "paper's text", "authors' code (used here)"])
+    lines += ["Where the paper's text and the authors' code differ (the code produced the tables):", "",
+              diff.to_markdown(index=False), ""]
+    return "\n".join(lines)
+
+
+def calibration_section(df: pd.DataFrame) -> str:
+    """How far the trained baseline's W2^2(p_SDE, p0) is from Table 3's w_R = 0 row."""
+    base = df[df["param_w_r"] == 0.0]
+    rows = []
+    for target, grp in base.groupby("target"):
+        ours, paper = grp["w2_sde_p0.value"].mean(), paper_value("w2_sde_p0", target, 0.0)
+        rows.append((target, f"{ours:.6f}", f"{paper:.6f}", f"{ours / paper:.2f}", f"{grp['floor.mean'].mean():.6f}",
+                     "yes" if ours <= 3 * paper else "no"))
+    table = pd.DataFrame(rows, columns=["target", "fpbench W2²(p_SDE, p0), w_R = 0", "paper", "ratio", "floor",
+                                        "within 3x"])
+    return "\n".join(["## Calibration against Table 3 (baseline, w_R = 0)", "", table.to_markdown(index=False), ""])
+
+
+def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
+    """Fig. 4 (R~ vs L_DSM excess) and Fig. 5 (R~ vs W2(p_ODE, p_SDE)) from the measured cases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if "log_fp_residual" not in df:
+        return paths
+    data = df.assign(w2_gap=np.sqrt(df["w2_ode_sde.value"].clip(lower=0)), w_R=df["param_w_r"].astype(str))
+    for name, y, ylabel in [("fig5", "w2_gap", "W2(p_ODE, p_SDE)"), ("fig4", "dsm_excess", "L_DSM - L_DSM(exact)")]:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        sns.scatterplot(data=data, x="log_fp_residual", y=y, hue="target", style="w_R", s=70, ax=ax)
+        ax.set_xscale("log")
+        ax.set_xlabel("R~(theta, phi_theta, 0)")
+        ax.set_ylabel(ylabel)
+        fig.tight_layout()
+        path = out_dir / f"{stem}-{name}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | None = None) -> Path:
+    """Write the suite's report at a scale to ``out`` (markdown) and its figures beside it."""
+    cases = expand(data, scale, seeds)
+    df, records, missing = collect(store, cases)
+    if df.empty:
+        raise ValueError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
+                         f"{store.root}; run `fpbench run {data['suite']['name']} --scale {scale}` first")
+    stem = out.stem
+    figs = figures(df, out.parent / "figures", stem)
+    lines = [f"# fpbench report: suite `{data['suite']['name']}`, scale `{scale}`", "",
+             f"{data['suite'].get('description', '')}", "",
+             f"Generated {datetime.date.today().isoformat()} by fpbench {__version__} from {len(df)} finished "
+             f"case(s) under `{store.root}`; devices: {sorted({r['device'] for r in records})}; torch "
+             f"{records[0]['torch']}. Each cell: fpbench's mean and 95% interval ({_interval_kind(df)}), the "
+             "noise floor (the same estimator on two independent draws of p0 at the same sample size: what "
+             "W2² reads when the distributions are equal), and the paper's value.", ""]
+    if missing:
+        lines += [f"**Not run yet ({len(missing)}):** " + ", ".join(missing), ""]
+    for table in TABLES:
+        lines += [f"## {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table)), ""]
+    if data["suite"]["name"] == "paper":
+        lines += [calibration_section(df)]
+    lines += [error_budget_section(df)]
+    lines += ["## Trained models", "", diagnostics_frame(df).to_markdown(floatfmt=".4g"), "",
+              _timing(records), ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in figs] + [""]
+    lines += [settings_section(cases[0])]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _interval_kind(df: pd.DataFrame) -> str:
+    seeds = df.groupby(["target", "param_w_r"]).size().min()
+    return f"Student t over {seeds} seeds" if seeds >= 2 else "bootstrap over the samples of one seed"
+
+
+def _timing(records: list[dict]) -> str:
+    train = sum(r["train"]["seconds"] for r in records)
+    sample = sum(r["sample_seconds"] for r in records)
+    return (f"Time (measured, all cases): training {train:.0f} s, sampling {sample:.0f} s "
+            f"on {sorted({r['device'] for r in records})}.")

@@ -1,0 +1,266 @@
+"""Run cases: train -> sample -> metrics -> store. Each stage's output is stored before the next
+begins, so a rerun after a crash resumes at the first missing stage (training itself resumes
+from its last checkpoint) and finished cases are skipped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+
+import numpy as np
+import torch
+
+from . import metrics as mx
+from . import operators as ops
+from .losses import dsm_batch, dsm_loss_terms
+from .methods import make_method
+from .models import ExactScore, make_model
+from .residuals import Box, log_fp_residual_mc, score_fp_residual_mc
+from .samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
+from .sde import make_sde
+from .store import Store, read_json, write_json, write_npz
+from .suite import Case
+from .targets import make_target
+from .train import train
+
+
+def build(case: Case, device=None):
+    """(target, sde, model, method) of a case; the model initialised from the case's seed."""
+    cfg = case.config
+    target = make_target(cfg["target"]["name"], **cfg["target"]["params"])
+    sde = make_sde(cfg["sde"]["name"], **cfg["sde"]["params"])
+    torch.manual_seed(cfg["seed"])
+    params = {k: v for k, v in cfg["model"].items() if k != "kind"}
+    model = make_model(cfg["model"]["kind"], target.dim, **params).to(getattr(torch, cfg["train"]["dtype"]))
+    method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
+    return target, sde, model.to(device), method
+
+
+def run_case(case: Case, store: Store, device=None, progress: bool = False, log=print) -> dict:
+    """Run one case to completion (or skip it if done); returns its metrics record."""
+    key, out = case.key, store.case_dir(case.key)
+    if store.is_done(key):
+        log(f"skip   {case.label} [{key}] (done)")
+        return store.metrics(key)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", case.config)
+    target, sde, model, method = build(case, device)
+    train_info = _trained(case, model, method, target, sde, out, device, progress, log)
+    model.eval()
+    hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
+    record = {"key": key, "config": case.config, "train": train_info, "sample_seconds": sample_seconds,
+              "metrics": evaluate(case, model, target, sde, hist, store, device),
+              "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
+    write_json(out / "metrics.json", record)
+    log(f"done   {case.label} [{key}]")
+    return record
+
+
+def train_groups(cases: list[Case], store: Store, device=None, log=print) -> None:
+    """Train, as ensembles, the untrained cases that share SDE, model and train config and use
+    built-in loss terms; each member's weights and history land in its own case directory."""
+    from .ensemble import can_ensemble, train_ensemble
+
+    groups: dict[str, list] = {}
+    for case in cases:
+        if (store.case_dir(case.key) / "model.pt").exists() or store.is_done(case.key):
+            continue
+        target, sde, model, method = build(case, device)
+        if not can_ensemble(method):
+            continue
+        cfg = case.config
+        group = json.dumps([cfg["sde"], cfg["model"], cfg["train"]], sort_keys=True)
+        groups.setdefault(group, []).append((case, target, sde, model, method))
+    for members in groups.values():
+        cases_g = [m[0] for m in members]
+        log(f"train  {len(members)} case(s) as one ensemble")
+        ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in cases_g).encode()).hexdigest()[:16]
+                                           + ".pt")
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        results = train_ensemble([m[3] for m in members], [m[4] for m in members], [m[1] for m in members],
+                                 members[0][2], cases_g[0].config["train"], [c.config["seed"] for c in cases_g],
+                                 [c.label for c in cases_g], device, checkpoint=ckpt)
+        for (case, *_rest), res in zip(members, results):
+            model = _rest[2]
+            out = store.case_dir(case.key)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "config.json", case.config)
+            _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
+                                  "ensemble": len(members)}, out)
+        ckpt.unlink(missing_ok=True)
+
+
+def _save_trained(model, info: dict, out) -> None:
+    tmp = out / ".model.pt.tmp"
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(out / "model.pt")
+    write_json(out / "train.json", info)
+
+
+def _trained(case, model, method, target, sde, out, device, progress, log) -> dict:
+    weights, info_path = out / "model.pt", out / "train.json"
+    if weights.exists() and info_path.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return read_json(info_path)
+    log(f"train  {case.label} [{case.key}]")
+    ckpt = out / "checkpoint.pt"
+    result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
+                   checkpoint=ckpt, progress=progress, device=device)
+    info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history}
+    _save_trained(model, info, out)
+    ckpt.unlink(missing_ok=True)
+    return info
+
+
+def _sampled(case, model, target, sde, out, device, progress, log):
+    path = out / "histograms.npz"
+    if path.exists():
+        data = np.load(path)
+        return {k: data[k] for k in data.files}, float(data["seconds"])
+    cfg, grid = case.config["sample"], _grid(case)
+    log(f"sample {case.label} [{case.key}] n={cfg['n']}")
+    ts = _sample_grid(case, sde.T)
+    began = time.perf_counter()
+    x_ode, x_sde = sample_pair(lambda x, t: model.score(x, t), sde, cfg["n"], target.dim, ts,
+                               seed=case.config["seed"] + 10_000, scheme=cfg["scheme"], chunk=cfg["chunk"],
+                               dtype=getattr(torch, cfg["dtype"]), device=device)
+    seconds = time.perf_counter() - began
+    x_p0 = target.sample(cfg["n"], torch.Generator().manual_seed(case.config["seed"] + 20_000))
+    hist = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
+            "p0": mx.grid_histogram(x_p0, grid), "ode_points": x_ode[:2000].numpy(),
+            "sde_points": x_sde[:2000].numpy(), "seconds": np.array(seconds)}
+    write_npz(path, **hist)
+    return hist, seconds
+
+
+def _grid(case: Case) -> mx.Grid:
+    low, high, n = case.config["metrics"]["grid"]
+    return mx.Grid(float(low), float(high), int(n))
+
+
+def noise_floor(case: Case, target, store: Store) -> mx.NoiseFloor:
+    """The grid W2^2 floor at the case's sample size, cached per (target, n, grid, reps)."""
+    cfg = case.config
+    spec = {"target": cfg["target"], "n": cfg["sample"]["n"], "grid": cfg["metrics"]["grid"],
+            "reps": cfg["metrics"]["floor_reps"]}
+    path = store.floor_path(spec)
+    if path.exists():
+        return mx.NoiseFloor(**read_json(path)["floor"])
+    floor = mx.grid_noise_floor(lambda n, g: target.sample(n, g), spec["n"], spec["reps"], seed=1, grid=_grid(case))
+    write_json(path, {"spec": spec, "floor": floor.to_dict()})
+    return floor
+
+
+def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=None) -> dict:
+    """W2^2 (ODE-SDE, ODE-p0, SDE-p0) with floor and intervals; R~, R^s, L_DSM and curl of the model."""
+    cfg, grid = case.config["metrics"], _grid(case)
+    floor = noise_floor(case, target, store)
+    n, seed = case.config["sample"]["n"], case.config["seed"]
+    w2 = {name: mx.grid_w2_estimate_from_counts(hist[a], hist[b], floor.mean, n, grid, cfg["n_boot"], seed + i)
+          for i, (name, a, b) in enumerate([("w2_ode_sde", "ode", "sde"), ("w2_ode_p0", "ode", "p0"),
+                                            ("w2_sde_p0", "sde", "p0")])}
+    out = {k: v.to_dict() for k, v in w2.items()}
+    out["floor"] = floor.to_dict()
+    for name in ("ode", "sde", "p0"):  # the fraction of samples inside the grid (the rest are dropped)
+        out[f"inside_grid_{name}"] = float(hist[name].sum() / n)
+    out.update(model_diagnostics(case, model, target, sde, device))
+    out.update(discretisation(case, lambda x, t: model.score(x, t), sde, target.dim, device))
+    out["oracle"] = oracle(case, target, sde, store)
+    return out
+
+
+def _sample_grid(case: Case, T: float):
+    cfg = case.config["sample"]
+    return refined_grid(T, cfg["nfe"], cfg["fine_steps"], cfg["coarse_in_fine"], cfg["eps"])
+
+
+def discretisation(case: Case, score, sde, dim: int, device=None, dtype=None) -> dict:
+    """Coupling bounds on the discretisation part of W2^2 for the ODE and the SDE sampler of a case."""
+    cfg = case.config["sample"]
+    dtype = dtype or getattr(torch, cfg["dtype"])
+    gen = torch.Generator().manual_seed(case.config["seed"] + 40_000)
+    x_T = sde.prior_sample(case.config["metrics"]["disc_points"], dim, gen, dtype, device)
+    ts = _sample_grid(case, sde.T)
+    return {"disc_ode": ode_discretisation(score, sde, x_T, ts, cfg["scheme"]),
+            "disc_sde": sde_discretisation(score, sde, x_T, ts, gen, cfg["scheme"])}
+
+
+def oracle(case: Case, target, sde, store: Store) -> dict:
+    """The exact score through the case's sampler settings: W2^2 to p0 and between ODE and SDE at
+    ``oracle_n`` samples, its own noise floor there, and its discretisation bounds. Cached per
+    (target, SDE, sample settings, oracle_n)."""
+    cfg = case.config
+    n = cfg["metrics"]["oracle_n"]
+    spec = {"oracle": 1, "target": cfg["target"], "sde": cfg["sde"], "sample": cfg["sample"], "n": n,
+            "grid": cfg["metrics"]["grid"], "reps": cfg["metrics"]["floor_reps"],
+            "disc_points": cfg["metrics"]["disc_points"]}
+    path = store.floor_path(spec)
+    if path.exists():
+        return read_json(path)["oracle"]
+    exact, grid = ExactScore(target, sde), _grid(case)
+    x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, _sample_grid(case, sde.T), seed=7,
+                               scheme=cfg["sample"]["scheme"], chunk=cfg["sample"]["chunk"], dtype=torch.float64)
+    h = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
+         "p0": mx.grid_histogram(target.sample(n, torch.Generator().manual_seed(8)), grid)}
+    floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, cfg["metrics"]["floor_reps"], seed=2, grid=grid)
+    result = {f"w2_{a}_{b}": mx.grid_w2_from_weights(h[a], h[b], grid)
+              for a, b in (("ode", "sde"), ("ode", "p0"), ("sde", "p0"))}
+    result.update({"n": n, "floor": floor.to_dict(), "floor_mean": floor.mean, "floor_q95": floor.q95})
+    result.update(discretisation(case, exact.score, sde, target.dim, dtype=torch.float64))
+    write_json(path, {"spec": spec, "oracle": result})
+    return result
+
+
+def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
+    """R~ (eq. 20) and R^s (eq. 32) on fresh points of the training domain; L_DSM of the model
+    and of the exact score on one fresh batch (their difference estimates L_SM, eq. 4, which
+    removes the target-specific constant); curl statistics of the score."""
+    cfg, train_cfg = case.config["metrics"], case.config["train"]
+    dtype = getattr(torch, train_cfg["dtype"])
+    gen = torch.Generator().manual_seed(case.config["seed"] + 30_000)
+    box, t0 = Box(*train_cfg["box"]), train_cfg["residual_t0"]
+    score = lambda x, t: model.score(x, t, create_graph=True)
+    out = {}
+    if getattr(model, "is_potential", False):
+        out["log_fp_residual"] = float(log_fp_residual_mc(model.potential, sde, target.dim, cfg["residual_points"],
+                                                          box, t0, gen, dtype, device))
+    out["score_fp_residual"] = float(score_fp_residual_mc(score, sde, target.dim, cfg["residual_points"] // 10,
+                                                          box, t0, gen, dtype, device))
+    out.update(dsm_diagnostics(case, model, target, sde, gen, dtype, device))
+    out.update(curl_diagnostics(cfg["curl_points"], model, target, sde, box, gen, dtype, device))
+    return out
+
+
+def dsm_diagnostics(case, model, target, sde, gen, dtype, device) -> dict:
+    tc = case.config["train"]
+    x0 = target.sample(case.config["metrics"]["dsm_points"], gen, dtype=torch.float64)
+    batch = dsm_batch(x0, sde, tc["time_law"], tc["t_eps"], gen)
+    exact = ExactScore(target, sde)
+    model_terms = torch.cat([dsm_loss_terms(lambda x, t: model.score(x.to(device, dtype), t.to(device, dtype))
+                                            .double().cpu(), sde, b, tc["dsm_weighting"]) for b in _chunks(batch)])
+    exact_terms = torch.cat([dsm_loss_terms(exact.score, sde, b, tc["dsm_weighting"]) for b in _chunks(batch)])
+    excess = (model_terms - exact_terms).detach()
+    return {"dsm_loss": float(model_terms.mean()), "dsm_loss_exact": float(exact_terms.mean()),
+            "dsm_excess": float(excess.mean()), "dsm_excess_se": float(excess.std() / math.sqrt(len(excess)))}
+
+
+def _chunks(batch, size: int = 50_000):
+    from .losses import DSMBatch
+
+    for s in range(0, len(batch.t), size):
+        yield DSMBatch(batch.x0[s:s + size], batch.t[s:s + size], batch.eps[s:s + size], batch.xt[s:s + size])
+
+
+def curl_diagnostics(n, model, target, sde, box, gen, dtype, device) -> dict:
+    """Curl of the score at t = 0.01 (Fig. 1) and at t ~ U(0, T), over the box."""
+    out = {}
+    for label, t_value in (("t0", 0.01), ("all_t", None)):
+        x = box.sample(n, target.dim, gen, dtype, device)
+        t = (torch.full((n,), t_value, dtype=dtype, device=device) if t_value is not None
+             else sde.T * torch.rand(n, generator=gen, dtype=dtype).to(device))
+        c = ops.curl(lambda xx, tt: model.score(xx, tt, create_graph=True), x, t).abs().detach()
+        out[f"curl_mean_{label}"], out[f"curl_max_{label}"] = float(c.mean()), float(c.max())
+    return out

@@ -1,0 +1,107 @@
+"""The results store: one directory per case, named by the hash of its resolved configuration.
+
+    <root>/<case key>/config.json      the resolved configuration (written first)
+    <root>/<case key>/checkpoint.pt    training state while training (removed when trained)
+    <root>/<case key>/model.pt         the trained weights
+    <root>/<case key>/train.json       loss history and training time
+    <root>/<case key>/histograms.npz   64 x 64 node counts of the ODE, SDE and p0 samples
+    <root>/<case key>/metrics.json     all metrics; written last, so its presence means "done"
+    <root>/floors/<key>.json           noise floors, shared by cases with the same target and n
+
+Every write goes to a temporary file first and is renamed into place (atomic on POSIX), so a
+killed run never leaves a half-written file under a final name. The root is ``./results``,
+or ``$FPBENCH_RESULTS``, or the ``--results`` option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_ROOT = "results"
+
+
+def results_root(option: str | None = None) -> Path:
+    return Path(option or os.environ.get("FPBENCH_RESULTS") or DEFAULT_ROOT)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def write_json(path: Path, obj) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"corrupt result file {path}: {err}; delete it to recompute") from None
+
+
+def write_npz(path: Path, **arrays) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+class Store:
+    """Results of cases under one root."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def case_dir(self, key: str) -> Path:
+        return self.root / key
+
+    def is_done(self, key: str) -> bool:
+        return (self.case_dir(key) / "metrics.json").exists()
+
+    def metrics(self, key: str) -> dict:
+        return read_json(self.case_dir(key) / "metrics.json")
+
+    def floor_path(self, spec: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return self.root / "floors" / f"{digest}.json"
+
+    def find(self, prefix: str) -> Path:
+        """The case directory whose key starts with ``prefix``."""
+        matches = [p for p in self.root.glob(f"{prefix}*") if p.is_dir() and p.name != "floors"]
+        if len(matches) != 1:
+            raise ValueError(f"{'no' if not matches else 'several'} run(s) match {prefix!r} under {self.root}")
+        return matches[0]
+
+    def table(self) -> pd.DataFrame:
+        """One row per finished case: its labels, method parameters and scalar metrics."""
+        rows = []
+        for path in sorted(self.root.glob("*/metrics.json")):
+            m = read_json(path)
+            rows.append(flatten_metrics(m))
+        return pd.DataFrame(rows)
+
+
+def flatten_metrics(m: dict) -> dict:
+    cfg = m["config"]
+    row = {"key": m["key"], "suite": cfg["suite"], "scale": cfg["scale"], "target": cfg["target"]["name"],
+           "sde": cfg["sde"]["name"], "model": cfg["model"]["kind"], "method": cfg["method"]["name"],
+           "seed": cfg["seed"], **{f"param_{k}": v for k, v in cfg["method"]["params"].items()}}
+    for name, value in m["metrics"].items():
+        if isinstance(value, dict):
+            row.update({f"{name}.{k}": v for k, v in value.items() if isinstance(v, (int, float))})
+        else:
+            row[name] = value
+    return row

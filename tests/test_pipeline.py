@@ -1,0 +1,252 @@
+"""End to end: training determinism, methods as plugins, the CLI, clear errors, kill and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fpbench.cli import main
+from fpbench.methods import make_method
+from fpbench.models import PotentialMLP
+from fpbench.sde import make_sde
+from fpbench.store import Store, read_json, write_json
+from fpbench.suite import SuiteError, expand, load_suite
+from fpbench.targets import make_target
+from fpbench.train import TrainingError, train
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_CFG = {"iterations": 12, "lr_stages": [[1e-3, 0.5], [1e-4, 0.5]], "dsm_batch": 64, "time_law": "beta12",
+             "t_eps": 1e-5, "dsm_weighting": "likelihood", "residual_points": 32, "residual_t0": 1e-5,
+             "box": [-3.5, 3.5], "dtype": "float32", "log_every": 1, "checkpoint_every": 4}
+
+
+def _train(seed, method="fp", checkpoint=None, **params):
+    torch.manual_seed(seed)
+    model = PotentialMLP(width=16, depth=2)
+    res = train(model, make_method(method, **params), make_target("blob"), make_sde("ou"), TRAIN_CFG, seed,
+                checkpoint=checkpoint)
+    return model, res
+
+
+def test_training_is_deterministic_for_a_seed():
+    a, _ = _train(3, w_r=1.0)
+    b, _ = _train(3, w_r=1.0)
+    c, _ = _train(4, w_r=1.0)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_training_resumed_from_a_checkpoint_is_bit_identical(tmp_path):
+    whole, whole_res = _train(5, w_r=1.0)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):  # interrupted at iteration 10: the checkpoint is at 8, after
+        _train(5, "tests.plugins.methods:InterruptedFP", ckpt, w_r=1.0, at=11)  # the stage switch at 6
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 8
+    resumed, resumed_res = _train(5, checkpoint=ckpt, w_r=1.0)
+    for pa, pb in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(pa, pb)
+    assert resumed_res.history == whole_res.history
+
+
+def test_nan_loss_stops_with_the_case_and_iteration():
+    with pytest.raises(TrainingError, match=r"case blob-case: loss is nan at iteration 3"):
+        torch.manual_seed(0)
+        train(PotentialMLP(width=8, depth=1), make_method("tests.plugins.methods:ExplodingMethod", after=3),
+              make_target("blob"), make_sde("ou"), TRAIN_CFG, 0, case="blob-case")
+
+
+def test_user_method_is_loaded_from_its_module():
+    method = make_method("tests.plugins.methods:HalfDSM", scale=0.25)
+    assert method.weights == {"dsm": 0.25}
+    _, res = _train(1, method="tests.plugins.methods:HalfDSM")
+    assert set(res.history[-1]) == {"iteration", "loss", "dsm"}
+
+
+def test_unknown_method_and_term_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown method 'sliced'"):
+        make_method("sliced")
+    with pytest.raises(ValueError, match="cannot load method"):
+        make_method("no_such_module:Thing")
+    with pytest.raises(ValueError, match="bad parameters for method 'fp'"):
+        make_method("fp", weight=1)
+
+
+# ----- suites ---------------------------------------------------------------------------------
+
+def _write_suite(tmp_path, text, name="s.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+GOOD = """
+[suite]
+name = "tiny"
+targets = ["blob"]
+sde = "ou"
+method = "fp"
+sweep = { w_r = [0.0, 1.0] }
+[model]
+kind = "potential"
+width = 8
+depth = 1
+beta = 10.0
+[scales.paper]
+[scales.quick]
+[scales.smoke]
+seeds = 1
+train = { iterations = 20, dsm_batch = 64, residual_points = 32, log_every = 5, checkpoint_every = 5 }
+sample = { n = 500, nfe = 10, fine_steps = 5, chunk = 250 }
+[scales.smoke.metrics]
+n_boot = 2
+floor_reps = 2
+residual_points = 200
+dsm_points = 500
+curl_points = 50
+disc_points = 20
+oracle_n = 300
+"""
+
+
+def test_suite_expands_into_hashed_cases(tmp_path):
+    data = load_suite(_write_suite(tmp_path, GOOD))
+    cases = expand(data, "smoke", seeds=2)
+    assert len(cases) == 4 and len({c.key for c in cases}) == 4
+    assert cases[0].config["train"]["lr_stages"] == [[1e-3, 0.25], [1e-4, 0.65], [1e-5, 0.10]]  # paper default
+    assert cases[0].config["train"]["iterations"] == 20  # the scale's override
+
+
+@pytest.mark.parametrize("mutation,message", [
+    (lambda s: s.replace('sde = "ou"', 'sde = "ou'), "malformed suite file"),
+    (lambda s: s.replace('["blob"]', '["moons"]'), "unknown target 'moons'"),
+    (lambda s: s.replace('method = "fp"', 'method = "sliced"'), "unknown method 'sliced'"),
+    (lambda s: s.replace("[scales.quick]\n", ""), r"missing scale\(s\) \['quick'\]"),
+    (lambda s: s.replace("iterations = 20", "iterationz = 20"), r"unknown key\(s\) \['iterationz'\]"),
+])
+def test_malformed_suites_fail_with_a_message_naming_the_cause(tmp_path, mutation, message):
+    with pytest.raises(SuiteError, match=message):
+        load_suite(_write_suite(tmp_path, mutation(GOOD)))
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
+    path = _write_suite(tmp_path, GOOD)
+    assert main(["run", path, "--scale", "huge", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown scale 'huge'" in err and "Traceback" not in err
+    assert main(["run", "no-such-suite", "--scale", "smoke"]) == 2
+    assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
+
+
+def test_cli_reports_a_nan_during_training(tmp_path, capsys):
+    path = _write_suite(tmp_path, GOOD.replace('method = "fp"', 'method = "tests.plugins.methods:ExplodingMethod"')
+                        .replace("sweep = { w_r = [0.0, 1.0] }", "sweep = { after = 2 }"))
+    assert main(["run", path, "--scale", "smoke", "--results", str(tmp_path / "r"), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "loss is nan at iteration 2" in err and "blob/" in err
+
+
+def test_corrupt_result_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"half": ')
+    with pytest.raises(ValueError, match="corrupt result file .*delete it to recompute"):
+        read_json(path)
+    write_json(tmp_path / "ok.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ----- the paper suite at smoke scale, and kill / resume ----------------------------------------
+
+def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys):
+    results, report = tmp_path / "results", tmp_path / "paper-smoke.md"
+    began = time.perf_counter()
+    assert main(["run", "paper", "--scale", "smoke", "--results", str(results), "--quiet"]) == 0
+    assert main(["report", "paper", "--scale", "smoke", "--results", str(results), "--out", str(report)]) == 0
+    assert time.perf_counter() - began < 300
+    text = report.read_text()
+    for title in ("Table 1", "Table 2", "Table 3", "Calibration", "Settings", "0.011599"):
+        assert title in text
+    assert len(Store(results).table()) == 12
+    assert main(["show", Store(results).table()["key"][0][:6], "--results", str(results)]) == 0
+
+
+def _run_cli(suite, results, env_extra=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-m", "fpbench", "run", suite, "--scale", "smoke", "--results",
+                             str(results), "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _metrics_by_key(root: Path) -> dict:
+    return {p.parent.name: read_json(p)["metrics"] for p in root.glob("*/metrics.json")}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_run_resumes_with_identical_metrics_and_skips_finished_cases(tmp_path, sig):
+    suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 400"))
+    reference = tmp_path / "reference"
+    assert _run_cli(suite, reference).wait(timeout=300) == 0
+
+    killed = tmp_path / "killed"
+    proc = _run_cli(suite, killed)
+    # Kill once the first case is done and the second has a training checkpoint.
+    done_first = lambda: len(list(killed.glob("*/metrics.json"))) == 1 and list(killed.glob("*/checkpoint.pt"))
+    assert _wait_for(done_first, proc), proc.communicate()[0]
+    first = next(killed.glob("*/metrics.json"))
+    stamp = first.stat().st_mtime_ns
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert len(list(killed.glob("*/metrics.json"))) == 1
+
+    rerun = _run_cli(suite, killed)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    assert "skip" in out and first.stat().st_mtime_ns == stamp  # the finished case was not recomputed
+    assert _metrics_by_key(killed) == _metrics_by_key(reference)  # bit-identical numbers
+    assert not list(killed.glob("*/*.tmp")) and not list(killed.glob("*/.*.tmp"))
+
+
+# ----- ensembles -----------------------------------------------------------------------------
+
+def test_ensemble_training_reproduces_one_by_one_training():
+    from fpbench.ensemble import train_ensemble
+
+    specs = [("blob", 0.0, 1), ("checker", 1.0, 2), ("circles2", 10.0, 3)]
+    singles, members = [], []
+    for name, w, seed in specs:
+        torch.manual_seed(seed)
+        model = PotentialMLP(width=16, depth=2)
+        members.append(PotentialMLP(width=16, depth=2))
+        members[-1].load_state_dict(model.state_dict())
+        train(model, make_method("fp", w_r=w), make_target(name), make_sde("ou"), TRAIN_CFG, seed)
+        singles.append(model)
+    train_ensemble(members, [make_method("fp", w_r=w) for _, w, _ in specs], [make_target(n) for n, _, _ in specs],
+                   make_sde("ou"), TRAIN_CFG, [s for *_, s in specs])
+    for single, member in zip(singles, members):
+        for p, q in zip(single.parameters(), member.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_ensemble_run_matches_the_one_by_one_run(tmp_path):
+    path = _write_suite(tmp_path, GOOD)
+    one, together = tmp_path / "one", tmp_path / "together"
+    assert main(["run", path, "--scale", "smoke", "--results", str(one), "--quiet"]) == 0
+    assert main(["run", path, "--scale", "smoke", "--results", str(together), "--quiet", "--ensemble"]) == 0
+    a, b = _metrics_by_key(one), _metrics_by_key(together)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key]["log_fp_residual"] == pytest.approx(b[key]["log_fp_residual"], rel=1e-4)
