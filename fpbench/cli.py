@@ -120,6 +120,29 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_reference(args) -> int:
+    from pathlib import Path
+
+    from .reference import recompute_tables, reference_dir
+    from .store import results_root
+
+    root = reference_dir(args.dir)
+    if args.action == "tables":
+        cells = recompute_tables(root)
+        for c in cells:
+            print(f"{c.table:11s} {c.target:9s} w_R={c.w_r:<5} recomputed {c.printed}  paper {c.paper:.6f}  "
+                  f"{'equal' if c.matches else 'DIFFERENT'}")
+        matched = sum(c.matches for c in cells)
+        print(f"{matched} of {len(cells)} cells equal the paper to the printed digits")
+        return 0 if matched == len(cells) else 1
+    from .reference_report import write_reference_report
+
+    cache = results_root(args.results) / "reference"
+    out = write_reference_report(root, cache, Path(args.out), args.n, args.nfe)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default=None, help="also write the markdown table here")
     bench.set_defaults(func=_cmd_bench)
+
+    ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
+    ref.add_argument("action", choices=["tables", "evaluate"])
+    ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
+    ref.add_argument("--n", type=int, default=200_000, help="fresh samples per sampler")
+    ref.add_argument("--nfe", type=int, default=800, help="the authors' grid: nfe coarse steps, last 10 refined")
+    ref.add_argument("--results", default=None)
+    ref.add_argument("--out", default="reports/reference.md")
+    ref.set_defaults(func=_cmd_reference)
 
     lst = sub.add_parser("list", help="targets, SDEs, models, methods and suites")
     lst.set_defaults(func=_cmd_list)

@@ -1,0 +1,198 @@
+"""The authors' published artefacts (``../shared/paper/REFERENCE.md``): 12 checkpoints and the 64 x 64
+histograms of 3,000,000 ODE, SDE and data samples behind Tables 1-3.
+
+Checkpoints are pickled ``models.Net`` modules. They are loaded with ``torch.load(weights_only=True)``
+and an allowlist of exactly the classes they need (a stand-in ``models.Net`` with no code of its own,
+``Linear``, ``Softplus``, ``OrderedDict``, ``set``): a pickle that references anything else is refused.
+The tensors are then mapped into fpbench's ``PotentialMLP`` after checking the architecture.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics import grid_w2_from_weights
+from .models import PotentialMLP
+from .paper_values import TABLES, TARGETS, W_R
+
+ENV_VAR = "FPBENCH_REFERENCE"
+LAYERS = (("input", 0), ("hidden1", 2), ("hidden2", 4), ("output", 6))  # authors' name -> index in net
+
+
+class ReferenceError(ValueError):
+    """A missing, tampered or unexpected reference artefact."""
+
+
+class _AuthorsNet(torch.nn.Module):
+    """Stand-in for the authors' ``models.Net``: unpickling fills its attributes; none of their code runs."""
+
+
+_AuthorsNet.__module__, _AuthorsNet.__name__, _AuthorsNet.__qualname__ = "models", "Net", "Net"
+ALLOWED = [_AuthorsNet, torch.nn.Linear, torch.nn.Softplus, collections.OrderedDict, set]
+
+
+def reference_dir(option: str | None = None) -> Path:
+    """--dir, else $FPBENCH_REFERENCE, else ../shared/paper/reference (from here or the repository).
+    A directory that is named explicitly must exist: no silent fallback."""
+    explicit = option or os.environ.get(ENV_VAR)
+    if explicit:
+        if not Path(explicit).is_dir():
+            raise ReferenceError(f"reference artefacts not found at {explicit}")
+        return Path(explicit)
+    candidates = ["../shared/paper/reference", str(Path(__file__).resolve().parents[2] / "shared/paper/reference")]
+    for c in candidates:
+        if Path(c).is_dir():
+            return Path(c)
+    raise ReferenceError(f"reference artefacts not found: give --dir or set ${ENV_VAR} (looked in {candidates})")
+
+
+def checkpoint_path(root: Path, target: str, w_r: float) -> Path:
+    folder = root / "checkpoints" / target / f"w{w_r:.1f}"
+    files = sorted(folder.glob(f"{target}_net__FP_weight_{w_r:.1f}__iteration_*"))
+    if not files:
+        raise ReferenceError(f"no checkpoint for {target}, w_R = {w_r} in {folder}")
+    return files[-1]
+
+
+def load_checkpoint(path: Path, dtype=torch.float64) -> PotentialMLP:
+    """The authors' network as a ``PotentialMLP`` (input (t, x, y), 3 Softplus(100) layers of 80)."""
+    try:
+        with torch.serialization.safe_globals(ALLOWED):
+            net = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ReferenceError(f"refusing checkpoint {path}: not a plain authors' network ({first})") from None
+    return _to_potential(net, path).to(dtype)
+
+
+def _to_potential(net, path: Path) -> PotentialMLP:
+    modules = getattr(net, "_modules", None)
+    if not isinstance(net, _AuthorsNet) or modules is None:
+        raise ReferenceError(f"refusing checkpoint {path}: holds {type(net).__name__}, not models.Net")
+    expected = {"input": (80, 3), "hidden1": (80, 80), "hidden2": (80, 80), "output": (1, 80)}
+    for name, shape in expected.items():
+        layer = modules.get(name)
+        if not isinstance(layer, torch.nn.Linear) or tuple(layer.weight.shape) != shape:
+            raise ReferenceError(f"refusing checkpoint {path}: layer {name!r} is not Linear{shape[::-1]}")
+    act = modules.get("activation")
+    if not isinstance(act, torch.nn.Softplus):
+        raise ReferenceError(f"refusing checkpoint {path}: activation is {type(act).__name__}, not Softplus")
+    model = PotentialMLP(dim=2, width=80, depth=3, beta=float(act.beta))
+    state = {}
+    for name, index in LAYERS:
+        state[f"net.{index}.weight"] = modules[name].weight.detach().double()
+        state[f"net.{index}.bias"] = modules[name].bias.detach().double()
+    model.double().load_state_dict(state)
+    model.threshold = act.threshold
+    return model
+
+
+# ----- the published histograms -----------------------------------------------------------------
+
+def histogram(root: Path, kind: str, target: str, w_r: float | None = None) -> np.ndarray:
+    d = root / "precomputed_dists"
+    name = (f"weights_truth_64_3000000_{target}.npy" if kind == "truth"
+            else f"weights_{kind}_64_3000000_100000_800_{target}_{w_r:.1f}.npy")
+    path = d / name
+    if not path.exists():
+        raise ReferenceError(f"missing published histogram {path}")
+    weights = np.load(path, allow_pickle=False)
+    if weights.shape != (4096,) or not np.isfinite(weights).all() or weights.min() < 0:
+        raise ReferenceError(f"unexpected histogram {path}: shape {weights.shape}")
+    return weights
+
+
+@dataclass(frozen=True)
+class TableCell:
+    table: str
+    target: str
+    w_r: float
+    recomputed: float
+    paper: float
+
+    @property
+    def printed(self) -> str:
+        return f"{self.recomputed:.6f}"
+
+    @property
+    def matches(self) -> bool:
+        """Equal to the paper's value to the digits it prints (six decimals)."""
+        return self.printed == f"{self.paper:.6f}"
+
+
+def recompute_tables(root: Path) -> list[TableCell]:
+    """All 36 cells of Tables 1-3 from the published histograms with fpbench's grid W2^2."""
+    cells = []
+    for target in TARGETS:
+        truth = histogram(root, "truth", target)
+        for w_r in W_R:
+            ode, sde = histogram(root, "ode", target, w_r), histogram(root, "sde", target, w_r)
+            for table, (a, b) in {"w2_ode_sde": (ode, sde), "w2_ode_p0": (ode, truth),
+                                  "w2_sde_p0": (sde, truth)}.items():
+                paper = TABLES[table][w_r][TARGETS.index(target)]
+                cells.append(TableCell(table, target, w_r, grid_w2_from_weights(a, b), paper))
+    return cells
+
+
+def parse_checkpoint_name(path: Path) -> tuple[str, float, int]:
+    m = re.match(r"(\w+?)_net__FP_weight_([\d.]+)__iteration_(\d+)$", path.name)
+    if not m:
+        raise ReferenceError(f"unexpected checkpoint name {path.name}")
+    return m.group(1), float(m.group(2)), int(m.group(3))
+
+
+# ----- re-evaluating the published models -------------------------------------------------------
+
+def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: int, n_boot: int = 3,
+                        floor_reps: int = 3, residual_points: int = 50_000, dsm_points: int = 100_000,
+                        seed: int = 0) -> dict:
+    """R~ (eq. 20, the authors' domain [1e-5, 10] x [-3.5, 3.5]^2), L_DSM and its excess over the exact
+    score, curl, and fresh ODE/SDE samples with fpbench's samplers (the authors' refined grid at
+    ``nfe``): W2^2 tables with bootstrap intervals and floor, and the distance of our histograms to
+    the published ones (what it reads if both are draws of the same distribution: about the floor)."""
+    from . import metrics as mx
+    from .losses import dsm_batch, dsm_loss_terms
+    from .models import ExactScore
+    from .operators import curl
+    from .residuals import PAPER_BOX, log_fp_residual_mc
+    from .samplers import refined_grid, sample_pair
+    from .sde import make_sde
+    from .targets import make_target
+
+    model = load_checkpoint(checkpoint_path(root, target_name, w_r), dtype=torch.float64)
+    target, sde = make_target(target_name), make_sde("ou")
+    gen = torch.Generator().manual_seed(seed)
+    out = {"target": target_name, "w_r": w_r, "n": n, "nfe": nfe}
+    out["log_fp_residual"] = float(log_fp_residual_mc(model.potential, sde, 2, residual_points, PAPER_BOX, 1e-5,
+                                                      gen, torch.float64))
+    batch = dsm_batch(target.sample(dsm_points, gen, dtype=torch.float64), sde, "beta12", 1e-5, gen)
+    ours = dsm_loss_terms(lambda x, t: model.score(x, t), sde, batch)
+    exact = dsm_loss_terms(ExactScore(target, sde).score, sde, batch)
+    out.update({"dsm_loss": float(ours.mean()), "dsm_loss_exact": float(exact.mean()),
+                "dsm_excess": float((ours - exact).mean()),
+                "dsm_excess_se": float((ours - exact).std() / np.sqrt(dsm_points))})
+    x = PAPER_BOX.sample(2000, 2, gen, torch.float64)
+    out["curl_max"] = float(curl(lambda xx, tt: model.score(xx, tt, create_graph=True), x,
+                                 torch.full((2000,), 0.01, dtype=torch.float64)).abs().max())
+    model32 = model.float()
+    x_ode, x_sde = sample_pair(lambda xx, tt: model32.score(xx, tt), sde, n, 2, refined_grid(sde.T, nfe), seed + 1,
+                               chunk=100_000)
+    h = {"ode": mx.grid_histogram(x_ode), "sde": mx.grid_histogram(x_sde),
+         "p0": mx.grid_histogram(target.sample(n, torch.Generator().manual_seed(seed + 2)))}
+    floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, floor_reps, seed=seed + 3)
+    out["floor"] = floor.to_dict()
+    for i, (name, a, b) in enumerate([("w2_ode_sde", "ode", "sde"), ("w2_ode_p0", "ode", "p0"),
+                                      ("w2_sde_p0", "sde", "p0")]):
+        out[name] = mx.grid_w2_estimate_from_counts(h[a], h[b], floor.mean, n, n_boot=n_boot, seed=seed + i).to_dict()
+    for kind in ("ode", "sde"):
+        out[f"w2_{kind}_vs_published"] = mx.grid_w2_from_weights(h[kind], histogram(root, kind, target_name, w_r))
+    out["w2_p0_vs_published"] = mx.grid_w2_from_weights(h["p0"], histogram(root, "truth", target_name))
+    return out

@@ -1,0 +1,138 @@
+"""``reports/reference.md``: the paper's tables recomputed from the authors' histograms, and the
+authors' 12 models re-evaluated and re-sampled with fpbench."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .paper_values import TABLE_TITLES, TARGETS, W_R, paper_value
+from .reference import evaluate_checkpoint, recompute_tables
+from .store import read_json, write_json
+
+
+def tables_frame(cells) -> dict[str, pd.DataFrame]:
+    out = {}
+    for table in TABLE_TITLES:
+        rows = {w: {t: "" for t in TARGETS} for w in W_R}
+        for c in cells:
+            if c.table == table:
+                rows[c.w_r][c.target] = f"{c.printed} ({'=' if c.matches else '≠'} {c.paper:.6f})"
+        frame = pd.DataFrame.from_dict(rows, orient="index")[list(TARGETS)]
+        frame.index.name = "w_R"
+        out[table] = frame
+    return out
+
+
+def evaluate_all(root: Path, cache: Path, n: int, nfe: int, log=print) -> list[dict]:
+    """Every checkpoint, each cached as JSON under ``cache`` (a rerun resumes)."""
+    records = []
+    for target in TARGETS:
+        for w_r in W_R:
+            path = cache / f"{target}_w{w_r:.1f}_n{n}_nfe{nfe}.json"
+            if path.exists():
+                records.append(read_json(path))
+                continue
+            log(f"evaluate {target} w_R={w_r} (n={n}, nfe={nfe})")
+            rec = evaluate_checkpoint(root, target, w_r, n, nfe)
+            write_json(path, rec)
+            records.append(rec)
+    return records
+
+
+def resampled_frame(records: list[dict], table: str) -> pd.DataFrame:
+    rows = {}
+    for r in records:
+        est, paper = r[table], paper_value(table, r["target"], r["w_r"])
+        inside = est["ci_low"] <= paper <= est["ci_high"]
+        rows.setdefault(r["w_r"], {})[r["target"]] = (
+            f"{est['value']:.6f} [{est['ci_low']:.6f}, {est['ci_high']:.6f}] vs {paper:.6f}{'' if inside else ' ✗'}")
+    frame = pd.DataFrame.from_dict(rows, orient="index")[list(TARGETS)]
+    frame.index.name = "w_R"
+    return frame
+
+
+def diagnostics(records: list[dict]) -> pd.DataFrame:
+    rows = [{"target": r["target"], "w_R": r["w_r"], "R~ (eq. 20)": r["log_fp_residual"], "L_DSM": r["dsm_loss"],
+             "L_DSM - L_DSM(exact)": r["dsm_excess"], "± se": r["dsm_excess_se"], "max |curl|": r["curl_max"],
+             "W2²(our ODE, their ODE)": r["w2_ode_vs_published"], "W2²(our SDE, their SDE)": r["w2_sde_vs_published"],
+             "W2²(our p0, their p0)": r["w2_p0_vs_published"], "floor": r["floor"]["mean"]} for r in records]
+    return pd.DataFrame(rows).set_index(["target", "w_R"])
+
+
+def disagreements(records: list[dict]) -> list[str]:
+    """Plain statements for every cell where the paper's value lies outside our interval."""
+    lines = []
+    for r in records:
+        for table in TABLE_TITLES:
+            est, paper = r[table], paper_value(table, r["target"], r["w_r"])
+            if not est["ci_low"] <= paper <= est["ci_high"]:
+                side = "above" if est["value"] > paper else "below"
+                lines.append(f"- {TABLE_TITLES[table].split(':')[0]}, {r['target']}, w_R = {r['w_r']}: ours "
+                             f"{est['value']:.6f} [{est['ci_low']:.6f}, {est['ci_high']:.6f}] is {side} the paper's "
+                             f"{paper:.6f}; the floor at our n = {r['n']:,} is {r['floor']['mean']:.6f}.")
+    return lines
+
+
+def figure(records: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = pd.DataFrame([{"target": r["target"], "w_R": str(r["w_r"]), "R~": r["log_fp_residual"],
+                          "W2(p_ODE, p_SDE), ours": np.sqrt(max(r["w2_ode_sde"]["value"], 0)),
+                          "W2(p_ODE, p_SDE), published": np.sqrt(paper_value("w2_ode_sde", r["target"], r["w_r"]))}
+                         for r in records])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, col in zip(axes, ["W2(p_ODE, p_SDE), published", "W2(p_ODE, p_SDE), ours"]):
+        sns.scatterplot(data=data, x="R~", y=col, hue="target", style="w_R", s=70, ax=ax)
+        ax.set_xscale("log")
+        ax.set_title(col.split(", ")[1] + " samples")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_reference_report(root: Path, cache: Path, out: Path, n: int, nfe: int, log=print) -> Path:
+    cells = recompute_tables(root)
+    records = evaluate_all(root, cache, n, nfe, log)
+    fig = figure(records, out.parent / "figures" / "reference-fig5.png")
+    matched = sum(c.matches for c in cells)
+    lines = ["# fpbench report: the authors' own artefacts", "",
+             f"Generated {datetime.date.today().isoformat()} from `{root}` (12 checkpoints, 64 x 64 histograms of "
+             "3,000,000 samples per sampler).", "",
+             f"## Tables 1-3 recomputed from the published histograms: {matched} of {len(cells)} cells equal", "",
+             "fpbench's grid W2² (nearest node of `linspace(-3.5, 3.5, 64)`², exact OT with POT `emd2`) on the "
+             "authors' histograms; each cell: recomputed (= or ≠ the paper's printed value).", ""]
+    for table, frame in tables_frame(cells).items():
+        lines += [f"### {TABLE_TITLES[table]}", "", frame.to_markdown(), ""]
+    lines += [f"## The 12 models re-sampled with fpbench (n = {n:,} per sampler, nfe = {nfe}, the authors' grid)", "",
+              "Each cell: ours [95% bootstrap interval] vs the paper's value; ✗ where the paper's value is outside "
+              "our interval. Our estimator reads about the noise floor when the distributions are equal, and the "
+              f"floor at n = {n:,} is larger than at the paper's 3,000,000, so our values sit higher by about "
+              "the difference of the floors.", ""]
+    for table in TABLE_TITLES:
+        lines += [f"### {TABLE_TITLES[table]}", "", resampled_frame(records, table).to_markdown(), ""]
+    dis = disagreements(records)
+    lines += ["### Where our re-sampling disagrees with the published histograms", ""]
+    lines += dis or ["Nowhere: every published value lies inside our interval."]
+    lines += ["", "## Residual, DSM loss and curl of each published model", "",
+              "R~ by Monte Carlo on 50,000 fresh points of the authors' domain [1e-5, 10] x [-3.5, 3.5]²; L_DSM on "
+              "fresh samples (t = 10 Beta(1, 2) + 1e-5) and its excess over the exact score on the same batch (an "
+              "estimate of L_SM, eq. 4: the normalisation that removes each dataset's constant). The last columns "
+              "compare our fresh histograms with the published ones directly.", "",
+              diagnostics(records).to_markdown(floatfmt=".5g"), "",
+              f"![Fig. 5 from the authors' models](figures/{fig.name})", "",
+              "Settings: " + json.dumps({"n": n, "nfe": nfe, "grid": "linspace(-3.5, 3.5, 64)^2",
+                                         "samplers": "Euler / Euler-Maruyama, no noise on the last step"}), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    return out

@@ -1,0 +1,107 @@
+"""The authors' artefacts: safe loading, their network reproduced, Tables 1-3 from their histograms."""
+
+import io
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from fpbench.paper_values import TARGETS, W_R
+from fpbench.reference import (
+    ReferenceError,
+    checkpoint_path,
+    load_checkpoint,
+    recompute_tables,
+    reference_dir,
+)
+
+try:
+    ROOT = reference_dir()
+except ReferenceError as err:
+    ROOT, REASON = None, str(err)
+needs_artefacts = pytest.mark.skipif(ROOT is None,
+                                     reason="the authors' artefacts are absent (../shared/paper/reference)")
+
+
+@needs_artefacts
+def test_all_36_cells_of_tables_1_to_3_equal_the_paper_to_the_printed_digits():
+    cells = recompute_tables(ROOT)
+    assert len(cells) == 36
+    wrong = [(c.table, c.target, c.w_r, c.printed, f"{c.paper:.6f}") for c in cells if not c.matches]
+    assert wrong == []
+
+
+def _raw_forward(path, x, t):
+    """The authors' network written out from the raw tensors of the zip archive: (t, x, y) ->
+    three Softplus(beta = 100, threshold = 20) layers -> Linear. Independent of fpbench's model."""
+    with torch.serialization.safe_globals(__import__("fpbench.reference", fromlist=["ALLOWED"]).ALLOWED):
+        net = torch.load(path, weights_only=True, map_location="cpu")
+    w = {name: (m.weight.detach().double(), m.bias.detach().double()) for name, m in net._modules.items()
+         if isinstance(m, torch.nn.Linear)}
+
+    def softplus(z):
+        return torch.where(100 * z > 20, z, torch.log1p(torch.exp(100 * z)) / 100)
+
+    h = torch.cat([t[:, None], x], -1)
+    for name in ("input", "hidden1", "hidden2"):
+        h = softplus(h @ w[name][0].T + w[name][1])
+    return (h @ w["output"][0].T + w["output"][1]).squeeze(-1)
+
+
+@needs_artefacts
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("w_r", W_R)
+def test_loaded_checkpoint_reproduces_the_authors_forward_pass(target, w_r):
+    path = checkpoint_path(ROOT, target, w_r)
+    model = load_checkpoint(path)
+    g = torch.Generator().manual_seed(0)
+    x = 7 * torch.rand(500, 2, generator=g, dtype=torch.float64) - 3.5
+    t = 10 * torch.rand(500, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(model.potential(x, t), _raw_forward(path, x, t), rtol=0, atol=1e-10)
+
+
+def _tampered(tmp_path, payload_global: bytes):
+    """A torch zip checkpoint whose data.pkl references another global (as an attack would)."""
+    src = checkpoint_path(ROOT, "blob", 0.0)
+    out = tmp_path / "tampered"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item.endswith("data.pkl"):
+                data = data.replace(b"cmodels\nNet\n", payload_global, 1)
+            zout.writestr(item, data)
+    return out
+
+
+@needs_artefacts
+def test_a_pickle_referencing_other_code_is_refused(tmp_path):
+    path = _tampered(tmp_path, b"cos\nsystem\n")
+    with pytest.raises(ReferenceError, match="refusing checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_non_checkpoint_file_is_refused(tmp_path):
+    path = tmp_path / "garbage"
+    buf = io.BytesIO()
+    pickle.dump({"not": "a network"}, buf)
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(ReferenceError, match="refusing checkpoint"):
+        load_checkpoint(path)
+
+
+def test_an_explicit_directory_that_does_not_exist_is_a_clear_error(tmp_path):
+    with pytest.raises(ReferenceError, match="reference artefacts not found at"):
+        reference_dir(str(tmp_path / "nowhere"))
+
+
+@needs_artefacts
+def test_evaluating_a_published_model_gives_every_quantity_of_the_report():
+    from fpbench.reference import evaluate_checkpoint
+
+    rec = evaluate_checkpoint(ROOT, "blob", 1.0, n=3000, nfe=40, n_boot=2, floor_reps=2, residual_points=2000,
+                              dsm_points=2000)
+    for key in ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0"):
+        assert rec[key]["ci_low"] <= rec[key]["value"] <= rec[key]["ci_high"]
+    assert rec["log_fp_residual"] > 0 and rec["curl_max"] < 1e-6  # a potential model is conservative
+    assert 0 < rec["w2_ode_vs_published"] < 1 and rec["dsm_excess"] > -3 * rec["dsm_excess_se"]
