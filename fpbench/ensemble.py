@@ -20,8 +20,9 @@ import time
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from .losses import dsm_batch, weighting
+from .losses import DSMBatch, dsm_batch, dsm_loss_terms
 from .methods import Method
+from .operators import gradient
 from .residuals import Box, _collocation, log_fp_residual, score_fp_residual
 from .train import TrainingError, TrainResult, _lr_at, _save_atomic, stage_boundaries
 
@@ -85,15 +86,9 @@ def _term_values(stack: StackedPotential, sde, cfg, term: str, members: list[int
     if term == "dsm":
         batches = [draws[e]["dsm"] for e in members]
         n = batches[0].xt.shape[0]
-        x = torch.cat([b.xt for b in batches])
-        t = torch.cat([b.t for b in batches])
-        from .operators import gradient
-
-        score = gradient(stack.flat(idx, n), x, t, create_graph=True)
-        sigma = torch.cat([sde.marginal(b.t)[1] for b in batches])
-        target = -torch.cat([b.eps for b in batches]) / sigma[:, None]
-        per_row = weighting(sde, t, cfg["dsm_weighting"]) * ((score - target) ** 2).sum(-1)
-        return per_row.reshape(len(members), n).mean(-1)
+        joined = DSMBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("x0", "t", "eps", "xt")))
+        score = lambda x, t: gradient(stack.flat(idx, n), x, t, create_graph=True)
+        return dsm_loss_terms(score, sde, joined, cfg["dsm_weighting"]).reshape(len(members), n).mean(-1)
     x = torch.cat([draws[e][term][0] for e in members])
     t = torch.cat([draws[e][term][1] for e in members])
     n = draws[members[0]][term][0].shape[0]
@@ -101,8 +96,6 @@ def _term_values(stack: StackedPotential, sde, cfg, term: str, members: list[int
     if term == "log_fp":
         r2 = log_fp_residual(potential, sde, x, t, create_graph=True) ** 2
     else:
-        from .operators import gradient
-
         r2 = score_fp_residual(lambda xx, tt: gradient(potential, xx, tt, create_graph=True), sde, x, t,
                                create_graph=True).pow(2).sum(-1)
     return r2.reshape(len(members), n).mean(-1)
@@ -135,7 +128,7 @@ def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], l
         totals = [sum(methods[e].weights[k] * v for k, v in values[e].items()) for e in range(len(models))]
         for e, total in enumerate(totals):
             if not torch.isfinite(total):
-                raise TrainingError(f"case {labels[e]}: loss is {float(total)} at iteration {it} (ensemble)")
+                raise TrainingError(f"case {labels[e]}: loss is {total.item()} at iteration {it} (ensemble)")
         opt.zero_grad(set_to_none=True)
         torch.stack(totals).sum().backward()
         opt.step()

@@ -72,7 +72,7 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         x0 = target.sample(cfg["dsm_batch"], gen, dtype=dtype, device=device)
         loss, terms = method.loss(model, TrainContext(sde, target, x0, gen, cfg))
         if not torch.isfinite(loss):
-            raise TrainingError(f"case {case}: loss is {float(loss)} at iteration {it} (terms {terms})")
+            raise TrainingError(f"case {case}: loss is {loss.item()} at iteration {it} (terms {terms})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
