@@ -126,16 +126,25 @@ def settings_section(case: Case) -> str:
 
 
 def calibration_section(df: pd.DataFrame) -> str:
-    """How far the trained baseline's W2^2(p_SDE, p0) is from Table 3's w_R = 0 row."""
+    """How far the trained baseline's W2^2(p_SDE, p0) is from Table 3's w_R = 0 row, and how much of
+    that distance the estimator's own floor at this sample size accounts for."""
     base = df[df["param_w_r"] == 0.0]
     rows = []
-    for target, grp in base.groupby("target"):
+    for target in _target_order(base["target"].unique()):
+        grp = base[base["target"] == target]
         ours, paper = grp["w2_sde_p0.value"].mean(), paper_value("w2_sde_p0", target, 0.0)
-        rows.append((target, f"{ours:.6f}", f"{paper:.6f}", f"{ours / paper:.2f}", f"{grp['floor.mean'].mean():.6f}",
-                     "yes" if ours <= 3 * paper else "no"))
-    table = pd.DataFrame(rows, columns=["target", "fpbench W2²(p_SDE, p0), w_R = 0", "paper", "ratio", "floor",
-                                        "within 3x"])
-    return "\n".join(["## Calibration against Table 3 (baseline, w_R = 0)", "", table.to_markdown(index=False), ""])
+        floor = grp["floor.mean"].mean()
+        within = "yes" if ours <= 3 * paper else "no"
+        rows.append((target, f"{ours:.6f}", f"{paper:.6f}", f"{ours / paper:.2f}", f"{floor:.6f}",
+                     f"{floor / paper:.2f}", f"{max(ours - floor, 0) / paper:.2f}", within))
+    table = pd.DataFrame(rows, columns=["target", "fpbench W2²(p_SDE, p0)", "paper", "ratio", "floor here",
+                                        "floor / paper", "(ours - floor) / paper", "within 3x"])
+    n = int(base["w2_sde_p0.n"].iloc[0]) if "w2_sde_p0.n" in base else 0
+    return "\n".join(["## Calibration against Table 3 (baseline, w_R = 0)", "",
+                      f"The target was the paper's Table 3 row within a factor 3. At n = {n:,} samples the "
+                      "estimator's own floor (the value it reads for two draws of p0) is the column `floor here`; "
+                      "the paper's 3,000,000 samples have a far lower floor, so the last ratios subtract ours.", "",
+                      table.to_markdown(index=False), ""])
 
 
 def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
