@@ -189,6 +189,7 @@ def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: i
          "p0": mx.grid_histogram(target.sample(n, torch.Generator().manual_seed(seed + 2)))}
     floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, floor_reps, seed=seed + 3)
     out["floor"] = floor.to_dict()
+    out.update({f"inside_grid_{k}": float(v.sum() / n) for k, v in h.items()})  # the rest is dropped
     for i, (name, a, b) in enumerate([("w2_ode_sde", "ode", "sde"), ("w2_ode_p0", "ode", "p0"),
                                       ("w2_sde_p0", "sde", "p0")]):
         out[name] = mx.grid_w2_estimate_from_counts(h[a], h[b], floor.mean, n, n_boot=n_boot, seed=seed + i).to_dict()

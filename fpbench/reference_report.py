@@ -60,7 +60,8 @@ def diagnostics(records: list[dict]) -> pd.DataFrame:
     rows = [{"target": r["target"], "w_R": r["w_r"], "R~ (eq. 20)": r["log_fp_residual"], "L_DSM": r["dsm_loss"],
              "L_DSM - L_DSM(exact)": r["dsm_excess"], "± se": r["dsm_excess_se"], "max |curl|": r["curl_max"],
              "W2²(our ODE, their ODE)": r["w2_ode_vs_published"], "W2²(our SDE, their SDE)": r["w2_sde_vs_published"],
-             "W2²(our p0, their p0)": r["w2_p0_vs_published"], "floor": r["floor"]["mean"]} for r in records]
+             "W2²(our p0, their p0)": r["w2_p0_vs_published"], "floor": r["floor"]["mean"],
+             "ODE in grid": r["inside_grid_ode"], "SDE in grid": r["inside_grid_sde"]} for r in records]
     return pd.DataFrame(rows).set_index(["target", "w_R"])
 
 

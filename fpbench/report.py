@@ -83,11 +83,50 @@ def _markdown(frame: pd.DataFrame) -> str:
 def diagnostics_frame(df: pd.DataFrame) -> pd.DataFrame:
     cols = {"log_fp_residual": "R~ (eq. 20)", "score_fp_residual": "R^s (eq. 32)", "dsm_loss": "L_DSM",
             "dsm_excess": "L_DSM - L_DSM(exact)", "curl_mean_t0": "mean |curl| t=0.01",
-            "disc_ode": "disc. ODE (bound)", "disc_sde": "disc. SDE (bound)",
+            "prior_score_ratio": "score at T / prior's", "disc_ode": "disc. ODE (bound)",
+            "disc_sde": "disc. SDE (bound)",
             "inside_grid_ode": "ODE in grid", "inside_grid_sde": "SDE in grid"}
     keep = ["target", "param_w_r", "seed"] + [c for c in cols if c in df]
     return df[keep].rename(columns=cols).sort_values(["target", "param_w_r", "seed"]).set_index(["target", "param_w_r",
                                                                                                   "seed"])
+
+
+def trends_section(df: pd.DataFrame) -> str:
+    """Does each quantity move with w_R the way the paper's table does? Spearman's rho over the w_R
+    values (means over seeds), ours beside the paper's: descriptive, with four points per row."""
+    rows = []
+    for table in TABLES:
+        for target in _target_order(df["target"].unique()):
+            grp = df[df["target"] == target].groupby("param_w_r")[f"{table}.value"].mean()
+            paper = [paper_value(table, target, w) for w in grp.index]
+            if len(grp) < 3 or any(p is None for p in paper):
+                continue
+            rho_ours = stats.spearmanr(grp.index, grp.to_numpy()).statistic
+            rho_paper = stats.spearmanr(grp.index, paper).statistic
+            same = "yes" if np.sign(rho_ours) == np.sign(rho_paper) else "no"
+            rows.append((TABLE_TITLES[table].split(":")[0], target, f"{rho_ours:+.2f}", f"{rho_paper:+.2f}", same))
+    if not rows:
+        return ""
+    table = pd.DataFrame(rows, columns=["table", "target", "rho(w_R, fpbench)", "rho(w_R, paper)", "same direction"])
+    agree = sum(r[-1] == "yes" for r in rows)
+    return "\n".join(["## Trends in w_R against the paper's", "",
+                      f"{agree} of {len(rows)} rows move with w_R in the paper's direction (Spearman's rho over the "
+                      "w_R values; four points per row, so descriptive, not a test).", "",
+                      table.to_markdown(index=False), ""])
+
+
+def dropped_samples_section(df: pd.DataFrame, threshold: float = 0.95) -> str:
+    """The grid W2^2 drops samples outside the box: say where that hides part of the distance."""
+    cols = [c for c in ("inside_grid_ode", "inside_grid_sde") if c in df]
+    low = df[(df[cols] < threshold).any(axis=1)] if cols else df.iloc[0:0]
+    if low.empty:
+        return ""
+    worst = low[cols].min(axis=1).min()
+    return (f"**Samples outside the grid.** {len(low)} of {len(df)} cases keep less than {threshold:.0%} of their "
+            f"ODE or SDE samples inside [-3.5, 3.5]² (the least: {worst:.1%}). The paper's grid W2² drops the rest, so "
+            "those cells measure only the part of the distribution that stayed inside. See the columns `ODE in grid`, "
+            "`SDE in grid` and `score at T / prior's` below (0 for the trivial log-FP solution u = c(t), whose score "
+            "is zero and whose reverse flow expands every particle).\n")
 
 
 def error_budget_section(df: pd.DataFrame) -> str:
@@ -195,7 +234,8 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     for table in TABLES:
         lines += [f"## {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table)), ""]
     if data["suite"]["name"] == "paper":
-        lines += [calibration_section(df)]
+        lines += [trends_section(df), calibration_section(df)]
+    lines += [dropped_samples_section(df)]
     lines += [error_budget_section(df)]
     lines += ["## Trained models", "", diagnostics_frame(df).to_markdown(floatfmt=".4g"), "",
               _timing(records), ""]

@@ -230,8 +230,19 @@ def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
     out["score_fp_residual"] = float(score_fp_residual_mc(score, sde, target.dim, cfg["residual_points"] // 10,
                                                           box, t0, gen, dtype, device))
     out.update(dsm_diagnostics(case, model, target, sde, gen, dtype, device))
+    out["prior_score_ratio"] = prior_score_ratio(model, sde, target.dim, gen, dtype, device)
     out.update(curl_diagnostics(cfg["curl_points"], model, target, sde, box, gen, dtype, device))
     return out
+
+
+def prior_score_ratio(model, sde, dim: int, gen, dtype, device, n: int = 2000) -> float:
+    """E[s_theta(x, T) . s_pi(x)] / E||s_pi(x)||^2 for x ~ pi, s_pi = -x / prior_var the prior's score:
+    1 when the model's score at t = T matches the prior's, 0 for the trivial log-FP solution u = c(t)
+    (zero residual, zero score), under which the reverse flow expands every particle."""
+    x = sde.prior_sample(n, dim, gen, dtype, device)
+    s_pi = -x / sde.prior_var
+    s = model.score(x, torch.full((n,), sde.T, dtype=dtype, device=device)).detach()
+    return float((s * s_pi).sum(-1).mean() / (s_pi**2).sum(-1).mean())
 
 
 def dsm_diagnostics(case, model, target, sde, gen, dtype, device) -> dict:

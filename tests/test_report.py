@@ -1,0 +1,60 @@
+"""Report pieces computed from results: trends, dropped samples, the prior-score diagnostic."""
+
+import pandas as pd
+import torch
+
+from fpbench.models import ExactScore
+from fpbench.paper_values import TABLES
+from fpbench.report import dropped_samples_section, summarise, trends_section
+from fpbench.runner import prior_score_ratio
+from fpbench.sde import make_sde
+from fpbench.targets import make_target
+
+
+def _frame(values_by_table, inside=1.0):
+    rows = []
+    for w in (0.0, 0.1, 1.0, 10.0):
+        row = {"target": "blob", "param_w_r": w, "inside_grid_ode": inside, "inside_grid_sde": 1.0}
+        for table, fn in values_by_table.items():
+            row[f"{table}.value"] = fn(w)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_trends_follow_the_paper_when_the_values_are_the_papers():
+    df = _frame({t: (lambda w, t=t: TABLES[t][w][0]) for t in TABLES})
+    text = trends_section(df)
+    assert "3 of 3 rows move with w_R in the paper's direction" in text
+
+
+def test_trends_say_so_when_a_direction_is_reversed():
+    df = _frame({"w2_ode_sde": lambda w: 1 + w, "w2_ode_p0": lambda w: TABLES["w2_ode_p0"][w][0],
+                 "w2_sde_p0": lambda w: TABLES["w2_sde_p0"][w][0]})
+    assert "2 of 3 rows" in trends_section(df)
+
+
+def test_dropped_samples_are_reported_only_when_present():
+    assert dropped_samples_section(_frame({}, inside=0.99)) == ""
+    text = dropped_samples_section(_frame({}, inside=0.5))
+    assert "4 of 4 cases keep less than 95%" in text and "50.0%" in text
+
+
+def test_summary_uses_a_t_interval_over_seeds_and_the_bootstrap_for_one():
+    import numpy as np
+
+    mean, low, high, kind = summarise(np.array([1.0, 2.0, 3.0]), np.zeros(3), np.zeros(3))
+    assert mean == 2.0 and kind == "t over 3 seeds" and low < 2.0 < high
+    assert summarise(np.array([1.0]), np.array([0.5]), np.array([1.5]))[1:3] == (0.5, 1.5)
+
+
+def test_prior_score_ratio_is_one_for_the_exact_score_and_zero_for_a_zero_score():
+    sde = make_sde("ou")
+    exact = ExactScore(make_target("blob"), sde)
+    gen = torch.Generator().manual_seed(0)
+    assert abs(prior_score_ratio(exact, sde, 2, gen, torch.float64, None) - 1) < 1e-3
+
+    class Zero:
+        def score(self, x, t):
+            return torch.zeros_like(x)
+
+    assert prior_score_ratio(Zero(), sde, 2, gen, torch.float64, None) == 0.0
