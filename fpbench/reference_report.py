@@ -28,10 +28,11 @@ def tables_frame(cells) -> dict[str, pd.DataFrame]:
     return out
 
 
-def evaluate_all(root: Path, cache: Path, n: int, nfe: int, log=print) -> list[dict]:
-    """Every checkpoint, each cached as JSON under ``cache`` (a rerun resumes)."""
+def evaluate_all(root: Path, cache: Path, n: int, nfe: int, log=print, targets=TARGETS) -> list[dict]:
+    """Every checkpoint of ``targets``, each cached as JSON under ``cache`` (a rerun resumes; separate
+    processes may share the cache for disjoint targets)."""
     records = []
-    for target in TARGETS:
+    for target in targets:
         for w_r in W_R:
             path = cache / f"{target}_w{w_r:.1f}_n{n}_nfe{nfe}.json"
             if path.exists():
@@ -103,6 +104,7 @@ def figure(records: list[dict], out: Path) -> Path:
 
 
 def write_reference_report(root: Path, cache: Path, out: Path, n: int, nfe: int, log=print) -> Path:
+    """Evaluate what is not cached yet, then write the report for all 12 models."""
     cells = recompute_tables(root)
     records = evaluate_all(root, cache, n, nfe, log)
     fig = figure(records, out.parent / "figures" / "reference-fig5.png")
