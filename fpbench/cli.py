@@ -17,12 +17,9 @@ class UserError(Exception):
 
 
 def _cmd_check(args) -> int:
-    import torch
-
     from .check import CHECK_T0, format_check, run_check
     from .residuals import Box
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     box = Box(args.low, args.high)
     rows = run_check(n=args.points, box=box, seed=args.seed)
     print(f"Exact-density residuals, float64, {args.points} points uniform in "

@@ -28,7 +28,8 @@ def _leaf(x: torch.Tensor) -> torch.Tensor:
     return x if x.requires_grad else x.detach().requires_grad_(True)
 
 
-def _grad(out: torch.Tensor, inp: torch.Tensor, create_graph: bool) -> torch.Tensor:
+def grad_of_sum(out: torch.Tensor, inp: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """d(sum out)/d inp: the per-row gradients of a row-independent function."""
     (g,) = torch.autograd.grad(out.sum(), inp, create_graph=create_graph, retain_graph=True,
                                allow_unused=True)
     return torch.zeros_like(inp) if g is None else g
@@ -38,14 +39,14 @@ def gradient(phi: ScalarField, x, t, create_graph: bool = True) -> torch.Tensor:
     """grad_x phi(x, t), shape (n, d)."""
     with torch.enable_grad():
         x = _leaf(x)
-        return _grad(phi(x, t), x, create_graph)
+        return grad_of_sum(phi(x, t), x, create_graph)
 
 
 def time_derivative(phi: ScalarField, x, t, create_graph: bool = True) -> torch.Tensor:
     """d phi / dt (x, t), shape (n,)."""
     with torch.enable_grad():
         t = _leaf(t)
-        return _grad(phi(x, t), t, create_graph)
+        return grad_of_sum(phi(x, t), t, create_graph)
 
 
 def jacobian(s: VectorField, x, t, create_graph: bool = True) -> torch.Tensor:
@@ -53,7 +54,7 @@ def jacobian(s: VectorField, x, t, create_graph: bool = True) -> torch.Tensor:
     with torch.enable_grad():
         x = _leaf(x)
         out = s(x, t)
-        rows = [_grad(out[:, i], x, create_graph) for i in range(out.shape[-1])]
+        rows = [grad_of_sum(out[:, i], x, create_graph) for i in range(out.shape[-1])]
     return torch.stack(rows, dim=1)
 
 
@@ -62,7 +63,7 @@ def divergence(s: VectorField, x, t, create_graph: bool = True) -> torch.Tensor:
     with torch.enable_grad():
         x = _leaf(x)
         out = s(x, t)
-        return sum(_grad(out[:, i], x, create_graph)[:, i] for i in range(out.shape[-1]))
+        return sum(grad_of_sum(out[:, i], x, create_graph)[:, i] for i in range(out.shape[-1]))
 
 
 def laplacian(phi: ScalarField, x, t, create_graph: bool = True) -> torch.Tensor:
@@ -76,7 +77,7 @@ def derivatives(phi: ScalarField, x, t, create_graph: bool = True):
         x, t = _leaf(x), _leaf(t)
         value = phi(x, t)
         gx, gt = torch.autograd.grad(value.sum(), (x, t), create_graph=True)
-        lap = sum(_grad(gx[:, j], x, create_graph)[:, j] for j in range(x.shape[-1]))
+        lap = sum(grad_of_sum(gx[:, j], x, create_graph)[:, j] for j in range(x.shape[-1]))
     if not create_graph:
         value, gx, gt = value.detach(), gx.detach(), gt.detach()
     return value, gt, gx, lap
@@ -94,7 +95,7 @@ def divergence_hutchinson(s: VectorField, x, t, n_probes: int = 8, generator=Non
     with torch.enable_grad():
         x = _leaf(x)
         out = s(x, t)
-        est = [(_grad((out * v).sum(-1), x, create_graph) * v).sum(-1) for v in _probes(x, n_probes, generator)]
+        est = [(grad_of_sum((out * v).sum(-1), x, create_graph) * v).sum(-1) for v in _probes(x, n_probes, generator)]
     return torch.stack(est).mean(0)
 
 

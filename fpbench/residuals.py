@@ -77,10 +77,10 @@ def score_fp_residual(score, sde, x, t, create_graph: bool = False) -> torch.Ten
         x = x if x.requires_grad else x.detach().requires_grad_(True)
         t = t if t.requires_grad else t.detach().requires_grad_(True)
         s = score(x, t)
-        s_t = torch.stack([ops._grad(s[:, i], t, True) for i in range(s.shape[-1])], -1)
-        jac = torch.stack([ops._grad(s[:, i], x, True) for i in range(s.shape[-1])], 1)
+        s_t = torch.stack([ops.grad_of_sum(s[:, i], t, True) for i in range(s.shape[-1])], -1)
+        jac = torch.stack([ops.grad_of_sum(s[:, i], x, True) for i in range(s.shape[-1])], 1)
         div_s = torch.diagonal(jac, dim1=1, dim2=2).sum(-1)
-        grad_div_s = ops._grad(div_s, x, create_graph)
+        grad_div_s = ops.grad_of_sum(div_s, x, create_graph)
     f = sde.drift(x, t)
     a = sde.drift_jacobian_coef(t)[:, None]
     g2 = (sde.diffusion(t) ** 2)[:, None]

@@ -15,7 +15,7 @@ import torch
 
 from . import metrics as mx
 from . import operators as ops
-from .losses import dsm_batch, dsm_loss_terms
+from .losses import DSMBatch, dsm_batch, dsm_loss_terms
 from .methods import make_method
 from .models import ExactScore, make_model
 from .residuals import Box, log_fp_residual_mc, score_fp_residual_mc
@@ -259,8 +259,6 @@ def dsm_diagnostics(case, model, target, sde, gen, dtype, device) -> dict:
 
 
 def _chunks(batch, size: int = 50_000):
-    from .losses import DSMBatch
-
     for s in range(0, len(batch.t), size):
         yield DSMBatch(batch.x0[s:s + size], batch.t[s:s + size], batch.eps[s:s + size], batch.xt[s:s + size])
 

@@ -55,10 +55,11 @@ def find_suite(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
         return path
-    candidate = SUITES_DIR / f"{name_or_path}.toml"
-    if candidate.exists():
-        return candidate
-    known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.toml")))
+    for folder in (Path("suites"), SUITES_DIR):  # the working directory's suites first
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.exists():
+            return candidate
+    known = ", ".join(list_suites())
     raise SuiteError(f"unknown suite {name_or_path!r}; known: {known} (or a path to a .toml file)")
 
 
@@ -141,4 +142,4 @@ def expand(data: dict, scale: str, seeds: int | None = None) -> list[Case]:
 
 
 def list_suites() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+    return sorted({p.stem for folder in (Path("suites"), SUITES_DIR) for p in folder.glob("*.toml")})
