@@ -197,3 +197,25 @@ def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: i
         out[f"w2_{kind}_vs_published"] = mx.grid_w2_from_weights(h[kind], histogram(root, kind, target_name, w_r))
     out["w2_p0_vs_published"] = mx.grid_w2_from_weights(h["p0"], histogram(root, "truth", target_name))
     return out
+
+
+def ode_nfe_sensitivity(root: Path, target_name: str, w_r: float, n: int, nfes=(200, 800), seed: int = 0) -> dict:
+    """The published model's ODE samples at several step counts (the authors' refined grid), each
+    compared with the published ODE histogram and with the others: is a difference between our
+    re-sampling and theirs the step count?"""
+    from . import metrics as mx
+    from .samplers import refined_grid, sample_pair
+    from .sde import make_sde
+
+    model = load_checkpoint(checkpoint_path(root, target_name, w_r), dtype=torch.float32)
+    sde = make_sde("ou")
+    hists = {}
+    for nfe in nfes:
+        x_ode, _ = sample_pair(lambda x, t: model.score(x, t), sde, n, 2, refined_grid(sde.T, nfe), seed + 1,
+                               chunk=100_000)
+        hists[nfe] = mx.grid_histogram(x_ode)
+    published = histogram(root, "ode", target_name, w_r)
+    out = {"target": target_name, "w_r": w_r, "n": n, "nfes": list(nfes),
+           "vs_published": {str(k): mx.grid_w2_from_weights(h, published) for k, h in hists.items()}}
+    out["between"] = mx.grid_w2_from_weights(hists[nfes[0]], hists[nfes[-1]])
+    return out
