@@ -58,3 +58,19 @@ def test_prior_score_ratio_is_one_for_the_exact_score_and_zero_for_a_zero_score(
             return torch.zeros_like(x)
 
     assert prior_score_ratio(Zero(), sde, 2, gen, torch.float64, None) == 0.0
+
+
+def _record(value, ode_vs_pub, floor=0.002):
+    est = {"value": value, "ci_low": value - 0.001, "ci_high": value + 0.001}
+    return {"target": "blob", "w_r": 0.0, "n": 200_000, "floor": {"mean": floor}, "w2_ode_sde": est,
+            "w2_ode_p0": dict(est, value=0.010967, ci_low=0.0105, ci_high=0.0115), "w2_sde_p0": est,
+            "w2_ode_vs_published": ode_vs_pub, "w2_sde_vs_published": 0.002, "w2_p0_vs_published": 0.002}
+
+
+def test_disagreements_name_the_histogram_that_departs_from_the_published_one():
+    from fpbench.reference_report import disagreements
+
+    lines = disagreements([_record(0.02, ode_vs_pub=0.014)])
+    assert any("Table 1" in line and "our ODE histogram is W2² = 0.014000" in line for line in lines)
+    assert any("Table 3" in line and "upward bias at our n" in line for line in lines)
+    assert not any("Table 2" in line for line in lines)  # the paper's value is inside that interval
