@@ -120,6 +120,17 @@ def grid_w2_estimate(x, y, floor: float, grid: Grid = PAPER_GRID, n_boot: int = 
     return grid_w2_estimate_from_counts(hx, hy, floor, min(len(x), len(y)), grid, n_boot, seed)
 
 
+# Tables 1-3: (name, first histogram, second histogram)
+TABLE_PAIRS = (("w2_ode_sde", "ode", "sde"), ("w2_ode_p0", "ode", "p0"), ("w2_sde_p0", "sde", "p0"))
+
+
+def table_estimates(hist: dict, floor: float, n: int, grid: Grid = PAPER_GRID, n_boot: int = 10,
+                    seed: int = 0) -> dict[str, W2Estimate]:
+    """The three W2^2 of Tables 1-3 from node counts ``hist`` ('ode', 'sde', 'p0'), replicate seeds seed + i."""
+    return {name: grid_w2_estimate_from_counts(hist[a], hist[b], floor, n, grid, n_boot, seed + i)
+            for i, (name, a, b) in enumerate(TABLE_PAIRS)}
+
+
 def grid_w2_estimate_from_counts(hx: np.ndarray, hy: np.ndarray, floor: float, n: int, grid: Grid = PAPER_GRID,
                                  n_boot: int = 10, seed: int = 0) -> W2Estimate:
     if hx.sum() == 0 or hy.sum() == 0:  # e.g. a diverged sampler: nothing inside the grid

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,13 +84,14 @@ def _to_potential(net, path: Path) -> PotentialMLP:
     act = modules.get("activation")
     if not isinstance(act, torch.nn.Softplus):
         raise ReferenceError(f"refusing checkpoint {path}: activation is {type(act).__name__}, not Softplus")
+    if act.threshold != torch.nn.Softplus().threshold:  # PotentialMLP's Softplus uses torch's default
+        raise ReferenceError(f"refusing checkpoint {path}: Softplus threshold {act.threshold}, expected 20")
     model = PotentialMLP(dim=2, width=80, depth=3, beta=float(act.beta))
     state = {}
     for name, index in LAYERS:
         state[f"net.{index}.weight"] = modules[name].weight.detach().double()
         state[f"net.{index}.bias"] = modules[name].bias.detach().double()
     model.double().load_state_dict(state)
-    model.threshold = act.threshold
     return model
 
 
@@ -142,13 +142,6 @@ def recompute_tables(root: Path, targets=TARGETS) -> list[TableCell]:
     return cells
 
 
-def parse_checkpoint_name(path: Path) -> tuple[str, float, int]:
-    m = re.match(r"(\w+?)_net__FP_weight_([\d.]+)__iteration_(\d+)$", path.name)
-    if not m:
-        raise ReferenceError(f"unexpected checkpoint name {path.name}")
-    return m.group(1), float(m.group(2)), int(m.group(3))
-
-
 # ----- re-evaluating the published models -------------------------------------------------------
 
 def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: int, n_boot: int = 3,
@@ -190,9 +183,7 @@ def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: i
     floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, floor_reps, seed=seed + 3)
     out["floor"] = floor.to_dict()
     out.update({f"inside_grid_{k}": float(v.sum() / n) for k, v in h.items()})  # the rest is dropped
-    for i, (name, a, b) in enumerate([("w2_ode_sde", "ode", "sde"), ("w2_ode_p0", "ode", "p0"),
-                                      ("w2_sde_p0", "sde", "p0")]):
-        out[name] = mx.grid_w2_estimate_from_counts(h[a], h[b], floor.mean, n, n_boot=n_boot, seed=seed + i).to_dict()
+    out.update({k: v.to_dict() for k, v in mx.table_estimates(h, floor.mean, n, n_boot=n_boot, seed=seed).items()})
     for kind in ("ode", "sde"):
         out[f"w2_{kind}_vs_published"] = mx.grid_w2_from_weights(h[kind], histogram(root, kind, target_name, w_r))
     out["w2_p0_vs_published"] = mx.grid_w2_from_weights(h["p0"], histogram(root, "truth", target_name))

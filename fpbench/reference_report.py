@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .metrics import TABLE_PAIRS
 from .paper_values import TABLE_TITLES, TARGETS, W_R, paper_value
 from .reference import evaluate_checkpoint, recompute_tables
 from .store import read_json, write_json
@@ -66,7 +67,7 @@ def diagnostics(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["target", "w_R"])
 
 
-_KINDS = {"w2_ode_sde": ("ode", "sde"), "w2_ode_p0": ("ode", "p0"), "w2_sde_p0": ("sde", "p0")}
+_KINDS = {name: (a, b) for name, a, b in TABLE_PAIRS}
 
 
 def _reason(r: dict, table: str) -> str:

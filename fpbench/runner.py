@@ -159,10 +159,7 @@ def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=No
     cfg, grid = case.config["metrics"], _grid(case)
     floor = noise_floor(case, target, store)
     n, seed = case.config["sample"]["n"], case.config["seed"]
-    w2 = {name: mx.grid_w2_estimate_from_counts(hist[a], hist[b], floor.mean, n, grid, cfg["n_boot"], seed + i)
-          for i, (name, a, b) in enumerate([("w2_ode_sde", "ode", "sde"), ("w2_ode_p0", "ode", "p0"),
-                                            ("w2_sde_p0", "sde", "p0")])}
-    out = {k: v.to_dict() for k, v in w2.items()}
+    out = {k: v.to_dict() for k, v in mx.table_estimates(hist, floor.mean, n, grid, cfg["n_boot"], seed).items()}
     out["floor"] = floor.to_dict()
     for name in ("ode", "sde", "p0"):  # the fraction of samples inside the grid (the rest are dropped)
         out[f"inside_grid_{name}"] = float(hist[name].sum() / n)
@@ -206,8 +203,7 @@ def oracle(case: Case, target, sde, store: Store) -> dict:
     h = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
          "p0": mx.grid_histogram(target.sample(n, torch.Generator().manual_seed(8)), grid)}
     floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, cfg["metrics"]["floor_reps"], seed=2, grid=grid)
-    result = {f"w2_{a}_{b}": mx.grid_w2_from_weights(h[a], h[b], grid)
-              for a, b in (("ode", "sde"), ("ode", "p0"), ("sde", "p0"))}
+    result = {name: mx.grid_w2_from_weights(h[a], h[b], grid) for name, a, b in mx.TABLE_PAIRS}
     result.update({"n": n, "floor": floor.to_dict(), "floor_mean": floor.mean, "floor_q95": floor.q95})
     result.update(discretisation(case, exact.score, sde, target.dim, dtype=torch.float64))
     write_json(path, {"spec": spec, "oracle": result})

@@ -48,7 +48,7 @@ def _reverse_drift(score, sde, x, t, diffusion_factor: float) -> torch.Tensor:
     return sde.drift(x, tt) - diffusion_factor * g2 * score(x, tt)
 
 
-def _g(sde, t, x) -> float:
+def _g(sde, t) -> float:
     return float(sde.diffusion(torch.tensor(float(t), dtype=torch.float64)))
 
 
@@ -80,7 +80,7 @@ def euler_maruyama(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator=No
         h = t - t_next
         x = x - h * _reverse_drift(score, sde, x, t, 1.0)
         if noise_last_step or k < len(steps) - 1:
-            x = x + _g(sde, t, x) * _increment(x, h, k, generator, increments)
+            x = x + _g(sde, t) * _increment(x, h, k, generator, increments)
     return x
 
 
@@ -106,7 +106,7 @@ def heun_sde(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator=None,
         h = t - t_next
         noise = torch.zeros_like(x)
         if noise_last_step or k < len(steps) - 1:
-            noise = 0.5 * (_g(sde, t, x) + _g(sde, t_next, x)) * _increment(x, h, k, generator, increments)
+            noise = 0.5 * (_g(sde, t) + _g(sde, t_next)) * _increment(x, h, k, generator, increments)
         b = _reverse_drift(score, sde, x, t, 1.0)
         x_pred = x - h * b + noise
         x = x - 0.5 * h * (b + _reverse_drift(score, sde, x_pred, t_next, 1.0)) + noise
