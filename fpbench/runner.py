@@ -141,11 +141,12 @@ def _grid(case: Case) -> mx.Grid:
     return mx.Grid(float(low), float(high), int(n))
 
 
-def noise_floor(case: Case, target, store: Store) -> mx.NoiseFloor:
-    """The grid W2^2 floor at the case's sample size, cached per (target, n, grid, reps)."""
+def noise_floor(case: Case, target, store: Store, n: int | None = None, reps: int | None = None) -> mx.NoiseFloor:
+    """The grid W2^2 floor at the case's sample size (or ``n``) from the case's ``floor_reps`` (or
+    ``reps``) pairs, cached per (target, n, grid, reps)."""
     cfg = case.config
-    spec = {"target": cfg["target"], "n": cfg["sample"]["n"], "grid": cfg["metrics"]["grid"],
-            "reps": cfg["metrics"]["floor_reps"]}
+    spec = {"target": cfg["target"], "n": n or cfg["sample"]["n"], "grid": cfg["metrics"]["grid"],
+            "reps": reps or cfg["metrics"]["floor_reps"]}
     path = store.floor_path(spec)
     if path.exists():
         return mx.NoiseFloor(**read_json(path)["floor"])
@@ -185,12 +186,12 @@ def discretisation(case: Case, score, sde, dim: int, device=None, dtype=None) ->
             "disc_sde": sde_discretisation(score, sde, x_T, ts, gen, cfg["scheme"])}
 
 
-def oracle(case: Case, target, sde, store: Store) -> dict:
+def oracle(case: Case, target, sde, store: Store, n: int | None = None) -> dict:
     """The exact score through the case's sampler settings: W2^2 to p0 and between ODE and SDE at
-    ``oracle_n`` samples, its own noise floor there, and its discretisation bounds. Cached per
-    (target, SDE, sample settings, oracle_n)."""
+    ``n`` samples (default the case's ``oracle_n``), its own noise floor there, and its discretisation
+    bounds. Cached per (target, SDE, sample settings, n)."""
     cfg = case.config
-    n = cfg["metrics"]["oracle_n"]
+    n = n or cfg["metrics"]["oracle_n"]
     spec = {"oracle": 1, "target": cfg["target"], "sde": cfg["sde"], "sample": cfg["sample"], "n": n,
             "grid": cfg["metrics"]["grid"], "reps": cfg["metrics"]["floor_reps"],
             "disc_points": cfg["metrics"]["disc_points"]}
@@ -249,7 +250,8 @@ def dsm_diagnostics(case, model, target, sde, gen, dtype, device) -> dict:
     model_terms = torch.cat([dsm_loss_terms(lambda x, t: model.score(x.to(device, dtype), t.to(device, dtype))
                                             .double().cpu(), sde, b, tc["dsm_weighting"]) for b in _chunks(batch)])
     exact_terms = torch.cat([dsm_loss_terms(exact.score, sde, b, tc["dsm_weighting"]) for b in _chunks(batch)])
-    excess = (model_terms - exact_terms).detach()
+    model_terms = model_terms.detach()
+    excess = model_terms - exact_terms.detach()
     return {"dsm_loss": float(model_terms.mean()), "dsm_loss_exact": float(exact_terms.mean()),
             "dsm_excess": float(excess.mean()), "dsm_excess_se": float(excess.std() / math.sqrt(len(excess)))}
 

@@ -1,0 +1,59 @@
+"""pytest plugin (entry point ``pytest11``): options and fixtures for the claim suites.
+
+    pytest suites/paper                                # smoke scale, results under ./results
+    pytest suites/paper --fpbench-scale quick --fpbench-results /data/fpbench
+
+The session fixture ``claim_results`` runs whatever cases of the suites are missing from the store
+(a rerun resumes), then hands the tests their results frames.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fpbench", "fpbench claim suites")
+    group.addoption("--fpbench-scale", default="smoke", help="scale of the suites' cases (default: smoke)")
+    group.addoption("--fpbench-results", default=None,
+                    help="results root (default: $FPBENCH_RESULTS, else ./results)")
+    group.addoption("--fpbench-device", default="cpu", help="device for missing cases: cpu or cuda")
+
+
+@pytest.fixture(scope="session")
+def fpbench_scale(request) -> str:
+    return request.config.getoption("--fpbench-scale")
+
+
+@pytest.fixture(scope="session")
+def fpbench_store(request):
+    from fpbench.store import Store, results_root
+
+    return Store(results_root(request.config.getoption("--fpbench-results") or os.environ.get("FPBENCH_RESULTS")))
+
+
+def run_suite(name: str, scale: str, store, device=None, log=print):
+    """Run the missing cases of a suite at a scale; (frame, records) of all its cases."""
+    from fpbench.report import collect
+    from fpbench.runner import run_case
+    from fpbench.suite import expand, load_suite
+
+    cases = expand(load_suite(name), scale)
+    for case in cases:
+        run_case(case, store, device, log=log)
+    df, records, _missing = collect(store, cases)
+    return df, records
+
+
+@pytest.fixture(scope="session")
+def claim_results(request, fpbench_scale, fpbench_store) -> dict:
+    """{'paper': (frame, records), 'curl': (frame, records), 'store': store, 'scale': scale}."""
+    import torch
+
+    device = request.config.getoption("--fpbench-device")
+    device = None if device == "cpu" else torch.device(device)
+    quiet = lambda message: None  # noqa: E731 - the runner's log callback
+    return {name: run_suite(name, fpbench_scale, fpbench_store, device, quiet) for name in ("paper", "curl")} | {
+        "store": fpbench_store, "scale": fpbench_scale}

@@ -1,0 +1,285 @@
+"""Statistical tests behind the claim verdicts, each returning one ``ClaimTest`` (statistic, p-value,
+effect size with a 95% bootstrap interval, n, verdict), in the manner of scipy.stats results.
+
+Every test is one-sided in the direction the paper claims, and every effect is signed so that a
+positive value is that direction. The verdict rule (``decide``), at level ``alpha`` with a minimum
+effect ``min_effect`` that the claim needs to be of practical size:
+
+- PASS: p <= alpha in the claimed direction and effect >= min_effect;
+- FAIL: p <= alpha in the opposite direction, or the whole interval of the effect lies below
+  min_effect (the data rule out an effect of the claimed size);
+- INCONCLUSIVE: anything else.
+
+Under a null of no effect PASS needs p <= alpha, so its rate is at most alpha (measured by
+``calibrate``); FAIL needs either the opposite test's p <= alpha or a confident small effect.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    """One test's outcome. ``pvalue`` is one-sided in the claimed direction, ``pvalue_opposite`` in the
+    other; ``effect`` > 0 is the claimed direction, with its 95% interval [ci_low, ci_high]."""
+
+    test: str
+    statistic: float
+    pvalue: float
+    pvalue_opposite: float
+    effect: float
+    effect_name: str
+    ci_low: float
+    ci_high: float
+    n: int
+    alpha: float
+    min_effect: float
+    verdict: str
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"{self.verdict}: {self.test}, statistic {self.statistic:.4g}, p = {self.pvalue:.3g} "
+                f"(opposite {self.pvalue_opposite:.3g}), {self.effect_name} = {self.effect:.3g} "
+                f"[{self.ci_low:.3g}, {self.ci_high:.3g}] (needed >= {self.min_effect:g}), n = {self.n}, "
+                f"alpha = {self.alpha:g}" + (f"; {self.detail}" if self.detail else ""))
+
+
+def decide(pvalue: float, pvalue_opposite: float, effect: float, ci_high: float, alpha: float,
+           min_effect: float) -> str:
+    """The verdict rule of the module docstring."""
+    if pvalue <= alpha and effect >= min_effect:
+        return PASS
+    if pvalue_opposite <= alpha or ci_high < min_effect:
+        return FAIL
+    return INCONCLUSIVE
+
+
+def _bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` (one per independent unit)."""
+    if len(values) < 2:
+        return float(values.mean()), float(values.mean())
+    means = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+# --- ordered trend across levels (Tables 1 and 3) ------------------------------------------------
+
+def ordered_trend(table: np.ndarray, increasing: bool, alpha: float = ALPHA, min_effect: float = 0.5,
+                  n_boot: int = 2000, seed: int = 0) -> ClaimTest:
+    """Page's L test that the values rise (or fall) across ordered levels, blocks in rows (e.g.
+    target x seed), levels in columns in their order (e.g. w_R ascending). Effect: the mean over
+    blocks of Spearman's rho between level order and value, signed (1: every block perfectly in the
+    claimed order), with a bootstrap interval over blocks."""
+    table = np.asarray(table, dtype=float)
+    table = table[np.all(np.isfinite(table), axis=1)]
+    m, k = table.shape
+    if m < 1 or k < 3:
+        raise ValueError(f"a trend test needs >= 1 complete block and >= 3 levels; got {m} x {k}")
+    order = np.arange(1, k + 1)
+    claimed = order if increasing else order[::-1]
+    method = "exact" if m * k <= 40 else "asymptotic"
+    page = stats.page_trend_test(table, ranked=False, predicted_ranks=claimed, method=method)
+    opposite = stats.page_trend_test(table, ranked=False, predicted_ranks=claimed[::-1], method=method)
+    ranks = stats.rankdata(table, axis=1)
+    rho = np.nan_to_num(np.array([stats.spearmanr(claimed, r).statistic for r in ranks]))  # constant block: 0
+    low, high = _bootstrap_ci(rho, np.random.default_rng(seed), n_boot)
+    effect = float(rho.mean())
+    return ClaimTest("Page's L trend test", float(page.statistic), float(page.pvalue), float(opposite.pvalue),
+                     effect, "mean Spearman rho (level, value)", low, high, m, alpha, min_effect,
+                     decide(float(page.pvalue), float(opposite.pvalue), effect, high, alpha, min_effect),
+                     f"{m} blocks x {k} levels, {'increasing' if increasing else 'decreasing'} claimed")
+
+
+# --- paired comparison of two levels (Table 2) -----------------------------------------------------
+
+def paired_comparison(first: np.ndarray, second: np.ndarray, alpha: float = ALPHA,
+                      min_effect: float = math.log(1.1), n_boot: int = 2000, seed: int = 0) -> ClaimTest:
+    """Claim: ``first`` < ``second`` pair by pair (positive values, e.g. W2^2 at two w_R in one
+    block). Sign-flip permutation test (exact up to 2^16 pairs) of the mean log ratio
+    log(second / first); the effect is that mean (log(1.1): second 10% above first)."""
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    keep = np.isfinite(first) & np.isfinite(second) & (first > 0) & (second > 0)
+    diff = np.log(second[keep]) - np.log(first[keep])
+    n = len(diff)
+    if n < 1:
+        raise ValueError("a paired comparison needs at least one complete pair")
+    kwargs = {"permutation_type": "samples", "vectorized": True, "n_resamples": 2**16,
+              "random_state": seed}
+
+    def mean_stat(x, axis):
+        return np.mean(x, axis=axis)
+
+    greater = stats.permutation_test((diff,), mean_stat, alternative="greater", **kwargs)
+    less = stats.permutation_test((diff,), mean_stat, alternative="less", **kwargs)
+    low, high = _bootstrap_ci(diff, np.random.default_rng(seed), n_boot)
+    effect = float(diff.mean())
+    return ClaimTest("sign-flip permutation test, paired", effect, float(greater.pvalue), float(less.pvalue),
+                     effect, "mean log ratio", low, high, n, alpha, min_effect,
+                     decide(float(greater.pvalue), float(less.pvalue), effect, high, alpha, min_effect))
+
+
+def all_of(parts: dict[str, ClaimTest], test: str) -> ClaimTest:
+    """Intersection-union: the claim is the conjunction of the parts. PASS iff every part passes
+    (the level stays alpha without correction); FAIL iff some part fails. Reports the part with the
+    largest p-value (the IUT p-value)."""
+    worst = max(parts.values(), key=lambda r: r.pvalue)
+    verdicts = {r.verdict for r in parts.values()}
+    verdict = PASS if verdicts == {PASS} else FAIL if FAIL in verdicts else INCONCLUSIVE
+    detail = "; ".join(f"{name}: {r.verdict} (p = {r.pvalue:.3g}, {r.effect_name} = {r.effect:.3g})"
+                       for name, r in parts.items())
+    return ClaimTest(test, worst.statistic, worst.pvalue, min(r.pvalue_opposite for r in parts.values()),
+                     worst.effect, worst.effect_name, worst.ci_low, worst.ci_high, min(r.n for r in parts.values()),
+                     worst.alpha, worst.min_effect, verdict, detail)
+
+
+# --- rank correlation (Figs. 4 and 5) --------------------------------------------------------------
+
+def _spearman_stat(x, y, axis=-1):
+    rx, ry = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
+    rx = rx - rx.mean(axis=axis, keepdims=True)
+    ry = ry - ry.mean(axis=axis, keepdims=True)
+    return (rx * ry).sum(axis=axis) / np.sqrt((rx**2).sum(axis=axis) * (ry**2).sum(axis=axis))
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray, positive: bool, groups: np.ndarray | None = None,
+                     alpha: float = ALPHA, min_effect: float = 0.3, n_perm: int = 4000, n_boot: int = 2000,
+                     seed: int = 0) -> ClaimTest:
+    """Spearman's rho between x and y over all units, claimed sign ``positive``. The permutation null
+    shuffles y within each group (e.g. target), so differences between groups are not taken for
+    correlation; the bootstrap resamples units within groups. Effect: rho signed (> 0 is the claim)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    groups = np.zeros(len(x), dtype=int) if groups is None else np.asarray(groups)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y, groups = x[keep], y[keep], groups[keep]
+    if len(x) < 3:
+        raise ValueError(f"a rank correlation needs at least 3 complete units; got {len(x)}")
+    sign = 1.0 if positive else -1.0
+    rho = float(_spearman_stat(x, y))
+    rng = np.random.default_rng(seed)
+    y_perm = np.tile(y, (n_perm, 1))
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        y_perm[:, idx] = rng.permuted(y_perm[:, idx], axis=1)
+    null = _spearman_stat(np.broadcast_to(x, y_perm.shape), y_perm)
+    p_claim = float((1 + np.sum(sign * null >= sign * rho - 1e-12)) / (n_perm + 1))
+    p_opp = float((1 + np.sum(sign * null <= sign * rho + 1e-12)) / (n_perm + 1))
+    idx = np.concatenate([rng.choice(np.flatnonzero(groups == g), size=(n_boot, np.sum(groups == g)))
+                          for g in np.unique(groups)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a replicate of one repeated unit has no rho
+        boot = _spearman_stat(x[idx], y[idx])
+    boot = sign * boot[np.isfinite(boot)]
+    low, high = (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))) if len(boot) else (math.nan,) * 2
+    effect = sign * rho
+    return ClaimTest("Spearman rank correlation, permutation within groups", rho, p_claim, p_opp, effect,
+                     "signed Spearman rho", low, high, len(x), alpha, min_effect,
+                     decide(p_claim, p_opp, effect, high, alpha, min_effect),
+                     f"{len(np.unique(groups))} group(s), {n_perm} permutations")
+
+
+# --- the bound of Theorem 1 (Fig. 5) ---------------------------------------------------------------
+
+def bound_constant(w2: np.ndarray, residual: np.ndarray, groups: np.ndarray, exponent: float = 1.0,
+                   max_spread: float = 10.0, alpha: float = ALPHA, n_boot: int = 2000, seed: int = 0) -> ClaimTest:
+    """The smallest C with W2 <= C * residual**exponent over all models (Theorem 1: exponent 1), per
+    group (target) and overall, with bootstrap intervals over models within groups. Claim: C is
+    finite and stable across groups, i.e. max_g C_g / min_g C_g <= ``max_spread``. Effect:
+    log10(max_spread / spread) (> 0: stable); the p-value is the bootstrap share of replicates
+    whose spread exceeds ``max_spread`` (and the opposite p its complement)."""
+    w2, residual, groups = (np.asarray(a) for a in (w2, residual, groups))
+    keep = np.isfinite(w2) & np.isfinite(residual) & (residual > 0)
+    w2, residual, groups = w2[keep].astype(float), residual[keep].astype(float), groups[keep]
+    labels = np.unique(groups)
+    if len(labels) < 2:
+        raise ValueError("the bound's stability needs at least two groups")
+    ratio = w2 / residual**exponent
+
+    def spread(r, g):
+        per = np.array([r[g == lab].max() for lab in labels])
+        return per.max() / per.min(), per
+
+    value, per_group = spread(ratio, groups)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        idx = np.concatenate([rng.choice(np.flatnonzero(groups == lab), size=np.sum(groups == lab)) for lab in labels])
+        reps.append(spread(ratio[idx], groups[idx])[0])
+    reps = np.log10(max_spread / np.array(reps))
+    effect = float(math.log10(max_spread / value))
+    p_claim = float((1 + np.sum(reps <= 0)) / (n_boot + 1))
+    p_opp = float((1 + np.sum(reps > 0)) / (n_boot + 1))
+    low, high = float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))
+    per = ", ".join(f"{lab}: {c:.3g}" for lab, c in zip(labels, per_group))
+    return ClaimTest(f"bound W2 <= C R~^{exponent:g}, spread of C across groups", float(value), p_claim, p_opp,
+                     effect, f"log10({max_spread:g} / spread)", low, high, len(w2), alpha, 0.0,
+                     decide(p_claim, p_opp, effect, high, alpha, 0.0), f"C overall {ratio.max():.3g}; per group {per}")
+
+
+# --- separation of two groups (Fig. 1) -------------------------------------------------------------
+
+def separation(above: np.ndarray, below: np.ndarray, min_decades: float = 2.0, alpha: float = ALPHA,
+               n_boot: int = 2000, seed: int = 0) -> ClaimTest:
+    """Claim: every value of ``above`` exceeds every value of ``below`` by ``min_decades`` orders of
+    magnitude. One-sided Mann-Whitney U on log10 values; effect: log10(min(above) / max(below)), the
+    separation in decades, with a bootstrap interval resampling both groups."""
+    above, below = np.asarray(above, dtype=float), np.asarray(below, dtype=float)
+    floor = np.finfo(float).tiny
+    la, lb = np.log10(np.maximum(above, floor)), np.log10(np.maximum(below, floor))
+    greater = stats.mannwhitneyu(la, lb, alternative="greater", method="exact")
+    less = stats.mannwhitneyu(la, lb, alternative="less", method="exact")
+    rng = np.random.default_rng(seed)
+    reps = [rng.choice(la, len(la)).min() - rng.choice(lb, len(lb)).max() for _ in range(n_boot)]
+    low, high = float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))
+    effect = float(la.min() - lb.max())
+    return ClaimTest("one-sided Mann-Whitney U on log10 values", float(greater.statistic), float(greater.pvalue),
+                     float(less.pvalue), effect, "decades between min(above) and max(below)", low, high,
+                     len(la) + len(lb), alpha, min_decades,
+                     decide(float(greater.pvalue), float(less.pvalue), effect, high, alpha, min_decades))
+
+
+# --- agreement with zero up to a stated noise (oracle) ---------------------------------------------
+
+def within_noise(measured: np.ndarray, allowance: np.ndarray, noise_sd: np.ndarray, resolution: float,
+                 detectable: float, alpha: float = ALPHA) -> ClaimTest:
+    """Claim: each measured value is explained by an allowance (e.g. the noise floor's mean plus the
+    discretisation bound) with normal noise of sd ``noise_sd``. The excess z = (measured - allowance)
+    / sd is tested one-sided for a real excess (Bonferroni over units). PASS needs no significant
+    excess *and* a resolution (what the measurement could still hide) below ``detectable``, the
+    smallest effect of interest, so that an effect of that size would have shown. Effect:
+    detectable - resolution (> 0: resolved)."""
+    measured, allowance, noise_sd = (np.atleast_1d(np.asarray(a, dtype=float)) for a in (measured, allowance, noise_sd))
+    z = (measured - allowance) / np.maximum(noise_sd, 1e-300)
+    p_excess = float(min(1.0, len(z) * stats.norm.sf(z.max())))  # the claim's opposite: a real excess
+    effect = float(detectable - resolution)
+    verdict = FAIL if p_excess <= alpha else PASS if effect > 0 else INCONCLUSIVE
+    return ClaimTest("one-sided z test of the excess over the allowance (Bonferroni)", float(z.max()),
+                     math.nan, p_excess, effect,
+                     "smallest effect of interest - resolution", effect, effect, len(z), alpha, 0.0, verdict,
+                     f"max z = {z.max():.2f}, resolution {resolution:.3g}, "
+                     f"smallest effect of interest {detectable:.3g}")
+
+
+# --- calibration -------------------------------------------------------------------------------------
+
+def calibrate(test, make_data, reps: int = 200, seed: int = 0) -> dict:
+    """Run ``test(*make_data(rng))`` on ``reps`` synthetic data sets: the share of each verdict, and
+    its exact (Clopper-Pearson) 95% interval under the key ``VERDICT_ci``."""
+    rng = np.random.default_rng(seed)
+    counts = {PASS: 0, FAIL: 0, INCONCLUSIVE: 0}
+    for _ in range(reps):
+        counts[test(*make_data(rng)).verdict] += 1
+    out = {"reps": reps}
+    for verdict, k in counts.items():
+        ci = stats.binomtest(k, reps).proportion_ci(confidence_level=0.95, method="exact")
+        out[verdict], out[f"{verdict}_ci"] = k / reps, (float(ci.low), float(ci.high))
+    return out

@@ -1,0 +1,109 @@
+"""Claims on fabricated result sets: paper-like data pass, data in which a claim is false fail, and
+data that cannot decide a claim are skipped with the reason."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fpbench import claims
+from fpbench.paper_values import TABLES, TARGETS, W_R
+from fpbench.stats import FAIL, INCONCLUSIVE, PASS
+
+RESIDUAL = {0.0: 20.0, 0.1: 0.8, 1.0: 0.2, 10.0: 0.06}  # R~ falls with w_R
+DSM_RATIO = {0.0: 1.01, 0.1: 1.02, 1.0: 1.05, 10.0: 1.3}  # normalised L_DSM rises with w_R
+
+
+def fabricate(seeds=3, noise=0.1, floor=5e-4, reverse=(), seed=0) -> pd.DataFrame:
+    """Rows like store.flatten_metrics: the paper's Tables 1-3 with multiplicative noise; any table
+    named in ``reverse`` has its w_R order reversed (the claim on it is false)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ti, target in enumerate(TARGETS):
+        for wi, w in enumerate(W_R):
+            for s in range(seeds):
+                row = {"target": target, "param_w_r": w, "seed": s, "floor.mean": floor, "w2_ode_sde.n": 60000,
+                       "log_fp_residual": RESIDUAL[w] * np.exp(rng.normal(0, noise)),
+                       "dsm_loss": 5.0 * DSM_RATIO[w] * np.exp(rng.normal(0, noise / 20)), "dsm_loss_exact": 5.0,
+                       "curl_max_t0": 1e-5 * np.exp(rng.normal(0, 1))}
+                for table, by_w in TABLES.items():
+                    source_w = W_R[len(W_R) - 1 - wi] if table in reverse else w
+                    row[f"{table}.value"] = by_w[source_w][ti] * np.exp(rng.normal(0, noise)) + floor
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_paper_like_data_pass_c1_to_c5():
+    df = fabricate()
+    for claim in (claims.claim_c1, claims.claim_c2, claims.claim_c3, claims.claim_c4, claims.claim_c5):
+        outcome = claim(df)
+        assert outcome.verdict == PASS, (claim.__name__, outcome.result.summary())
+
+
+@pytest.mark.parametrize("table, claim", [("w2_ode_sde", claims.claim_c1), ("w2_sde_p0", claims.claim_c3),
+                                          ("w2_ode_sde", claims.claim_c5)])
+def test_reversed_tables_fail(table, claim):
+    outcome = claim(fabricate(reverse=(table,)))
+    assert outcome.verdict == FAIL, outcome.result.summary()
+
+
+def test_c2_fails_when_moderate_w_r_makes_the_ode_worse():
+    df = fabricate()
+    moderate = df["param_w_r"].isin([0.1, 1.0])
+    df.loc[moderate, "w2_ode_p0.value"] *= 4  # above the baseline in every block
+    outcome = claims.claim_c2(df)
+    assert outcome.verdict == FAIL
+    assert "w_R = 0.1 below 0: FAIL" in outcome.result.detail
+
+
+def test_c4_fails_when_residual_and_dsm_rise_together():
+    df = fabricate()
+    df["dsm_loss"] = 5.0 * (1 + 0.01 * df["log_fp_residual"])  # low residual, low loss
+    assert claims.claim_c4(df).verdict == FAIL
+
+
+def test_untrained_baselines_skip_model_claims():
+    df = fabricate()
+    df.loc[df["param_w_r"] == 0.0, "w2_sde_p0.value"] = 0.5  # 200x Table 3
+    for claim in (claims.claim_c1, claims.claim_c2, claims.claim_c3, claims.claim_c4, claims.claim_c5):
+        outcome = claim(df)
+        assert outcome.result is None and "not trained" in outcome.skipped
+
+
+def test_a_floor_above_the_papers_effect_skips_w2_claims():
+    outcome = claims.claim_c1(fabricate(floor=0.05))
+    assert outcome.result is None and "noise floor" in outcome.skipped
+
+
+def test_c6_passes_for_curled_score_models_and_fails_at_float_noise():
+    paper = fabricate(seeds=1)
+    curled = pd.DataFrame({"curl_mean_t0": [0.3, 0.8, 1.5]})
+    assert claims.claim_c6(paper, curled).verdict == PASS
+    flat = pd.DataFrame({"curl_mean_t0": [2e-6, 1e-5, 3e-6]})
+    assert claims.claim_c6(paper, flat).verdict == FAIL
+    leaky = paper.assign(curl_max_t0=0.1)  # a "potential" with curl: not a gradient field
+    assert claims.claim_c6(leaky, curled).verdict == FAIL
+    assert claims.claim_c6(paper, None).skipped
+
+
+def oracle_frame(gap_excess: float, sd: float = 0.002) -> pd.DataFrame:
+    return pd.DataFrame({"w2_ode_sde": [0.015 + gap_excess] * 3, "floor_mean": [0.015] * 3, "floor_sd": [sd] * 3,
+                         "floor_reps": [20] * 3, "disc_ode": [1e-4] * 3, "disc_sde": [1e-4] * 3, "n": [10000] * 3},
+                        index=list(TARGETS))
+
+
+def test_c7b_oracle_gap():
+    assert claims.claim_c7b(oracle_frame(0.0)).verdict == PASS
+    assert claims.claim_c7b(oracle_frame(0.05)).verdict == FAIL  # a gap 25 sd above floor + discretisation
+    assert claims.claim_c7b(oracle_frame(0.0, sd=0.02)).verdict == INCONCLUSIVE  # could hide Table 1's gap
+
+
+def test_c7a_exact_residual_is_zero():
+    outcome = claims.claim_c7a(["blob", "checker"], n=100)
+    assert outcome.verdict == PASS and outcome.result.statistic < 1e-8
+
+
+def test_calibration_on_paper_like_data():
+    cal = claims.calibration(fabricate(), reps=60).set_index("claim")
+    assert set(cal.index) == {"C1", "C2", "C3", "C4", "C5"}
+    assert (cal["rate under null, 95% CI"].map(lambda ci: ci[0]) <= 0.05).all()
+    assert (cal["power"] >= 0.8).all(), cal["power"]
