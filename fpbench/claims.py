@@ -302,6 +302,25 @@ def claim_c7b(oracles: pd.DataFrame) -> ClaimOutcome:
     return ClaimOutcome(claim, result, measured=measured)
 
 
+def undecidable_as_skip(claim_fn):
+    """A claim whose test cannot be computed on these results (too few complete blocks or units,
+    a diverged cell) is skipped with the test's reason instead of raising."""
+    import functools
+
+    @functools.wraps(claim_fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return claim_fn(*args, **kwargs)
+        except ValueError as err:
+            key = claim_fn.__name__.removeprefix("claim_").upper()
+            return ClaimOutcome(CLAIMS[key], skipped=f"the test cannot be computed on these results: {err}")
+    return wrapper
+
+
+for _name in ("claim_c1", "claim_c2", "claim_c3", "claim_c4", "claim_c5", "claim_c6", "claim_c7b"):
+    globals()[_name] = undecidable_as_skip(globals()[_name])
+
+
 def evaluate_claims(paper_df: pd.DataFrame, paper_records: list[dict], curl_df: pd.DataFrame | None,
                     sde: str = "ou", store=None) -> list[ClaimOutcome]:
     """Every claim, in order, on one scale's results (``store``: where C7b's floors are cached)."""
@@ -432,8 +451,14 @@ def _oracle_calibration(oracles: pd.DataFrame, reps: int, seed: int) -> dict:
 
 
 def _calibrated(key, null_name, test, null, wrong, planted_name, planted, reps, seed, right=st.PASS) -> dict:
-    null_rates = st.calibrate(test, null, reps, seed)
-    planted_rates = st.calibrate(test, planted, reps, seed + 1)
+    try:
+        null_rates = st.calibrate(test, null, reps, seed)
+        planted_rates = st.calibrate(test, planted, reps, seed + 1)
+    except ValueError as err:  # too little data for the test itself
+        nan = (float("nan"), float("nan"))
+        return {"claim": key, "null data": f"not computable: {err}", "wrong verdict": wrong, "rate under null": nan[0],
+                "rate under null, 95% CI": nan, "planted effect": "—", "right verdict": right, "power": nan[0],
+                "power, 95% CI": nan, "reps": 0}
     return {"claim": key, "null data": null_name, "wrong verdict": wrong, "rate under null": null_rates[wrong],
             "rate under null, 95% CI": null_rates[f"{wrong}_ci"], "planted effect": planted_name,
             "right verdict": right, "power": planted_rates[right], "power, 95% CI": planted_rates[f"{right}_ci"],

@@ -47,6 +47,13 @@ def _cmd_run(args) -> int:
 
     data = load_suite(args.suite)
     cases = expand(data, args.scale, args.seeds)
+    companion = data["suite"].get("score_models")
+    if companion:  # the suite's claims also read these cases (e.g. C6 reads the free score models)
+        extra = expand(load_suite(companion), args.scale, args.seeds)
+        print(f"suite {data['suite']['name']} takes its score models from suite {companion}: "
+              f"{len(extra)} more case(s)")
+        cases += extra
+    cases = _shard(cases, args.shard)
     store = Store(results_root(args.results))
     device = _device(args.device)
     print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) -> {store.root}")
@@ -60,6 +67,19 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _shard(cases: list, spec: str | None) -> list:
+    """Cases i, i + k, i + 2k, ... for ``--shard i/k`` (i from 1): k processes run disjoint cases."""
+    if spec is None:
+        return cases
+    try:
+        index, count = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {spec!r}: expected I/K with 1 <= I <= K, e.g. 1/2") from None
+    if not 1 <= index <= count:
+        raise UserError(f"--shard {spec!r}: expected I/K with 1 <= I <= K, e.g. 1/2")
+    return cases[index - 1::count]
+
+
 def _cmd_report(args) -> int:
     from pathlib import Path
 
@@ -69,7 +89,8 @@ def _cmd_report(args) -> int:
 
     data = load_suite(args.suite)
     out = Path(args.out or f"reports/{data['suite']['name']}-{args.scale}.md")
-    path = write_report(data, args.scale, Store(results_root(args.results)), out, args.seeds)
+    path = write_report(data, args.scale, Store(results_root(args.results)), out, args.seeds,
+                        calibration_reps=args.calibration_reps)
     print(f"wrote {path}")
     return 0
 
@@ -164,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     run.add_argument("--results", default=None, help="results root (default $FPBENCH_RESULTS or ./results)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--shard", default=None, metavar="I/K",
+                     help="run only cases I, I+K, I+2K, ... (K processes, one per shard, share one store)")
     run.add_argument("--ensemble", action="store_true",
                      help="train cases of the same model shape together (stack_module_state + vmap)")
     run.set_defaults(func=_cmd_run)
@@ -172,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("suite")
     report.add_argument("--scale", required=True)
     report.add_argument("--seeds", type=int, default=None)
+    report.add_argument("--calibration-reps", type=int, default=1000,
+                        help="synthetic data sets per claim test in the calibration section (default 1000)")
     report.add_argument("--results", default=None)
     report.add_argument("--out", default=None, help="output file (default reports/SUITE-SCALE.md)")
     report.set_defaults(func=_cmd_report)

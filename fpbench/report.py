@@ -16,7 +16,7 @@ from . import __version__
 from .config import PAPER_DEFAULTS, TEXT_VS_CODE
 from .paper_values import TABLE_TITLES, paper_value
 from .store import Store, flatten_metrics
-from .suite import Case, expand
+from .suite import Case, expand, load_suite
 
 TABLES = ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")
 
@@ -187,7 +187,7 @@ def calibration_section(df: pd.DataFrame) -> str:
 
 
 def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
-    """Fig. 4 (R~ vs L_DSM excess) and Fig. 5 (R~ vs W2(p_ODE, p_SDE)) from the measured cases."""
+    """Fig. 4 (R~ vs L_DSM normalised by the exact score's) and Fig. 5 (R~ vs W2(p_ODE, p_SDE)) from the measured cases."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,8 +198,10 @@ def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     if "log_fp_residual" not in df:
         return paths
-    data = df.assign(w2_gap=np.sqrt(df["w2_ode_sde.value"].clip(lower=0)), w_R=df["param_w_r"].astype(str))
-    for name, y, ylabel in [("fig5", "w2_gap", "W2(p_ODE, p_SDE)"), ("fig4", "dsm_excess", "L_DSM - L_DSM(exact)")]:
+    data = df.assign(w2_gap=np.sqrt(df["w2_ode_sde.value"].clip(lower=0)), w_R=df["param_w_r"].astype(str),
+                     dsm_normalised=df["dsm_loss"] / df["dsm_loss_exact"])
+    for name, y, ylabel in [("fig5", "w2_gap", "W2(p_ODE, p_SDE)"),
+                            ("fig4", "dsm_normalised", "L_DSM / L_DSM(exact score)")]:
         fig, ax = plt.subplots(figsize=(5, 4))
         sns.scatterplot(data=data, x="log_fp_residual", y=y, hue="target", style="w_R", s=70, ax=ax)
         ax.set_xscale("log")
@@ -213,8 +215,11 @@ def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | None = None) -> Path:
-    """Write the suite's report at a scale to ``out`` (markdown) and its figures beside it."""
+def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | None = None,
+                 calibration_reps: int = 1000) -> Path:
+    """Write the suite's report at a scale to ``out`` (markdown) and its figures beside it; for a suite
+    with ``claims = true`` also the claims table, their calibration (``calibration_reps`` synthetic
+    data sets per test) and Figs. 1, 3."""
     cases = expand(data, scale, seeds)
     df, records, missing = collect(store, cases)
     if df.empty:
@@ -222,6 +227,12 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
                          f"{store.root}; run `fpbench run {data['suite']['name']} --scale {scale}` first")
     stem = out.stem
     figs = figures(df, out.parent / "figures", stem)
+    claim_lines = []
+    if data["suite"].get("claims"):
+        claim_lines, claim_figs, claim_missing = claims_part(data, scale, seeds, store, df, records, out, stem,
+                                                              calibration_reps)
+        figs += claim_figs
+        missing += claim_missing
     lines = [f"# fpbench report: suite `{data['suite']['name']}`, scale `{scale}`", "",
              f"{data['suite'].get('description', '')}", "",
              f"Generated {datetime.date.today().isoformat()} by fpbench {__version__} from {len(df)} finished "
@@ -233,6 +244,7 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
         lines += [f"**Not run yet ({len(missing)}):** " + ", ".join(missing), ""]
     for table in TABLES:
         lines += [f"## {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table)), ""]
+    lines += claim_lines
     if data["suite"]["name"] == "paper":
         lines += [trends_section(df), calibration_section(df)]
     lines += [dropped_samples_section(df)]
@@ -244,6 +256,25 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
+
+
+def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_reps):
+    """(markdown lines, figure paths, labels of missing companion cases) of the claims sections."""
+    from . import claims
+    from . import claims_report as cr
+
+    fig_dir = out.parent / "figures"
+    curl_df, curl_records, missing = None, [], []
+    if data["suite"].get("score_models"):
+        companion = load_suite(data["suite"]["score_models"])
+        curl_df, curl_records, missing = collect(store, expand(companion, scale, seeds))
+    outcomes = claims.evaluate_claims(df, records, curl_df, data["suite"]["sde"], store)
+    cal = claims.calibration(df, curl_df, claims.oracle_frame(records, store), reps=calibration_reps)
+    cal_fig = cr.calibration_figure(cal, fig_dir / f"{stem}-calibration.png")
+    figs = [p for p in (cr.fig1(curl_records, store, fig_dir / f"{stem}-fig1.png"),
+                        cr.fig3(records, store, fig_dir / f"{stem}-fig3.png")) if p is not None]
+    lines = [cr.claims_section(outcomes, scale), cr.why_section(df, outcomes), cr.calibration_section(cal, cal_fig)]
+    return lines, figs, missing
 
 
 def _interval_kind(df: pd.DataFrame) -> str:

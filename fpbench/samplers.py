@@ -150,7 +150,7 @@ def ode_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, scheme: 
         x_ref = reference_ode(score, sde, x_T, float(ts[-1]), rtol=1e-7, atol=1e-7, max_evals=5000)
     except ReferenceODEError:
         return math.nan  # the model's flow diverges; no bound
-    return float(((x_h - x_ref) ** 2).sum(-1).mean())
+    return float(((x_h - x_ref) ** 2).sum(-1).mean().detach())
 
 
 def sde_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator, scheme: str = "euler",

@@ -84,8 +84,8 @@ def ordered_trend(table: np.ndarray, increasing: bool, alpha: float = ALPHA, min
     table = np.asarray(table, dtype=float)
     table = table[np.all(np.isfinite(table), axis=1)]
     m, k = table.shape
-    if m < 1 or k < 3:
-        raise ValueError(f"a trend test needs >= 1 complete block and >= 3 levels; got {m} x {k}")
+    if m < 2 or k < 3:
+        raise ValueError(f"a trend test needs >= 2 complete blocks and >= 3 levels; got {m} x {k}")
     order = np.arange(1, k + 1)
     claimed = order if increasing else order[::-1]
     method = "exact" if m * k <= 40 else "asymptotic"

@@ -86,6 +86,11 @@ def validate_suite(data: dict, path: Path) -> None:
             raise SuiteError(f"{path}: unknown target {target!r}; known: {', '.join(TARGETS)}")
     if suite["sde"] not in SDES:
         raise SuiteError(f"{path}: unknown SDE {suite['sde']!r}; known: {', '.join(SDES)}")
+    if "score_models" in suite:
+        try:
+            find_suite(suite["score_models"])
+        except SuiteError as err:
+            raise SuiteError(f"{path}: [suite] score_models: {err}") from None
     kind = data.get("model", {}).get("kind", "potential")
     if kind not in MODELS:
         raise SuiteError(f"{path}: unknown model kind {kind!r}; known: {', '.join(MODELS)}")

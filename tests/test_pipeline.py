@@ -166,12 +166,19 @@ def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys):
     results, report = tmp_path / "results", tmp_path / "paper-smoke.md"
     began = time.perf_counter()
     assert main(["run", "paper", "--scale", "smoke", "--results", str(results), "--quiet"]) == 0
-    assert main(["report", "paper", "--scale", "smoke", "--results", str(results), "--out", str(report)]) == 0
+    assert main(["report", "paper", "--scale", "smoke", "--results", str(results), "--out", str(report),
+                 "--calibration-reps", "50"]) == 0
     assert time.perf_counter() - began < 300
     text = report.read_text()
-    for title in ("Table 1", "Table 2", "Table 3", "Calibration", "Settings", "0.011599"):
+    for title in ("Table 1", "Table 2", "Table 3", "Calibration", "Settings", "0.011599",
+                  "The paper's claims as tests", "Calibration of the claim tests"):
         assert title in text
-    assert len(Store(results).table()) == 12
+    # 200 training steps: the model claims are skipped with the reason; the curl and oracle ones are decided
+    assert "| C1 (Table 1)" in text and "not trained enough" in text
+    assert "| C6 (Fig. 1)" in text and "**PASS**" in text
+    for fig in ("fig1", "fig3", "fig4", "fig5", "calibration"):
+        assert (tmp_path / "figures" / f"paper-smoke-{fig}.png").stat().st_size > 1000
+    assert len(Store(results).table()) == 15  # 12 potential models + the 3 free score models of suite curl
     assert main(["show", Store(results).table()["key"][0][:6], "--results", str(results)]) == 0
 
 
