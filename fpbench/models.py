@@ -60,11 +60,7 @@ class ScoreMLP(nn.Module):
         self.net = mlp(dim + 1, dim, width, depth, beta)
 
     def score(self, x: torch.Tensor, t, create_graph: bool = False) -> torch.Tensor:
-        """The network's output. Unless ``create_graph`` is set or x requires grad (an operator taking
-        derivatives in x), it carries no autograd graph, as PotentialMLP's score: a sampler's trajectory
-        would otherwise keep every step's graph alive (23 GB for 60k particles x 200 steps)."""
-        out = self.net(_time_input(x, t))
-        return out if create_graph or x.requires_grad else out.detach()
+        return self.net(_time_input(x, t))
 
     def forward(self, x, t):
         return self.score(x, t)

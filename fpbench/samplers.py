@@ -52,6 +52,7 @@ def _g(sde, t) -> float:
     return float(sde.diffusion(torch.tensor(float(t), dtype=torch.float64)))
 
 
+@torch.no_grad()  # scores take their own x-gradients; no graph may tie the path to weights
 def euler_ode(score, sde, x_T: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
     """Euler for the probability-flow ODE (eq. 13): x <- x - h (f - g^2 s / 2)(x, t)."""
     x = x_T
@@ -67,6 +68,7 @@ def _increment(x, h: float, k: int, generator, increments) -> torch.Tensor:
     return math.sqrt(h) * randn(x.shape, generator, x.dtype, x.device)
 
 
+@torch.no_grad()  # scores take their own x-gradients; no graph may tie the path to weights
 def euler_maruyama(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator=None,
                    noise_last_step: bool = False, increments=None) -> torch.Tensor:
     """Euler-Maruyama for the reverse SDE (eq. 12): x <- x - h (f - g^2 s)(x, t) + g(t) dW.
@@ -84,6 +86,7 @@ def euler_maruyama(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator=No
     return x
 
 
+@torch.no_grad()  # scores take their own x-gradients; no graph may tie the path to weights
 def heun_ode(score, sde, x_T: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
     """Heun (explicit trapezoid, 2nd order) for the probability-flow ODE."""
     x = x_T
@@ -95,6 +98,7 @@ def heun_ode(score, sde, x_T: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@torch.no_grad()  # scores take their own x-gradients; no graph may tie the path to weights
 def heun_sde(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator=None,
              noise_last_step: bool = False, increments=None) -> torch.Tensor:
     """Stochastic Heun for the reverse SDE: the drift by the trapezoid rule, the noise g dW with g

@@ -86,14 +86,6 @@ def test_curl_of_a_random_score_mlp_is_not_zero():
         assert ops.curl(s.score, x, t).abs().mean() > 1e-3
 
 
-def test_scores_for_sampling_carry_no_graph():
-    # a sampler calls score(x, t) without create_graph: nothing may tie the trajectory to the weights
-    x, t = torch.randn(5, 2), torch.rand(5)
-    for model in (PotentialMLP(), ScoreMLP()):
-        assert not model.score(x, t).requires_grad
-        assert model.score(x, t, create_graph=True).requires_grad
-
-
 def test_curl_in_2d_is_d1_s2_minus_d2_s1():
     # s = (-y, x) has curl 2 everywhere; s = grad(x^2 y) has curl 0.
     x = torch.randn(10, 2, dtype=torch.float64)

@@ -115,3 +115,17 @@ def test_sample_pair_shares_prior_points_and_is_chunk_independent_in_size():
     assert c_ode.shape == (10, 2)
     with pytest.raises(ValueError, match="unknown sampler scheme"):
         sample_pair(oracle.score, sde, 10, 2, ts, seed=1, scheme="rk4")
+
+
+def test_sampling_a_free_score_network_keeps_no_graph():
+    # ScoreMLP's output is tied to its weights; a sampler must not keep every step's graph alive
+    # (60k particles x 200 steps exhausted 24 GB before the samplers ran under no_grad).
+    from fpbench.models import PotentialMLP, ScoreMLP
+
+    sde, ts = make_sde("ou"), uniform_grid(10.0, 5)
+    x_T = torch.randn(8, 2, dtype=torch.float64)
+    for model in (ScoreMLP().double(), PotentialMLP().double()):
+        for sampler in (euler_ode, heun_ode):
+            assert not sampler(model.score, sde, x_T, ts).requires_grad
+        for sampler in (euler_maruyama, heun_sde):
+            assert not sampler(model.score, sde, x_T, ts, torch.Generator().manual_seed(0)).requires_grad
