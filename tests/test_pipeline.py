@@ -128,10 +128,22 @@ def test_suite_expands_into_hashed_cases(tmp_path):
     (lambda s: s.replace('method = "fp"', 'method = "sliced"'), "unknown method 'sliced'"),
     (lambda s: s.replace("[scales.quick]\n", ""), r"missing scale\(s\) \['quick'\]"),
     (lambda s: s.replace("iterations = 20", "iterationz = 20"), r"unknown key\(s\) \['iterationz'\]"),
+    (lambda s: s.replace('method = "fp"', 'method = "fp"\nscore_models = "no-such-suite"'),
+     "score_models: unknown suite 'no-such-suite'"),
 ])
 def test_malformed_suites_fail_with_a_message_naming_the_cause(tmp_path, mutation, message):
     with pytest.raises(SuiteError, match=message):
         load_suite(_write_suite(tmp_path, mutation(GOOD)))
+
+
+def test_shards_split_the_cases_disjointly(tmp_path, capsys):
+    from fpbench.cli import _shard
+
+    cases = expand(load_suite(_write_suite(tmp_path, GOOD)), "smoke", seeds=3)
+    shards = [_shard(cases, f"{i}/3") for i in (1, 2, 3)]
+    assert sorted(c.key for s in shards for c in s) == sorted(c.key for c in cases)
+    assert main(["run", "paper", "--scale", "smoke", "--shard", "3/2"]) == 2
+    assert "expected I/K" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
