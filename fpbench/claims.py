@@ -17,6 +17,7 @@ Settings the paper leaves open and fpbench chooses are in ``CLAIM_SETTINGS``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -90,6 +91,19 @@ def _cell_means(df: pd.DataFrame, column: str) -> str:
                      for t in means.index.get_level_values(0).unique())
 
 
+def undecidable_as_skip(claim_fn):
+    """A claim whose test cannot be computed on these results (too few complete blocks or units,
+    a diverged cell) is skipped with the test's reason instead of raising."""
+    @functools.wraps(claim_fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return claim_fn(*args, **kwargs)
+        except ValueError as err:
+            key = claim_fn.__name__.removeprefix("claim_").upper()
+            return ClaimOutcome(CLAIMS[key], skipped=f"the test cannot be computed on these results: {err}")
+    return wrapper
+
+
 # --- gates ----------------------------------------------------------------------------------------
 
 def trained_gate(df: pd.DataFrame) -> str | None:
@@ -140,6 +154,7 @@ def _gated(claim: Claim, df: pd.DataFrame, *gates) -> ClaimOutcome | None:
 
 # --- C1-C5 ----------------------------------------------------------------------------------------
 
+@undecidable_as_skip
 def claim_c1(df: pd.DataFrame) -> ClaimOutcome:
     claim = CLAIMS["C1"]
     gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, "w2_ode_sde", 0.0, 10.0))
@@ -149,6 +164,7 @@ def claim_c1(df: pd.DataFrame) -> ClaimOutcome:
     return ClaimOutcome(claim, result, measured="mean W2² gap per w_R " + _cell_means(df, "w2_ode_sde.value"))
 
 
+@undecidable_as_skip
 def claim_c3(df: pd.DataFrame) -> ClaimOutcome:
     claim = CLAIMS["C3"]
     gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, "w2_sde_p0", 0.0, 10.0))
@@ -158,6 +174,7 @@ def claim_c3(df: pd.DataFrame) -> ClaimOutcome:
     return ClaimOutcome(claim, result, measured="mean W2²(SDE, p0) per w_R " + _cell_means(df, "w2_sde_p0.value"))
 
 
+@undecidable_as_skip
 def claim_c2(df: pd.DataFrame) -> ClaimOutcome:
     claim = CLAIMS["C2"]
     gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, "w2_ode_p0", 0.0, 0.1))
@@ -182,6 +199,7 @@ def normalised_dsm(df: pd.DataFrame) -> pd.Series:
     return df["dsm_loss"] / df["dsm_loss_exact"]
 
 
+@undecidable_as_skip
 def claim_c4(df: pd.DataFrame) -> ClaimOutcome:
     claim = CLAIMS["C4"]
     gated = _gated(claim, df, lambda: trained_gate(df))
@@ -192,6 +210,7 @@ def claim_c4(df: pd.DataFrame) -> ClaimOutcome:
                         f"{normalised_dsm(df).min():.3f} to {normalised_dsm(df).max():.3f}")
 
 
+@undecidable_as_skip
 def claim_c5(df: pd.DataFrame) -> ClaimOutcome:
     claim = CLAIMS["C5"]
     gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, "w2_ode_sde", 0.0, 10.0))
@@ -218,6 +237,7 @@ def threshold_check(values: np.ndarray, tolerance: float, what: str, alpha: floa
                         "decades below the tolerance", effect, effect, len(np.atleast_1d(values)), alpha, 0.0, verdict)
 
 
+@undecidable_as_skip
 def claim_c6(paper_df: pd.DataFrame, curl_df: pd.DataFrame, dtype: str = "float32") -> ClaimOutcome:
     """Mean |curl| of each free score model at t = 0.01 against the largest |curl| of any potential
     model (float noise: a potential's curl is zero in exact arithmetic), and every potential's largest
@@ -279,6 +299,7 @@ def oracle_frame(records: list[dict], store=None) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+@undecidable_as_skip
 def claim_c7b(oracles: pd.DataFrame) -> ClaimOutcome:
     """The exact score's W2^2(p_ODE, p_SDE) against an allowance floor + (sqrt(disc_ODE) + sqrt(disc_SDE))^2
     (W2 triangle inequality with the coupling bounds), noise sd from the floor's replicates; the
@@ -300,25 +321,6 @@ def claim_c7b(oracles: pd.DataFrame) -> ClaimOutcome:
                          f"{a:.4f}, n = {int(r.n):,}, {int(r.floor_reps)} floor pairs)"
                          for (t, r), a in zip(oracles.iterrows(), allowance))
     return ClaimOutcome(claim, result, measured=measured)
-
-
-def undecidable_as_skip(claim_fn):
-    """A claim whose test cannot be computed on these results (too few complete blocks or units,
-    a diverged cell) is skipped with the test's reason instead of raising."""
-    import functools
-
-    @functools.wraps(claim_fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return claim_fn(*args, **kwargs)
-        except ValueError as err:
-            key = claim_fn.__name__.removeprefix("claim_").upper()
-            return ClaimOutcome(CLAIMS[key], skipped=f"the test cannot be computed on these results: {err}")
-    return wrapper
-
-
-for _name in ("claim_c1", "claim_c2", "claim_c3", "claim_c4", "claim_c5", "claim_c6", "claim_c7b"):
-    globals()[_name] = undecidable_as_skip(globals()[_name])
 
 
 def evaluate_claims(paper_df: pd.DataFrame, paper_records: list[dict], curl_df: pd.DataFrame | None,

@@ -12,7 +12,7 @@ import torch
 
 from . import claims as cl
 from . import operators as ops
-from .stats import ALPHA, FAIL, PASS
+from .stats import ALPHA, FAIL
 from .store import Store
 from .suite import Case
 
@@ -60,9 +60,9 @@ def calibration_section(cal: pd.DataFrame, figure: Path | None) -> str:
     ok = (computed["rate under null, 95% CI"].map(lambda ci: ci[0]) <= ALPHA).all() and not computed.empty
     lines = ["## Calibration of the claim tests", "",
              "Each claim's test on synthetic data built from this run: *null* data with no effect (labels shuffled "
-             "within blocks, or values redrawn from the noise alone) give the rate of a wrong verdict, which must be at "
-             f"most α = {ALPHA}; data with the paper's effect planted at the noise measured here (seed-to-seed sd of "
-             "log values) give the power. Intervals are exact binomial (Clopper-Pearson). C7a is a deterministic "
+             "within blocks, or values redrawn from the noise alone) give the rate of a wrong verdict, which must be "
+             f"at most α = {ALPHA}; data with the paper's effect planted at the noise measured here (seed-to-seed sd "
+             "of log values) give the power. Intervals are exact binomial (Clopper-Pearson). C7a is a deterministic "
              "round-off check (no sampling noise) and has no calibration.", "",
              f"False-positive rates consistent with ≤ α for every claim: **{'yes' if ok else 'no'}**.", "",
              table.to_markdown(index=False, floatfmt=".3f"), ""]

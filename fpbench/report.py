@@ -187,7 +187,8 @@ def calibration_section(df: pd.DataFrame) -> str:
 
 
 def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
-    """Fig. 4 (R~ vs L_DSM normalised by the exact score's) and Fig. 5 (R~ vs W2(p_ODE, p_SDE)) from the measured cases."""
+    """Fig. 4 (R~ vs L_DSM normalised by the exact score's) and Fig. 5 (R~ vs W2(p_ODE, p_SDE)) from the
+    measured cases."""
     import matplotlib
 
     matplotlib.use("Agg")
