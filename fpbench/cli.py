@@ -60,10 +60,21 @@ def _cmd_run(args) -> int:
     began = time.perf_counter()
     if args.ensemble:
         train_groups(cases, store, device)
+    failed = []
     for i, case in enumerate(cases, 1):
-        run_case(case, store, device, progress=not args.quiet, log=lambda m, i=i: print(f"[{i}/{len(cases)}] {m}"))
-    print(f"finished {len(cases)} case(s) in {time.perf_counter() - began:.0f} s; "
+        try:
+            run_case(case, store, device, progress=not args.quiet,
+                     log=lambda m, i=i: print(f"[{i}/{len(cases)}] {m}"))
+        except Exception as err:  # one case fails alone: record it, run the others
+            store.mark_failed(case.key, case.label, err)
+            failed.append(case.label)
+            print(f"[{i}/{len(cases)}] failed {case.label} [{case.key}]: {err}", file=sys.stderr)
+    print(f"finished {len(cases) - len(failed)} of {len(cases)} case(s) in {time.perf_counter() - began:.0f} s; "
           f"next: fpbench report {args.suite} --scale {args.scale}")
+    if failed:
+        print(f"fpbench: {len(failed)} case(s) failed (reasons in their failed.json; a rerun retries them): "
+              + ", ".join(failed), file=sys.stderr)
+        return 3
     return 0
 
 

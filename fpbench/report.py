@@ -22,7 +22,8 @@ TABLES = ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")
 
 
 def collect(store: Store, cases: list[Case]) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """(one row per finished case, their raw records, labels of cases not run yet)."""
+    """(one row per finished case, their raw records, labels of cases not finished, with the reason
+    for those that failed)."""
     rows, records, missing = [], [], []
     for case in cases:
         if store.is_done(case.key):
@@ -30,7 +31,8 @@ def collect(store: Store, cases: list[Case]) -> tuple[pd.DataFrame, list[dict], 
             records.append(rec)
             rows.append(flatten_metrics(rec))
         else:
-            missing.append(case.label)
+            failure = store.failure(case.key)
+            missing.append(case.label + (f" (failed: {failure['message']})" if failure else ""))
     return pd.DataFrame(rows), records, missing
 
 
@@ -58,18 +60,29 @@ def _cell(mean: float, low: float, high: float) -> str:
     return f"{mean:.6f} [{low:.6f}, {high:.6f}]"
 
 
+def sweep_column(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(df, the column of the swept method parameter): ``param_w_r`` for the paper's suites; several
+    swept parameters are joined into one label column, none gives a constant one."""
+    params = [c for c in df.columns if c.startswith("param_")]
+    if len(params) == 1:
+        return df, params[0]
+    label = df[params].astype(str).agg(",".join, axis=1) if params else "—"
+    return df.assign(param_sweep=label), "param_sweep"
+
+
 def table_frame(df: pd.DataFrame, table: str, param: str = "param_w_r") -> pd.DataFrame:
-    """Rows: the method parameter; columns: per target, ours (mean [CI]), floor, paper."""
+    """Rows: the method parameter; columns: per target, ours (mean [CI]), floor, and the paper's
+    value when the parameter is the paper's w_R."""
     out = {}
     for (w, target), grp in df.groupby([param, "target"], sort=True):
         mean, low, high, _ = summarise(grp[f"{table}.value"].to_numpy(), grp[f"{table}.ci_low"].to_numpy(),
                                        grp[f"{table}.ci_high"].to_numpy())
-        paper = paper_value(table, target, w)
+        paper = paper_value(table, target, w) if param == "param_w_r" else None
         out.setdefault(w, {})[(target, "fpbench")] = _cell(mean, low, high)
         out[w][(target, "floor")] = f"{grp['floor.mean'].mean():.6f}"
         out[w][(target, "paper")] = "—" if paper is None else f"{paper:.6f}"
     frame = pd.DataFrame.from_dict(out, orient="index")
-    frame.index.name = "w_R"
+    frame.index.name = "w_R" if param == "param_w_r" else param.removeprefix("param_")
     columns = [(t, c) for t in _target_order({t for t, _ in frame.columns}) for c in ("fpbench", "floor", "paper")]
     return frame[columns]
 
@@ -80,15 +93,14 @@ def _markdown(frame: pd.DataFrame) -> str:
     return flat.to_markdown()
 
 
-def diagnostics_frame(df: pd.DataFrame) -> pd.DataFrame:
+def diagnostics_frame(df: pd.DataFrame, param: str = "param_w_r") -> pd.DataFrame:
     cols = {"log_fp_residual": "R~ (eq. 20)", "score_fp_residual": "R^s (eq. 32)", "dsm_loss": "L_DSM",
             "dsm_excess": "L_DSM - L_DSM(exact)", "curl_mean_t0": "mean |curl| t=0.01",
             "prior_score_ratio": "score at T / prior's", "disc_ode": "disc. ODE (bound)",
             "disc_sde": "disc. SDE (bound)",
             "inside_grid_ode": "ODE in grid", "inside_grid_sde": "SDE in grid"}
-    keep = ["target", "param_w_r", "seed"] + [c for c in cols if c in df]
-    return df[keep].rename(columns=cols).sort_values(["target", "param_w_r", "seed"]).set_index(["target", "param_w_r",
-                                                                                                  "seed"])
+    keep = ["target", param, "seed"] + [c for c in cols if c in df]
+    return df[keep].rename(columns=cols).sort_values(["target", param, "seed"]).set_index(["target", param, "seed"])
 
 
 def trends_section(df: pd.DataFrame) -> str:
@@ -186,7 +198,7 @@ def calibration_section(df: pd.DataFrame) -> str:
                       table.to_markdown(index=False), ""])
 
 
-def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
+def figures(df: pd.DataFrame, out_dir: Path, stem: str, param: str = "param_w_r") -> list[Path]:
     """Fig. 4 (R~ vs L_DSM normalised by the exact score's) and Fig. 5 (R~ vs W2(p_ODE, p_SDE)) from the
     measured cases."""
     import matplotlib
@@ -199,7 +211,7 @@ def figures(df: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     if "log_fp_residual" not in df:
         return paths
-    data = df.assign(w2_gap=np.sqrt(df["w2_ode_sde.value"].clip(lower=0)), w_R=df["param_w_r"].astype(str),
+    data = df.assign(w2_gap=np.sqrt(df["w2_ode_sde.value"].clip(lower=0)), w_R=df[param].astype(str),
                      dsm_normalised=df["dsm_loss"] / df["dsm_loss_exact"])
     for name, y, ylabel in [("fig5", "w2_gap", "W2(p_ODE, p_SDE)"),
                             ("fig4", "dsm_normalised", "L_DSM / L_DSM(exact score)")]:
@@ -227,7 +239,8 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
         raise ValueError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
                          f"{store.root}; run `fpbench run {data['suite']['name']} --scale {scale}` first")
     stem = out.stem
-    figs = figures(df, out.parent / "figures", stem)
+    df, param = sweep_column(df)
+    figs = figures(df, out.parent / "figures", stem, param)
     claim_lines = []
     if data["suite"].get("claims"):
         claim_lines, claim_figs, claim_missing = claims_part(data, scale, seeds, store, df, records, out, stem,
@@ -238,19 +251,19 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
              f"{data['suite'].get('description', '')}", "",
              f"Generated {datetime.date.today().isoformat()} by fpbench {__version__} from {len(df)} finished "
              f"case(s) under `{store.root}`; devices: {sorted({r['device'] for r in records})}; torch "
-             f"{records[0]['torch']}. Each cell: fpbench's mean and 95% interval ({_interval_kind(df)}), the "
+             f"{records[0]['torch']}. Each cell: fpbench's mean and 95% interval ({_interval_kind(df, param)}), the "
              "noise floor (the same estimator on two independent draws of p0 at the same sample size: what "
              "W2² reads when the distributions are equal), and the paper's value.", ""]
     if missing:
-        lines += [f"**Not run yet ({len(missing)}):** " + ", ".join(missing), ""]
+        lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
     for table in TABLES:
-        lines += [f"## {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table)), ""]
+        lines += [f"## {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table, param)), ""]
     lines += claim_lines
     if data["suite"]["name"] == "paper":
         lines += [trends_section(df), calibration_section(df)]
     lines += [dropped_samples_section(df)]
     lines += [error_budget_section(df)]
-    lines += ["## Trained models", "", diagnostics_frame(df).to_markdown(floatfmt=".4g"), "",
+    lines += ["## Trained models", "", diagnostics_frame(df, param).to_markdown(floatfmt=".4g"), "",
               _timing(records), ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figs] + [""]
     lines += [settings_section(cases[0])]
@@ -278,8 +291,8 @@ def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_r
     return lines, figs, missing
 
 
-def _interval_kind(df: pd.DataFrame) -> str:
-    seeds = df.groupby(["target", "param_w_r"]).size().min()
+def _interval_kind(df: pd.DataFrame, param: str = "param_w_r") -> str:
+    seeds = df.groupby(["target", param]).size().min()
     return f"Student t over {seeds} seeds" if seeds >= 2 else "bootstrap over the samples of one seed"
 
 

@@ -46,6 +46,7 @@ def run_case(case: Case, store: Store, device=None, progress: bool = False, log=
         log(f"skip   {case.label} [{key}] (done)")
         return store.metrics(key)
     out.mkdir(parents=True, exist_ok=True)
+    store.clear_failure(key)  # a rerun retries a failed case
     write_json(out / "config.json", case.config)
     target, sde, model, method = build(case, device)
     train_info = _trained(case, model, method, target, sde, out, device, progress, log)

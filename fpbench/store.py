@@ -6,6 +6,7 @@
     <root>/<case key>/train.json       loss history and training time
     <root>/<case key>/histograms.npz   64 x 64 node counts of the ODE, SDE and p0 samples
     <root>/<case key>/metrics.json     all metrics; written last, so its presence means "done"
+    <root>/<case key>/failed.json      why the case failed (a rerun retries it and removes this)
     <root>/floors/<key>.json           noise floors, shared by cases with the same target and n
 
 Every write goes to a temporary file first and is renamed into place (atomic on POSIX), so a
@@ -73,6 +74,18 @@ class Store:
 
     def metrics(self, key: str) -> dict:
         return read_json(self.case_dir(key) / "metrics.json")
+
+    def mark_failed(self, key: str, label: str, err: BaseException) -> None:
+        """Record why a case failed (``failed.json``); its finished stages stay, a rerun retries it."""
+        write_json(self.case_dir(key) / "failed.json", {"case": label, "error": type(err).__name__,
+                                                        "message": str(err)})
+
+    def failure(self, key: str) -> dict | None:
+        path = self.case_dir(key) / "failed.json"
+        return read_json(path) if path.exists() else None
+
+    def clear_failure(self, key: str) -> None:
+        (self.case_dir(key) / "failed.json").unlink(missing_ok=True)
 
     def floor_path(self, spec: dict) -> Path:
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -4,8 +4,8 @@ of the iterations, a fresh Adam at each stage), a fresh p0 batch every iteration
 Deterministic for a seed: the model is initialised from ``torch.manual_seed(seed)`` and every
 random draw comes from one generator seeded with ``seed``. A checkpoint (model, optimiser,
 generator, iteration) is written atomically every ``checkpoint_every`` iterations, so a killed
-run resumes with bit-identical numbers. A NaN or inf loss stops the case with ``TrainingError``
-naming the case and the iteration.
+run resumes with bit-identical numbers. A NaN or inf loss, a method that raises, or a loss that
+is not a scalar tensor stops the case with ``TrainingError`` naming the case and the iteration.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         if new_stage != stage:  # the authors start a fresh Adam at each stage
             stage, opt = new_stage, torch.optim.Adam(model.parameters(), lr=lr)
         x0 = target.sample(cfg["dsm_batch"], gen, dtype=dtype, device=device)
-        loss, terms = method.loss(model, TrainContext(sde, target, x0, gen, cfg))
+        loss, terms = _method_loss(method, model, TrainContext(sde, target, x0, gen, cfg), case, it)
         if not torch.isfinite(loss):
             raise TrainingError(f"case {case}: loss is {loss.item()} at iteration {it} (terms {terms})")
         opt.zero_grad(set_to_none=True)
@@ -84,6 +84,22 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         bar.update(1)
     bar.close()
     return TrainResult(history, time.perf_counter() - began + state.get("seconds", 0.0), cfg["iterations"])
+
+
+def _method_loss(method, model, ctx, case: str, it: int):
+    """The method's (loss, terms), or a TrainingError naming the case, the method and the iteration
+    when the method raises or returns anything but a scalar tensor."""
+    name = getattr(method, "name", type(method).__name__)
+    try:
+        loss, terms = method.loss(model, ctx)
+    except Exception as err:  # a user's method: any error stops this case only
+        raise TrainingError(f"case {case}: method {name!r} raised {type(err).__name__} at iteration {it}: {err}") \
+            from err
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise TrainingError(f"case {case}: method {name!r} returned a loss of shape {shape} at iteration {it}; "
+                            "a loss must be a scalar tensor")
+    return loss.reshape(()), terms
 
 
 def _resume(checkpoint: Path | None, model, gen) -> dict:

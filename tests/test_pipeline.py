@@ -163,6 +163,25 @@ def test_cli_reports_a_nan_during_training(tmp_path, capsys):
     assert "loss is nan at iteration 2" in err and "blob/" in err
 
 
+def test_a_failing_case_fails_alone_with_its_reason(tmp_path, capsys):
+    path = _write_suite(tmp_path, GOOD.replace('method = "fp"', 'method = "tests.plugins.methods:FragileMethod"')
+                        .replace("sweep = { w_r = [0.0, 1.0] }", "sweep = { fail = [0, 1, 2] }"))
+    results = tmp_path / "r"
+    assert main(["run", path, "--scale", "smoke", "--results", str(results), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "2 case(s) failed" in err
+    assert "method 'fragile' raised RuntimeError at iteration 0: the user's loss broke" in err
+    assert "returned a loss of shape (3,) at iteration 0; a loss must be a scalar tensor" in err
+    store = Store(results)
+    assert len(store.table()) == 1  # the healthy case finished
+    cases = expand(load_suite(path), "smoke")
+    failures = {c.config["method"]["params"]["fail"]: store.failure(c.key) for c in cases}
+    assert failures[0] is None and failures[1]["error"] == "TrainingError"
+    report = tmp_path / "report.md"
+    assert main(["report", path, "--scale", "smoke", "--results", str(results), "--out", str(report)]) == 0
+    assert "failed: case blob/tests.plugins.methods:FragileMethod(fail=1)/seed0" in report.read_text()
+
+
 def test_corrupt_result_file_is_a_clear_error(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text('{"half": ')

@@ -45,3 +45,19 @@ class InterruptedFP(Method):
         if self.calls == self.at:
             raise KeyboardInterrupt
         return super().loss_terms(model, ctx)
+
+
+class FragileMethod(Method):
+    """DSM that raises (``fail = 1``) or returns a vector instead of a scalar (``fail = 2``)."""
+
+    name = "fragile"
+
+    def __init__(self, fail: int = 0):
+        super().__init__(dsm=1.0)
+        self.fail = fail
+
+    def loss(self, model, ctx):
+        loss, terms = super().loss(model, ctx)
+        if self.fail == 1:
+            raise RuntimeError("the user's loss broke")
+        return (loss.expand(3) if self.fail == 2 else loss), terms
