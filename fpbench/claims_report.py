@@ -24,7 +24,8 @@ def claims_table(outcomes: list[cl.ClaimOutcome]) -> pd.DataFrame:
         if r is None:
             rows.append((f"{o.claim.key} ({o.claim.source})", o.claim.paper_says, o.skipped, "—", "—", "—", "SKIPPED"))
             continue
-        p = f"{r.pvalue:.2g}" if np.isfinite(r.pvalue) else f"excess test: {r.pvalue_opposite:.2g}"
+        p = (f"{r.pvalue:.2g}" if np.isfinite(r.pvalue) else f"excess test: {r.pvalue_opposite:.2g}"
+             if np.isfinite(r.pvalue_opposite) else "— (deterministic)")
         rows.append((f"{o.claim.key} ({o.claim.source})", o.claim.paper_says, o.measured, f"{r.statistic:.4g}", p,
                      f"{r.effect_name} = {r.effect:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}] (needs ≥ {r.min_effect:.3g})",
                      f"**{r.verdict}**"))
@@ -79,6 +80,7 @@ def why_section(df: pd.DataFrame, outcomes: list[cl.ClaimOutcome]) -> str:
     per_w = df.groupby("param_w_r").agg(prior=("prior_score_ratio", "mean"), ode_in=("inside_grid_ode", "mean"),
                                         sde_in=("inside_grid_sde", "mean"), residual=("log_fp_residual", "mean"),
                                         gap=("w2_ode_sde.value", "mean"))
+    per_w.index.name = "w_R"
     per_w.columns = ["score at T / prior's", "ODE samples in grid", "SDE samples in grid", "R~", "W2²(ODE, SDE)"]
     return "\n".join([
         f"## Why {', '.join(failed)} do not reproduce here", "",
