@@ -107,14 +107,14 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    from .methods import METHODS
+    from .methods import METHODS, plugin_methods
     from .models import MODELS
     from .sde import SDES
     from .suite import list_suites
     from .targets import TARGETS
 
-    for title, names in [("targets", TARGETS), ("sdes", SDES), ("models", MODELS), ("methods", METHODS),
-                         ("suites", list_suites())]:
+    for title, names in [("targets", TARGETS), ("sdes", SDES), ("models", MODELS),
+                         ("methods", [*METHODS, *plugin_methods()]), ("suites", list_suites())]:
         print(f"{title}: {', '.join(names)}")
     return 0
 

@@ -2,7 +2,8 @@
 
 Built in: ``dsm`` (the baseline, L_DSM alone), ``fp`` (the paper's family, eq. in section 4:
 L_DSM + w_R * R~(theta, phi_theta, 0)) and ``score_fp`` (L_DSM + w * R^s, eq. 32, for score models).
-A method of your own is one class, referenced from a suite file as ``"package.module:ClassName"``:
+A method of your own is one class, referenced from a suite file as ``"package.module:ClassName"``
+or registered by name in the ``fpbench.methods`` entry-point group:
 subclass ``Method`` and override ``loss_terms`` (or add terms to ``TERMS``); the runner, store and
 report do not change.
 """
@@ -105,9 +106,27 @@ class ScoreFokkerPlanck(Method):
 METHODS = {"dsm": DSM, "fp": FokkerPlanck, "score_fp": ScoreFokkerPlanck}
 
 
+ENTRY_POINT_GROUP = "fpbench.methods"
+
+
+def plugin_methods() -> dict:
+    """Methods that installed packages register in the ``fpbench.methods`` entry-point group
+    (``[project.entry-points."fpbench.methods"] mine = "mypkg.methods:MyMethod"``), by name."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def make_method(name: str, **params) -> Method:
-    """A built-in method by name, or a user's class given as 'package.module:ClassName'."""
-    if ":" in name:
+    """A built-in method by name, a method registered in the ``fpbench.methods`` entry-point group,
+    or a user's class given as 'package.module:ClassName'."""
+    plugins = {} if ":" in name or name in METHODS else plugin_methods()
+    if name in plugins:
+        try:
+            cls = plugins[name].load()
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"cannot load method {name!r} ({plugins[name].value}): {err}") from None
+    elif ":" in name:
         module_name, _, class_name = name.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
@@ -116,7 +135,8 @@ def make_method(name: str, **params) -> Method:
     elif name in METHODS:
         cls = METHODS[name]
     else:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))} or 'module:Class'")
+        known = ", ".join(sorted(METHODS) + sorted(plugins))
+        raise ValueError(f"unknown method {name!r}; known: {known} or 'module:Class'")
     try:
         return cls(**params)
     except TypeError as err:

@@ -68,6 +68,22 @@ def test_user_method_is_loaded_from_its_module():
     assert set(res.history[-1]) == {"iteration", "loss", "dsm"}
 
 
+def test_methods_registered_as_entry_points_are_found(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import fpbench.methods as methods
+
+    registered = {"half": EntryPoint("half", "tests.plugins.methods:HalfDSM", methods.ENTRY_POINT_GROUP),
+                  "broken": EntryPoint("broken", "tests.plugins.methods:NoSuchClass", methods.ENTRY_POINT_GROUP)}
+    monkeypatch.setattr(methods, "plugin_methods", lambda: registered)
+    assert type(make_method("half", scale=0.25)).__name__ == "HalfDSM"
+    assert make_method("half", scale=0.25).weights == {"dsm": 0.25}
+    with pytest.raises(ValueError, match="cannot load method 'broken'"):
+        make_method("broken")
+    with pytest.raises(ValueError, match="known: dsm, fp, score_fp, broken, half"):
+        make_method("nothing")
+
+
 def test_unknown_method_and_term_are_clear_errors():
     with pytest.raises(ValueError, match="unknown method 'sliced'"):
         make_method("sliced")
