@@ -154,24 +154,28 @@ def _gated(claim: Claim, df: pd.DataFrame, *gates) -> ClaimOutcome | None:
 
 # --- C1-C5 ----------------------------------------------------------------------------------------
 
-@undecidable_as_skip
-def claim_c1(df: pd.DataFrame) -> ClaimOutcome:
-    claim = CLAIMS["C1"]
-    gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, "w2_ode_sde", 0.0, 10.0))
+# trend claims: key -> (table, claimed direction is increasing, what the report says is measured)
+TREND_CLAIMS = {"C1": ("w2_ode_sde", False, "mean W2² gap"), "C3": ("w2_sde_p0", True, "mean W2²(SDE, p0)")}
+
+
+def _trend_claim(df: pd.DataFrame, key: str) -> ClaimOutcome:
+    """C1 or C3: Page's trend test of a table's W2^2 across w_R, blocks = target x seed."""
+    claim, (table, increasing, what) = CLAIMS[key], TREND_CLAIMS[key]
+    gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, table, 0.0, 10.0))
     if gated:
         return gated
-    result = st.ordered_trend(_by_level(df, "w2_ode_sde.value").to_numpy(), increasing=False)
-    return ClaimOutcome(claim, result, measured="mean W2² gap per w_R " + _cell_means(df, "w2_ode_sde.value"))
+    result = st.ordered_trend(_by_level(df, f"{table}.value").to_numpy(), increasing=increasing)
+    return ClaimOutcome(claim, result, measured=f"{what} per w_R " + _cell_means(df, f"{table}.value"))
+
+
+@undecidable_as_skip
+def claim_c1(df: pd.DataFrame) -> ClaimOutcome:
+    return _trend_claim(df, "C1")
 
 
 @undecidable_as_skip
 def claim_c3(df: pd.DataFrame) -> ClaimOutcome:
-    claim = CLAIMS["C3"]
-    gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, "w2_sde_p0", 0.0, 10.0))
-    if gated:
-        return gated
-    result = st.ordered_trend(_by_level(df, "w2_sde_p0.value").to_numpy(), increasing=True)
-    return ClaimOutcome(claim, result, measured="mean W2²(SDE, p0) per w_R " + _cell_means(df, "w2_sde_p0.value"))
+    return _trend_claim(df, "C3")
 
 
 @undecidable_as_skip
@@ -300,22 +304,27 @@ def oracle_frame(records: list[dict], store=None) -> pd.DataFrame:
 
 
 @undecidable_as_skip
+def oracle_allowance(oracles: pd.DataFrame) -> tuple[np.ndarray, float, float]:
+    """(per-target allowance floor + (sqrt(disc_ODE) + sqrt(disc_SDE))^2, the resolution of a z test at
+    alpha / targets on the floor's sd, the smallest effect of interest: Table 1's smallest w_R = 0 gap)."""
+    from scipy import stats as sps
+
+    allowance = (oracles["floor_mean"] + (np.sqrt(oracles["disc_ode"]) + np.sqrt(oracles["disc_sde"])) ** 2).to_numpy()
+    resolution = float(sps.norm.isf(st.ALPHA / len(oracles)) * oracles["floor_sd"].max())
+    return allowance, resolution, min(TABLES["w2_ode_sde"][0.0])
+
+
 def claim_c7b(oracles: pd.DataFrame) -> ClaimOutcome:
     """The exact score's W2^2(p_ODE, p_SDE) against an allowance floor + (sqrt(disc_ODE) + sqrt(disc_SDE))^2
     (W2 triangle inequality with the coupling bounds), noise sd from the floor's replicates; the
     resolution (the excess a z test at alpha / targets would let through) must be below the paper's
     smallest w_R = 0 gap (Table 1), or an effect of the paper's size could hide in the noise."""
-    from scipy import stats as sps
-
     claim = CLAIMS["C7b"]
     if oracles is None or oracles.empty:
         return ClaimOutcome(claim, skipped="no oracle results (the exact score through the samplers)")
     if (oracles["floor_sd"] <= 0).any():
         return ClaimOutcome(claim, skipped="the floor was measured from a single replicate: no noise estimate")
-    allowance = oracles["floor_mean"] + (np.sqrt(oracles["disc_ode"]) + np.sqrt(oracles["disc_sde"])) ** 2
-    z_crit = sps.norm.isf(st.ALPHA / len(oracles))
-    resolution = float((z_crit * oracles["floor_sd"]).max())
-    detectable = min(TABLES["w2_ode_sde"][0.0])
+    allowance, resolution, detectable = oracle_allowance(oracles)
     result = st.within_noise(oracles["w2_ode_sde"], allowance, oracles["floor_sd"], resolution, detectable)
     measured = "; ".join(f"{t}: {r.w2_ode_sde:.4f} (floor {r.floor_mean:.4f} ± {r.floor_sd:.4f}, allowance "
                          f"{a:.4f}, n = {int(r.n):,}, {int(r.floor_reps)} floor pairs)"
@@ -323,12 +332,12 @@ def claim_c7b(oracles: pd.DataFrame) -> ClaimOutcome:
     return ClaimOutcome(claim, result, measured=measured)
 
 
-def evaluate_claims(paper_df: pd.DataFrame, paper_records: list[dict], curl_df: pd.DataFrame | None,
-                    sde: str = "ou", store=None) -> list[ClaimOutcome]:
-    """Every claim, in order, on one scale's results (``store``: where C7b's floors are cached)."""
+def evaluate_claims(paper_df: pd.DataFrame, oracles: pd.DataFrame, curl_df: pd.DataFrame | None,
+                    sde: str = "ou") -> list[ClaimOutcome]:
+    """Every claim, in order, on one scale's results (``oracles``: ``oracle_frame`` of its records)."""
     targets = sorted(paper_df["target"].unique()) if paper_df is not None and not paper_df.empty else []
     return [claim_c1(paper_df), claim_c2(paper_df), claim_c3(paper_df), claim_c4(paper_df), claim_c5(paper_df),
-            claim_c6(paper_df, curl_df), claim_c7a(targets, sde), claim_c7b(oracle_frame(paper_records, store))]
+            claim_c6(paper_df, curl_df), claim_c7a(targets, sde), claim_c7b(oracles)]
 
 
 # --- calibration: false positives on null data, power on a planted effect of the paper's size ------
@@ -360,8 +369,8 @@ def calibration(paper_df: pd.DataFrame, curl_df: pd.DataFrame | None = None, ora
     fast = {"n_boot": 200}
     blocks = _by_level(paper_df, "w2_ode_sde.value")
     if blocks.shape[1] >= 3 and blocks.shape[0] >= 1:
-        for key, column, table, increasing in [("C1", "w2_ode_sde.value", "w2_ode_sde", False),
-                                               ("C3", "w2_sde_p0.value", "w2_sde_p0", True)]:
+        for key, (table, increasing, _what) in TREND_CLAIMS.items():
+            column = f"{table}.value"
             real, sigma = _by_level(paper_df, column).to_numpy(), seed_noise(paper_df, column)
             test = lambda t, inc=increasing: st.ordered_trend(t, inc, **fast)
             rows.append(_calibrated(key, "w_R labels shuffled within each block", test,
@@ -410,11 +419,7 @@ def _correlation_calibration(df: pd.DataFrame, reps: int, seed: int) -> list[dic
             return st.rank_correlation(x, y, pos, groups, n_perm=1000, n_boot=200)
 
         def null(r, y=y_real):
-            out = y.copy()
-            for g in np.unique(groups):
-                idx = np.flatnonzero(groups == g)
-                out[idx] = r.permutation(out[idx])
-            return (out,)
+            return (st.permute_within_groups(y, groups, r),)
 
         rows.append(_calibrated(key, "y shuffled within each target", test, null, st.PASS,
                                 f"{'Table 3' if key == 'C4' else 'Table 1'} values x exp(N(0, {sigma:.2f})) "
@@ -436,12 +441,8 @@ def _curl_calibration(paper_df, curl_df, reps, seed) -> dict:
 
 
 def _oracle_calibration(oracles: pd.DataFrame, reps: int, seed: int) -> dict:
-    from scipy import stats as sps
-
-    allowance = (oracles["floor_mean"] + (np.sqrt(oracles["disc_ode"]) + np.sqrt(oracles["disc_sde"])) ** 2).to_numpy()
+    allowance, resolution, detectable = oracle_allowance(oracles)
     mean, sd = oracles["floor_mean"].to_numpy(), oracles["floor_sd"].to_numpy()
-    resolution = float(sps.norm.isf(st.ALPHA / len(oracles)) * sd.max())
-    detectable = min(TABLES["w2_ode_sde"][0.0])
 
     def test(measured):
         return st.within_noise(measured, allowance, sd, resolution, detectable)

@@ -82,12 +82,11 @@ def _shard(cases: list, spec: str | None) -> list:
     """Cases i, i + k, i + 2k, ... for ``--shard i/k`` (i from 1): k processes run disjoint cases."""
     if spec is None:
         return cases
-    try:
-        index, count = (int(v) for v in spec.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {spec!r}: expected I/K with 1 <= I <= K, e.g. 1/2") from None
-    if not 1 <= index <= count:
+    parts = spec.split("/")
+    valid = len(parts) == 2 and all(p.isdigit() for p in parts) and 1 <= int(parts[0]) <= int(parts[1])
+    if not valid:
         raise UserError(f"--shard {spec!r}: expected I/K with 1 <= I <= K, e.g. 1/2")
+    index, count = int(parts[0]), int(parts[1])
     return cases[index - 1::count]
 
 

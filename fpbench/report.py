@@ -282,8 +282,9 @@ def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_r
     if data["suite"].get("score_models"):
         companion = load_suite(data["suite"]["score_models"])
         curl_df, curl_records, missing = collect(store, expand(companion, scale, seeds))
-    outcomes = claims.evaluate_claims(df, records, curl_df, data["suite"]["sde"], store)
-    cal = claims.calibration(df, curl_df, claims.oracle_frame(records, store), reps=calibration_reps)
+    oracles = claims.oracle_frame(records, store)
+    outcomes = claims.evaluate_claims(df, oracles, curl_df, data["suite"]["sde"])
+    cal = claims.calibration(df, curl_df, oracles, reps=calibration_reps)
     cal_fig = cr.calibration_figure(cal, fig_dir / f"{stem}-calibration.png")
     figs = [p for p in (cr.fig1(curl_records, store, fig_dir / f"{stem}-fig1.png"),
                         cr.fig3(records, store, fig_dir / f"{stem}-fig3.png")) if p is not None]

@@ -152,6 +152,16 @@ def _spearman_stat(x, y, axis=-1):
     return (rx * ry).sum(axis=axis) / np.sqrt((rx**2).sum(axis=axis) * (ry**2).sum(axis=axis))
 
 
+def permute_within_groups(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """y with its last axis shuffled within each group (each row independently): the null of no
+    association that keeps every group's values."""
+    out = np.array(y, copy=True)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        out[..., idx] = rng.permuted(out[..., idx], axis=-1)
+    return out
+
+
 def rank_correlation(x: np.ndarray, y: np.ndarray, positive: bool, groups: np.ndarray | None = None,
                      alpha: float = ALPHA, min_effect: float = 0.3, n_perm: int = 4000, n_boot: int = 2000,
                      seed: int = 0) -> ClaimTest:
@@ -167,10 +177,7 @@ def rank_correlation(x: np.ndarray, y: np.ndarray, positive: bool, groups: np.nd
     sign = 1.0 if positive else -1.0
     rho = float(_spearman_stat(x, y))
     rng = np.random.default_rng(seed)
-    y_perm = np.tile(y, (n_perm, 1))
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        y_perm[:, idx] = rng.permuted(y_perm[:, idx], axis=1)
+    y_perm = permute_within_groups(np.tile(y, (n_perm, 1)), groups, rng)
     null = _spearman_stat(np.broadcast_to(x, y_perm.shape), y_perm)
     p_claim = float((1 + np.sum(sign * null >= sign * rho - 1e-12)) / (n_perm + 1))
     p_opp = float((1 + np.sum(sign * null <= sign * rho + 1e-12)) / (n_perm + 1))
