@@ -41,41 +41,46 @@ def _device(name: str):
 def _cmd_run(args) -> int:
     import time
 
-    from .runner import run_case, train_groups
+    from .execute import SlurmOptions, default_threads, make_executor, plan, run_tasks
     from .store import Store, results_root
-    from .suite import expand, load_suite
 
-    data = load_suite(args.suite)
+    cases, data = _run_cases(args)
+    store = Store(results_root(args.results))
+    _device(args.device)
+    threads = args.threads or default_threads(args.executor, args.workers)
+    tasks = plan(cases, store.root, args.device, threads, args.workers, ensemble=args.ensemble)
+    print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) in {len(tasks)} task(s) "
+          f"-> {store.root} (executor {args.executor}, workers {args.workers})")
+    slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus, args.slurm_cluster)
+    began = time.perf_counter()
+    with make_executor(args.executor, args.workers, args.scheduler, slurm, store.root / "slurm") as executor:
+        outcomes = run_tasks(tasks, executor)
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"finished {len(outcomes) - len(failed)} of {len(outcomes)} case(s) in {time.perf_counter() - began:.0f} s; "
+          f"next: fpbench report {args.suite} --scale {args.scale}")
+    if failed:
+        for o in failed:
+            print(f"failed {o.label} [{o.key}]: {o.error}", file=sys.stderr)
+        print(f"fpbench: {len(failed)} case(s) failed (reasons in their failed.json; a rerun retries them)",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def _run_cases(args):
+    """The cases of ``fpbench run``: the suite's (plus each ``--method``, beside the suite's own
+    methods), its companion score-model suite's, then ``--shard``."""
+    from .suite import expand, load_suite, with_methods
+
+    data = with_methods(load_suite(args.suite), args.method or [])
     cases = expand(data, args.scale, args.seeds)
     companion = data["suite"].get("score_models")
-    if companion:  # the suite's claims also read these cases (e.g. C6 reads the free score models)
+    if companion:  # the suite's claims also read these cases (C6: free score models)
         extra = expand(load_suite(companion), args.scale, args.seeds)
         print(f"suite {data['suite']['name']} takes its score models from suite {companion}: "
               f"{len(extra)} more case(s)")
         cases += extra
-    cases = _shard(cases, args.shard)
-    store = Store(results_root(args.results))
-    device = _device(args.device)
-    print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) -> {store.root}")
-    began = time.perf_counter()
-    if args.ensemble:
-        train_groups(cases, store, device)
-    failed = []
-    for i, case in enumerate(cases, 1):
-        try:
-            run_case(case, store, device, progress=not args.quiet,
-                     log=lambda m, i=i: print(f"[{i}/{len(cases)}] {m}"))
-        except Exception as err:  # one case fails alone: record it, run the others
-            store.mark_failed(case.key, case.label, err)
-            failed.append(case.label)
-            print(f"[{i}/{len(cases)}] failed {case.label} [{case.key}]: {err}", file=sys.stderr)
-    print(f"finished {len(cases) - len(failed)} of {len(cases)} case(s) in {time.perf_counter() - began:.0f} s; "
-          f"next: fpbench report {args.suite} --scale {args.scale}")
-    if failed:
-        print(f"fpbench: {len(failed)} case(s) failed (reasons in their failed.json; a rerun retries them): "
-              + ", ".join(failed), file=sys.stderr)
-        return 3
-    return 0
+    return _shard(cases, args.shard), data
 
 
 def _shard(cases: list, spec: str | None) -> list:
@@ -197,8 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--shard", default=None, metavar="I/K",
                      help="run only cases I, I+K, I+2K, ... (K processes, one per shard, share one store)")
-    run.add_argument("--ensemble", action="store_true",
-                     help="train cases of the same model shape together (stack_module_state + vmap)")
+    run.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
+                     help="also run this method (module:Class, file.py:Class or an entry-point name) "
+                          "on the suite's targets, beside its own methods; repeatable")
+    run.add_argument("--no-ensemble", dest="ensemble", action="store_false",
+                     help="train every case on its own (default: same-shape cases train as one ensemble)")
+    run.add_argument("--executor", default="inprocess", choices=["inprocess", "process", "dask", "slurm"])
+    run.add_argument("--workers", type=int, default=1, help="processes for --executor process/dask (LocalCluster)")
+    run.add_argument("--threads", type=int, default=None, help="torch threads per task (default: cores / workers)")
+    run.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
+    run.add_argument("--slurm-partition", default=None)
+    run.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
+    run.add_argument("--slurm-time", type=int, default=60, help="minutes per job")
+    run.add_argument("--slurm-cpus", type=int, default=2, help="CPUs per job")
+    run.add_argument("--slurm-cluster", default="slurm", choices=["slurm", "local"],
+                     help="'local' runs the Slurm jobs as local processes through submitit (for testing)")
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="write reports/SUITE-SCALE.md from the results")

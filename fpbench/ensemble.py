@@ -1,68 +1,38 @@
-"""Train models of the same shape together: parameters stacked with ``torch.func.stack_module_state``,
-one ``vmap``-ed ``functional_call`` forward for all members.
+"""Train models of the same shape together, as one batch of parameters, with forward-mode jets.
 
-The stacked members are exposed as one *row-independent* flat potential: row r of member e depends
-only on member e's parameters, so the operators, residuals and DSM loss of fpbench apply unchanged
-and grad_theta of sum_e L_e is every member's own gradient. Adam is elementwise, so one Adam over
-the stacked parameters is E independent Adams. Each member draws its data from its own generator in
-the same order as ``fpbench.train.train``, so an ensemble reproduces one-by-one training up to the
-reduction order of floating-point sums.
+Every loss term of every member is evaluated for all members at once by ``fpbench.jet.BatchedMLP``
+(one batched matmul per layer for values, tangents and Laplacian; no nested autograd); the
+parameter gradient of sum_e L_e is one backward pass and reaches each member's own parameters.
+Adam is elementwise, so one Adam over all members' parameters is E independent Adams with the
+authors' staged schedule. Each member draws its data from its own generator in the same order as
+``fpbench.train.train``, so a member's training does not depend on which other members share
+its batch, and an ensemble reproduces one-by-one training up to floating-point rounding.
 
-Members must use built-in loss terms (``Method`` subclasses that do not override ``loss_terms``);
-others are trained one by one.
+A member whose loss turns NaN or inf stops alone (its error is returned in its place); the
+others go on. Members must be fpbench MLPs with methods built from fpbench's loss terms
+(``can_ensemble``); the runner trains any other case one by one.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
-from torch.func import functional_call, stack_module_state, vmap
 
+from . import operators as ops
+from .jet import BatchedMLP, supports
 from .losses import DSMBatch, dsm_batch, dsm_loss_terms
 from .methods import Method
-from .operators import gradient
-from .residuals import Box, _collocation, log_fp_residual, score_fp_residual
+from .residuals import Box, _collocation, log_fp_residual_from, score_fp_residual, score_fp_residual_from
 from .train import TrainingError, TrainResult, _lr_at, _save_atomic, stage_boundaries
 
 
-def can_ensemble(method) -> bool:
-    return type(method).loss_terms is Method.loss_terms
-
-
-class StackedPotential:
-    """E potential models as one row-independent potential on flattened inputs (E * n, d)."""
-
-    def __init__(self, models):
-        self.params, self.buffers = stack_module_state(models)
-        self.base = copy.deepcopy(models[0]).to("meta")
-        self.n_members = len(models)
-        self.is_potential = getattr(models[0], "is_potential", True)
-
-    def _one(self, params, buffers, x, t):
-        return functional_call(self.base, (params, buffers), (x, t))
-
-    def stacked(self, x: torch.Tensor, t: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
-        """phi_e(x_e, t_e) for x (E', n, d), t (E', n); ``members`` selects E' of the E members."""
-        params = self.params if members is None else {k: v[members] for k, v in self.params.items()}
-        buffers = self.buffers if members is None else {k: v[members] for k, v in self.buffers.items()}
-        return vmap(self._one)(params, buffers, x, t)
-
-    def flat(self, members: torch.Tensor, n: int):
-        """The selected members as one potential of (len(members) * n, d) rows."""
-        def potential(x, t):
-            d = x.shape[-1]
-            return self.stacked(x.reshape(len(members), n, d), t.reshape(len(members), n), members).reshape(-1)
-        return potential
-
-    def parameters(self):
-        return list(self.params.values())
-
-    def unstack_into(self, models) -> None:
-        with torch.no_grad():
-            for e, model in enumerate(models):
-                model.load_state_dict({k: v[e].detach().clone() for k, v in self.params.items()}, strict=False)
+def can_ensemble(method, model) -> bool:
+    """Built-in loss terms on an fpbench MLP (the log-FP term only on a potential model)."""
+    own = type(method).loss_terms is Method.loss_terms and type(method).loss is Method.loss
+    if not own or not supports(model):
+        return False
+    return getattr(model, "is_potential", False) or not method.weights.get("log_fp", 0)
 
 
 def _member_draws(target, sde, method, cfg, gen, dtype, device):
@@ -80,89 +50,119 @@ def _member_draws(target, sde, method, cfg, gen, dtype, device):
     return draws
 
 
-def _term_values(stack: StackedPotential, sde, cfg, term: str, members: list[int], draws) -> torch.Tensor:
-    """The unweighted term for the given members, shape (len(members),)."""
-    idx = torch.tensor(members)
+def member_chunk(device) -> int | None:
+    """Members evaluated per batched call: all of them on a GPU (one big batched matmul per layer);
+    one at a time on a CPU, where a member's activations stay in cache and the stacked tensors of
+    all members would make every elementwise operation memory-bound (measured in
+    reports/performance.md)."""
+    return None if device is not None and torch.device(device).type == "cuda" else 1
+
+
+def term_values(models, sde, cfg: dict, term: str, draws: list, chunk: int | None = None) -> torch.Tensor:
+    """The unweighted ``term`` of each model on its own draws, shape (E,); ``chunk`` members per call."""
+    chunk = chunk or len(models)
+    return torch.cat([_term_chunk(models[i:i + chunk], sde, cfg, term, draws[i:i + chunk])
+                      for i in range(0, len(models), chunk)])
+
+
+def _term_chunk(models, sde, cfg: dict, term: str, draws: list) -> torch.Tensor:
+    batched = BatchedMLP(models)
     if term == "dsm":
-        batches = [draws[e]["dsm"] for e in members]
-        n = batches[0].xt.shape[0]
-        joined = DSMBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("x0", "t", "eps", "xt")))
-        score = lambda x, t: gradient(stack.flat(idx, n), x, t, create_graph=True)
-        return dsm_loss_terms(score, sde, joined, cfg["dsm_weighting"]).reshape(len(members), n).mean(-1)
-    x = torch.cat([draws[e][term][0] for e in members])
-    t = torch.cat([draws[e][term][1] for e in members])
-    n = draws[members[0]][term][0].shape[0]
-    potential = stack.flat(idx, n)
-    if term == "log_fp":
-        r2 = log_fp_residual(potential, sde, x, t, create_graph=True) ** 2
-    else:
-        r2 = score_fp_residual(lambda xx, tt: gradient(potential, xx, tt, create_graph=True), sde, x, t,
-                               create_graph=True).pow(2).sum(-1)
-    return r2.reshape(len(members), n).mean(-1)
+        b = DSMBatch(*(torch.stack([getattr(dr["dsm"], f) for dr in draws]) for f in ("x0", "t", "eps", "xt")))
+        e, n, d = b.xt.shape
+        s = batched.score(b.xt, b.t).reshape(-1, d)
+        flat = DSMBatch(b.x0.reshape(-1, d), b.t.reshape(-1), b.eps.reshape(-1, d), b.xt.reshape(-1, d))
+        return dsm_loss_terms(lambda _x, _t: s, sde, flat, cfg["dsm_weighting"]).reshape(e, n).mean(-1)
+    x = torch.stack([dr[term][0] for dr in draws])
+    t = torch.stack([dr[term][1] for dr in draws])
+    e, n, d = x.shape
+    xf, tf = x.reshape(-1, d), t.reshape(-1)
+    if term == "log_fp":  # eq. 20
+        _, u_t, grad_u, lap_u = batched.potential_derivatives(x, t)
+        r2 = log_fp_residual_from(u_t.reshape(-1), grad_u.reshape(-1, d), lap_u.reshape(-1), sde, xf, tf) ** 2
+    elif not batched.is_potential:  # eq. 32 for a score network, by forward-mode jets
+        s, s_t, jac, grad_div = (v.reshape(e * n, *v.shape[2:]) for v in batched.score_derivatives(x, t))
+        r2 = score_fp_residual_from(s, s_t, jac, grad_div, sde, xf, tf).pow(2).sum(-1)
+    else:  # eq. 32 for a potential needs third derivatives: autograd on the batched forward
+        def flat_potential(xx, tt):
+            return batched.forward(xx.reshape(e, n, d), tt.reshape(e, n)).reshape(-1)
+        score = lambda xx, tt: ops.gradient(flat_potential, xx, tt, create_graph=True)
+        r2 = score_fp_residual(score, sde, xf, tf, create_graph=True).pow(2).sum(-1)
+    return r2.reshape(e, n).mean(-1)
+
+
+def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk) -> dict[int, dict[str, torch.Tensor]]:
+    values: dict[int, dict] = {e: {} for e in alive}
+    terms = sorted({k for e in alive for k, w in methods[e].weights.items() if w != 0})
+    for term in terms:
+        members = [e for e in alive if methods[e].weights.get(term, 0) != 0]
+        vals = term_values([models[e] for e in members], sde, cfg, term, [draws[e] for e in members], chunk)
+        for e, v in zip(members, vals):
+            values[e][term] = v
+    # each member's terms in its method's order, as Method.loss reports them
+    return {e: {k: values[e][k] for k in methods[e].weights if k in values[e]} for e in alive}
 
 
 def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], labels: list[str] | None = None,
-                   device=None, checkpoint=None) -> list[TrainResult]:
-    """Train ``models`` (same architecture, same train config) together; updates them in place.
-    ``checkpoint`` (a path) is written atomically every ``checkpoint_every`` iterations and resumed from."""
-    if not all(can_ensemble(m) for m in methods):
-        raise ValueError("ensemble training needs methods built from fpbench's loss terms")
+                   device=None, checkpoint=None) -> list[TrainResult | TrainingError]:
+    """Train ``models`` (same architecture, same train config) together, in place. Returns each
+    member's TrainResult, or the TrainingError that stopped it. ``checkpoint`` (a path) is written
+    atomically every ``checkpoint_every`` iterations and resumed from."""
+    if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
+        raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
     dtype = getattr(torch, cfg.get("dtype", "float32"))
-    stack = StackedPotential(models)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
+    params = [p for m in models for p in m.parameters()]
     bounds = stage_boundaries(cfg["iterations"], cfg["lr_stages"])
-    state = _resume(checkpoint, stack, gens)
-    start, histories = state["iteration"], state["histories"] or [[] for _ in models]
+    state = _resume(checkpoint, models, gens)
+    start = state["iteration"]
+    histories = state["histories"] or [[] for _ in models]
+    failures: dict[int, str] = {int(k): v for k, v in state["failures"].items()}
     stage, lr = _lr_at(max(start - 1, 0), bounds)
-    opt = torch.optim.Adam(stack.parameters(), lr=lr)
+    opt = torch.optim.Adam(params, lr=lr)
     if state["optimizer"] is not None:
         opt.load_state_dict(state["optimizer"])
     began = time.perf_counter()
     for it in range(start, cfg["iterations"]):
+        alive = [e for e in range(len(models)) if e not in failures]
+        if not alive:
+            break
         new_stage, lr = _lr_at(it, bounds)
-        if new_stage != stage:
-            stage, opt = new_stage, torch.optim.Adam(stack.parameters(), lr=lr)
-        draws = [_member_draws(targets[e], sde, methods[e], cfg, gens[e], dtype, device) for e in range(len(models))]
-        values = _all_terms(stack, sde, cfg, methods, draws)
-        totals = [sum(methods[e].weights[k] * v for k, v in values[e].items()) for e in range(len(models))]
-        for e, total in enumerate(totals):
+        if new_stage != stage:  # the authors start a fresh Adam at each stage
+            stage, opt = new_stage, torch.optim.Adam(params, lr=lr)
+        draws = {e: _member_draws(targets[e], sde, methods[e], cfg, gens[e], dtype, device) for e in alive}
+        values = _all_terms(models, sde, cfg, methods, draws, alive, member_chunk(device))
+        totals = {e: sum(methods[e].weights[k] * v for k, v in values[e].items()) for e in alive}
+        for e, total in totals.items():
             if not torch.isfinite(total):
-                raise TrainingError(f"case {labels[e]}: loss is {total.item()} at iteration {it} (ensemble)")
+                failures[e] = f"case {labels[e]}: loss is {total.item()} at iteration {it} (terms " \
+                              f"{ {k: float(v.detach()) for k, v in values[e].items()} })"
         opt.zero_grad(set_to_none=True)
-        torch.stack(totals).sum().backward()
-        opt.step()
+        kept = [totals[e] for e in alive if e not in failures]
+        if kept:
+            torch.stack(kept).sum().backward()
+            opt.step()
         if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            for e in range(len(models)):
-                histories[e].append({"iteration": it, "loss": float(totals[e].detach()),
-                                     **{k: float(v.detach()) for k, v in values[e].items()}})
+            for e in alive:
+                if e not in failures:
+                    histories[e].append({"iteration": it, "loss": float(totals[e].detach()),
+                                         **{k: float(v.detach()) for k, v in values[e].items()}})
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
-            _save_atomic({"iteration": it + 1, "params": {k: v.detach() for k, v in stack.params.items()},
+            _save_atomic({"iteration": it + 1, "models": [m.state_dict() for m in models],
                           "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
-                          "histories": histories}, checkpoint)
-    stack.unstack_into(models)
-    seconds = time.perf_counter() - began
-    return [TrainResult(h, seconds / len(models), cfg["iterations"]) for h in histories]
+                          "histories": histories, "failures": {str(k): v for k, v in failures.items()}}, checkpoint)
+    seconds = time.perf_counter() - began + state.get("seconds", 0.0)
+    return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), cfg["iterations"])
+            for e, h in enumerate(histories)]
 
 
-def _resume(checkpoint, stack: StackedPotential, gens) -> dict:
+def _resume(checkpoint, models, gens) -> dict:
     if checkpoint is None or not checkpoint.exists():
-        return {"iteration": 0, "histories": None, "optimizer": None}
+        return {"iteration": 0, "histories": None, "optimizer": None, "failures": {}}
     state = torch.load(checkpoint, weights_only=True)
-    with torch.no_grad():
-        for k, v in stack.params.items():
-            v.copy_(state["params"][k])
+    for model, weights in zip(models, state["models"]):
+        model.load_state_dict(weights)
     for g, g_state in zip(gens, state["generators"]):
         g.set_state(g_state)
     return state
-
-
-def _all_terms(stack, sde, cfg, methods, draws) -> list[dict[str, torch.Tensor]]:
-    values: list[dict] = [{} for _ in methods]
-    terms = sorted({k for m in methods for k, w in m.weights.items() if w != 0})
-    for term in terms:
-        members = [e for e, m in enumerate(methods) if m.weights.get(term, 0) != 0]
-        for e, v in zip(members, _term_values(stack, sde, cfg, term, members, draws)):
-            values[e][term] = v
-    # keep each member's terms in its method's order, as Method.loss reports them
-    return [{k: values[e][k] for k in m.weights if k in values[e]} for e, m in enumerate(methods)]

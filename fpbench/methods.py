@@ -11,6 +11,7 @@ report do not change.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 
 import torch
@@ -117,6 +118,29 @@ def plugin_methods() -> dict:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def _load_class(name: str):
+    """'package.module:Class' (importable, or under the working directory) or 'path/file.py:Class'."""
+    import sys
+    from pathlib import Path
+
+    module_name, _, class_name = name.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).resolve()
+            spec = importlib.util.spec_from_file_location(f"fpbench_user_{path.stem}", path)
+            if spec is None or not path.exists():
+                raise ImportError(f"no file {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))  # a user's module beside their suite files
+            module = importlib.import_module(module_name)
+        return getattr(module, class_name)
+    except (ImportError, AttributeError, SyntaxError) as err:
+        raise ValueError(f"cannot load method {name!r}: {err}") from None
+
+
 def make_method(name: str, **params) -> Method:
     """A built-in method by name, a method registered in the ``fpbench.methods`` entry-point group,
     or a user's class given as 'package.module:ClassName'."""
@@ -127,11 +151,7 @@ def make_method(name: str, **params) -> Method:
         except (ImportError, AttributeError) as err:
             raise ValueError(f"cannot load method {name!r} ({plugins[name].value}): {err}") from None
     elif ":" in name:
-        module_name, _, class_name = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"cannot load method {name!r}: {err}") from None
+        cls = _load_class(name)
     elif name in METHODS:
         cls = METHODS[name]
     else:

@@ -45,6 +45,11 @@ def log_fp_residual(potential, sde, x, t, create_graph: bool = False) -> torch.T
     x: (n, d); t: (n,).
     """
     _, u_t, grad_u, lap_u = ops.derivatives(potential, x, t, create_graph=create_graph)
+    return log_fp_residual_from(u_t, grad_u, lap_u, sde, x, t)
+
+
+def log_fp_residual_from(u_t, grad_u, lap_u, sde, x, t) -> torch.Tensor:
+    """Eq. 16 from the derivatives of u at (x, t) (rows: x (n, d), t (n,)), however they were computed."""
     f = sde.drift(x, t)
     g2 = sde.diffusion(t) ** 2
     return (u_t + sde.div_drift(x, t) + (grad_u * f).sum(-1)
@@ -81,13 +86,18 @@ def score_fp_residual(score, sde, x, t, create_graph: bool = False) -> torch.Ten
         jac = torch.stack([ops.grad_of_sum(s[:, i], x, True) for i in range(s.shape[-1])], 1)
         div_s = torch.diagonal(jac, dim1=1, dim2=2).sum(-1)
         grad_div_s = ops.grad_of_sum(div_s, x, create_graph)
+    out = score_fp_residual_from(s, s_t, jac, grad_div_s, sde, x, t)
+    return out if create_graph else out.detach()
+
+
+def score_fp_residual_from(s, s_t, jac, grad_div_s, sde, x, t) -> torch.Tensor:
+    """Eq. 32 from s, d_t s, J_ij = ds_i/dx_j (n, d, d) and grad div s at (x, t), however computed."""
     f = sde.drift(x, t)
     a = sde.drift_jacobian_coef(t)[:, None]
     g2 = (sde.diffusion(t) ** 2)[:, None]
     jf = torch.einsum("nij,nj->ni", jac, f)
     js = torch.einsum("nij,nj->ni", jac, s)
-    out = s_t + jf + a * s - g2 * js - 0.5 * g2 * grad_div_s
-    return out if create_graph else out.detach()
+    return s_t + jf + a * s - g2 * js - 0.5 * g2 * grad_div_s
 
 
 def _collocation(n, d, box: Box, t0: float, T: float, generator, dtype, device):

@@ -15,6 +15,7 @@ import torch
 
 from . import metrics as mx
 from . import operators as ops
+from .jet import fast_score
 from .losses import DSMBatch, dsm_batch, dsm_loss_terms
 from .methods import make_method
 from .models import ExactScore, make_model
@@ -60,38 +61,59 @@ def run_case(case: Case, store: Store, device=None, progress: bool = False, log=
     return record
 
 
-def train_groups(cases: list[Case], store: Store, device=None, log=print) -> None:
-    """Train, as ensembles, the untrained cases that share SDE, model and train config and use
-    built-in loss terms; each member's weights and history land in its own case directory."""
-    from .ensemble import can_ensemble, train_ensemble
+def ensemble_key(case: Case) -> str | None:
+    """Cases with the same key can train as one ensemble (same SDE, model shape and train config,
+    fpbench MLPs with built-in loss terms); None when this case cannot."""
+    from .ensemble import can_ensemble
 
-    groups: dict[str, list] = {}
+    cfg = case.config
+    params = {k: v for k, v in cfg["model"].items() if k != "kind"}
+    try:
+        method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
+        model = make_model(cfg["model"]["kind"], 1, **params)
+    except ValueError:
+        return None  # reported when the case itself runs
+    if not can_ensemble(method, model):
+        return None
+    dim = cfg["target"].get("params", {}).get("dim")
+    return json.dumps([cfg["sde"], cfg["model"], cfg["train"], dim], sort_keys=True)
+
+
+def train_groups(cases: list[Case], store: Store, device=None, log=print) -> dict[str, str]:
+    """Train, as ensembles, the untrained cases that share an ``ensemble_key``; each member's weights
+    and history land in its own case directory. A member whose loss turns non-finite fails alone:
+    it is marked failed in the store and returned as {key: reason}; the others finish."""
+    from .ensemble import train_ensemble
+
+    groups: dict[str, list[Case]] = {}
     for case in cases:
-        if (store.case_dir(case.key) / "model.pt").exists() or store.is_done(case.key):
-            continue
-        target, sde, model, method = build(case, device)
-        if not can_ensemble(method):
-            continue
-        cfg = case.config
-        group = json.dumps([cfg["sde"], cfg["model"], cfg["train"]], sort_keys=True)
-        groups.setdefault(group, []).append((case, target, sde, model, method))
+        trained = (store.case_dir(case.key) / "model.pt").exists() or store.is_done(case.key)
+        key = None if trained else ensemble_key(case)
+        if key is not None:
+            groups.setdefault(key, []).append(case)
+    failed: dict[str, str] = {}
     for members in groups.values():
-        cases_g = [m[0] for m in members]
+        built = [build(c, device) for c in members]
         log(f"train  {len(members)} case(s) as one ensemble")
-        ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in cases_g).encode()).hexdigest()[:16]
+        ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in members).encode()).hexdigest()[:16]
                                            + ".pt")
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        results = train_ensemble([m[3] for m in members], [m[4] for m in members], [m[1] for m in members],
-                                 members[0][2], cases_g[0].config["train"], [c.config["seed"] for c in cases_g],
-                                 [c.label for c in cases_g], device, checkpoint=ckpt)
-        for (case, *_rest), res in zip(members, results):
-            model = _rest[2]
+        results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
+                                 members[0].config["train"], [c.config["seed"] for c in members],
+                                 [c.label for c in members], device, checkpoint=ckpt)
+        for case, (_, _, model, _), res in zip(members, built, results):
             out = store.case_dir(case.key)
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / "config.json", case.config)
+            if isinstance(res, Exception):
+                store.mark_failed(case.key, case.label, res)
+                failed[case.key] = f"{type(res).__name__}: {res}"
+                log(f"failed {case.label} [{case.key}]: {res}")
+                continue
             _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
                                   "ensemble": len(members)}, out)
         ckpt.unlink(missing_ok=True)
+    return failed
 
 
 def _save_trained(model, info: dict, out) -> None:
@@ -125,11 +147,16 @@ def _sampled(case, model, target, sde, out, device, progress, log):
     log(f"sample {case.label} [{case.key}] n={cfg['n']}")
     ts = _sample_grid(case, sde.T)
     began = time.perf_counter()
-    x_ode, x_sde = sample_pair(lambda x, t: model.score(x, t), sde, cfg["n"], target.dim, ts,
+    x_ode, x_sde = sample_pair(fast_score(model), sde, cfg["n"], target.dim, ts,
                                seed=case.config["seed"] + 10_000, scheme=cfg["scheme"], chunk=cfg["chunk"],
                                dtype=getattr(torch, cfg["dtype"]), device=device)
     seconds = time.perf_counter() - began
     x_p0 = target.sample(cfg["n"], torch.Generator().manual_seed(case.config["seed"] + 20_000))
+    if distance(case) != "grid":  # grids do not scale with d: keep the points
+        hist = {"ode": x_ode.float().numpy(), "sde": x_sde.float().numpy(), "p0": x_p0.float().numpy(),
+                "ode_points": x_ode[:2000].numpy(), "sde_points": x_sde[:2000].numpy(), "seconds": np.array(seconds)}
+        write_npz(path, **hist)
+        return hist, seconds
     hist = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
             "p0": mx.grid_histogram(x_p0, grid), "ode_points": x_ode[:2000].numpy(),
             "sde_points": x_sde[:2000].numpy(), "seconds": np.array(seconds)}
@@ -156,15 +183,67 @@ def noise_floor(case: Case, target, store: Store, n: int | None = None, reps: in
     return floor
 
 
+POINT_DEFAULTS = {"distance": "grid", "point_n": 2000, "n_projections": 200}  # only where a suite sets them
+
+
+def distance(case: Case) -> str:
+    """'grid' (the paper's 64 x 64 grid W2^2, 2D) or 'points': exact W2^2 on ``point_n`` samples and
+    sliced W2^2 on all of them (any d). Set by a suite's metrics table; absent means 'grid'."""
+    return case.config["metrics"].get("distance", POINT_DEFAULTS["distance"])
+
+
+def _point_setting(case: Case, key: str):
+    return case.config["metrics"].get(key, POINT_DEFAULTS[key])
+
+
+def point_estimates(case: Case, samples: dict, floors: dict) -> dict:
+    """Exact W2^2 on the first ``point_n`` samples (the table values) and sliced W2^2 on all, per pair."""
+    cfg, seed = case.config["metrics"], case.config["seed"]
+    m, proj = _point_setting(case, "point_n"), _point_setting(case, "n_projections")
+    out = {}
+    for i, (name, a, b) in enumerate(mx.TABLE_PAIRS):
+        out[name] = mx.point_w2_estimate(samples[a][:m], samples[b][:m], floors["exact"].mean, "exact",
+                                         cfg["n_boot"], seed + i).to_dict()
+        out[f"{name}_sliced"] = mx.point_w2_estimate(samples[a], samples[b], floors["sliced"].mean, "sliced",
+                                                     cfg["n_boot"], seed + i, proj).to_dict()
+    return out
+
+
+def point_noise_floors(case: Case, target, store: Store, n: int | None = None) -> dict:
+    """Exact (on ``point_n``) and sliced (on ``n``) W2^2 between independent p0 draws, cached."""
+    cfg = case.config
+    n = n or cfg["sample"]["n"]
+    spec = {"target": cfg["target"], "n": n, "point_n": _point_setting(case, "point_n"),
+            "n_projections": _point_setting(case, "n_projections"), "reps": cfg["metrics"]["floor_reps"]}
+    path = store.floor_path(spec)
+    if path.exists():
+        return {k: mx.NoiseFloor(**v) for k, v in read_json(path)["floors"].items()}
+    values = {"exact": [], "sliced": []}
+    for r in range(spec["reps"]):
+        gen = torch.Generator().manual_seed(7919 + r)
+        x, y = target.sample(n, gen), target.sample(n, gen)
+        values["exact"].append(mx.exact_w2(x[:spec["point_n"]], y[:spec["point_n"]]))
+        values["sliced"].append(mx.sliced_w2(x, y, spec["n_projections"], seed=r))
+    floors = {k: mx.NoiseFloor(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                               float(np.quantile(v, 0.95)), n, len(v)) for k, v in values.items()}
+    write_json(path, {"spec": spec, "floors": {k: f.to_dict() for k, f in floors.items()}})
+    return floors
+
+
 def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=None) -> dict:
     """W2^2 (ODE-SDE, ODE-p0, SDE-p0) with floor and intervals; R~, R^s, L_DSM and curl of the model."""
     cfg, grid = case.config["metrics"], _grid(case)
-    floor = noise_floor(case, target, store)
     n, seed = case.config["sample"]["n"], case.config["seed"]
-    out = {k: v.to_dict() for k, v in mx.table_estimates(hist, floor.mean, n, grid, cfg["n_boot"], seed).items()}
-    out["floor"] = floor.to_dict()
-    for name in ("ode", "sde", "p0"):  # the fraction of samples inside the grid (the rest are dropped)
-        out[f"inside_grid_{name}"] = float(hist[name].sum() / n)
+    if distance(case) == "grid":
+        floor = noise_floor(case, target, store)
+        out = {k: v.to_dict() for k, v in mx.table_estimates(hist, floor.mean, n, grid, cfg["n_boot"], seed).items()}
+        out["floor"] = floor.to_dict()
+        for name in ("ode", "sde", "p0"):  # the fraction of samples inside the grid (the rest are dropped)
+            out[f"inside_grid_{name}"] = float(hist[name].sum() / n)
+    else:
+        floors = point_noise_floors(case, target, store)
+        out = point_estimates(case, hist, floors)
+        out["floor"], out["floor_sliced"] = floors["exact"].to_dict(), floors["sliced"].to_dict()
     out.update(model_diagnostics(case, model, target, sde, device))
     out.update(discretisation(case, lambda x, t: model.score(x, t), sde, target.dim, device))
     out["oracle"] = oracle(case, target, sde, store)
@@ -202,10 +281,18 @@ def oracle(case: Case, target, sde, store: Store, n: int | None = None) -> dict:
     exact, grid = ExactScore(target, sde), _grid(case)
     x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, _sample_grid(case, sde.T), seed=7,
                                scheme=cfg["sample"]["scheme"], chunk=cfg["sample"]["chunk"], dtype=torch.float64)
-    h = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
-         "p0": mx.grid_histogram(target.sample(n, torch.Generator().manual_seed(8)), grid)}
-    floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, cfg["metrics"]["floor_reps"], seed=2, grid=grid)
-    result = {name: mx.grid_w2_from_weights(h[a], h[b], grid) for name, a, b in mx.TABLE_PAIRS}
+    x_p0 = target.sample(n, torch.Generator().manual_seed(8))
+    if distance(case) != "grid":
+        samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}
+        m = _point_setting(case, "point_n")
+        result = {name: mx.exact_w2(samples[a][:m], samples[b][:m]) for name, a, b in mx.TABLE_PAIRS}
+        floor = point_noise_floors(case, target, store, n)["exact"]
+    else:
+        h = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
+             "p0": mx.grid_histogram(x_p0, grid)}
+        floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, cfg["metrics"]["floor_reps"], seed=2,
+                                    grid=grid)
+        result = {name: mx.grid_w2_from_weights(h[a], h[b], grid) for name, a, b in mx.TABLE_PAIRS}
     result.update({"n": n, "floor": floor.to_dict(), "floor_mean": floor.mean, "floor_q95": floor.q95})
     result.update(discretisation(case, exact.score, sde, target.dim, dtype=torch.float64))
     write_json(path, {"spec": spec, "oracle": result})

@@ -1,7 +1,8 @@
 """Suites: TOML files that declare targets x method parameters x seeds at named scales.
 
 A suite file has a ``[suite]`` table (name, description, targets, sde, method, and ``sweep``: the
-method parameters to cross), a ``[model]`` table, optional ``[train]``, ``[sample]`` and
+method parameters to cross) or, for several methods, ``[[methods]]`` tables (name, model kind,
+params, sweep; they replace ``method``/``sweep``), a ``[model]`` table, optional ``[train]``, ``[sample]`` and
 ``[metrics]`` tables over ``fpbench.config.PAPER_DEFAULTS``, and ``[scales.NAME]`` tables
 (``seeds`` plus any of the three) for at least ``smoke``, ``quick`` and ``paper``.
 A case is one fully resolved configuration; its hash names its results directory.
@@ -9,6 +10,7 @@ A case is one fully resolved configuration; its hash names its results directory
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -46,8 +48,13 @@ class Case:
 
     @property
     def label(self) -> str:
-        params = ",".join(f"{k}={v}" for k, v in self.config["method"]["params"].items())
-        return f"{self.config['target']['name']}/{self.config['method']['name']}({params})/seed{self.config['seed']}"
+        cfg = self.config
+        params = ",".join(f"{k}={v}" for k, v in cfg["method"]["params"].items())
+        target = cfg["target"]["name"] + ("(" + ",".join(f"{k}={v}" for k, v in cfg["target"]["params"].items()) + ")"
+                                          if cfg["target"]["params"] else "")
+        sde = "" if cfg["sde"]["name"] == "ou" else f"{cfg['sde']['name']}/"
+        kind = "" if cfg["model"].get("kind", "potential") == "potential" else f"{cfg['model']['kind']}:"
+        return f"{sde}{target}/{kind}{cfg['method']['name']}({params})/seed{cfg['seed']}"
 
 
 def find_suite(name_or_path: str) -> Path:
@@ -78,27 +85,30 @@ def validate_suite(data: dict, path: Path) -> None:
     suite = data.get("suite")
     if not isinstance(suite, dict):
         raise SuiteError(f"{path}: missing [suite] table")
-    for key in ("name", "targets", "sde", "method"):
+    for key in ("name", "targets", "sde"):
         if key not in suite:
             raise SuiteError(f"{path}: [suite] needs {key!r}")
+    if "method" not in suite and "methods" not in data:
+        raise SuiteError(f"{path}: [suite] needs 'method' (or [[methods]] tables)")
     for target in suite["targets"]:
         if target not in TARGETS:
             raise SuiteError(f"{path}: unknown target {target!r}; known: {', '.join(TARGETS)}")
-    if suite["sde"] not in SDES:
-        raise SuiteError(f"{path}: unknown SDE {suite['sde']!r}; known: {', '.join(SDES)}")
+    for sde in _as_list(suite["sde"]):
+        if sde not in SDES:
+            raise SuiteError(f"{path}: unknown SDE {sde!r}; known: {', '.join(SDES)}")
     if "score_models" in suite:
         try:
             find_suite(suite["score_models"])
         except SuiteError as err:
             raise SuiteError(f"{path}: [suite] score_models: {err}") from None
-    kind = data.get("model", {}).get("kind", "potential")
-    if kind not in MODELS:
-        raise SuiteError(f"{path}: unknown model kind {kind!r}; known: {', '.join(MODELS)}")
-    for params in _sweep(suite):
-        try:
-            make_method(suite["method"], **params)
-        except ValueError as err:
-            raise SuiteError(f"{path}: {err}") from None
+    for spec in method_specs(data):
+        if spec["model"] not in MODELS:
+            raise SuiteError(f"{path}: unknown model kind {spec['model']!r}; known: {', '.join(MODELS)}")
+        for params in _sweep(spec):
+            try:
+                make_method(spec["name"], **params)
+            except ValueError as err:
+                raise SuiteError(f"{path}: {err}") from None
     scales = data.get("scales", {})
     missing = [s for s in REQUIRED_SCALES if s not in scales]
     if missing:
@@ -106,9 +116,17 @@ def validate_suite(data: dict, path: Path) -> None:
     for name, scale in scales.items():
         _check_keys(scale, {"seeds", *SECTIONS}, f"{path}: [scales.{name}]")
         for section in SECTIONS:
-            _check_keys(scale.get(section, {}), set(PAPER_DEFAULTS[section]), f"{path}: [scales.{name}.{section}]")
+            _check_keys(scale.get(section, {}), _allowed(section), f"{path}: [scales.{name}.{section}]")
     for section in SECTIONS:
-        _check_keys(data.get(section, {}), set(PAPER_DEFAULTS[section]), f"{path}: [{section}]")
+        _check_keys(data.get(section, {}), _allowed(section), f"{path}: [{section}]")
+
+
+def _allowed(section: str) -> set:
+    """Keys a suite may set: the defaults', plus the point-distance settings of the metrics (which
+    are absent from the defaults so that grid suites keep their case keys)."""
+    from .runner import POINT_DEFAULTS
+
+    return set(PAPER_DEFAULTS[section]) | (set(POINT_DEFAULTS) if section == "metrics" else set())
 
 
 def _check_keys(table: dict, allowed: set, where: str) -> None:
@@ -119,11 +137,43 @@ def _check_keys(table: dict, allowed: set, where: str) -> None:
         raise SuiteError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
-def _sweep(suite: dict) -> list[dict]:
-    sweep = suite.get("sweep", {})
+def _sweep(spec: dict) -> list[dict]:
+    """Fixed ``params`` crossed with every combination of the ``sweep`` values."""
+    sweep = spec.get("sweep", {})
     names = sorted(sweep)
     values = [v if isinstance(v, list) else [v] for v in (sweep[n] for n in names)]
-    return [dict(zip(names, combo)) for combo in itertools.product(*values)] or [{}]
+    return [{**spec.get("params", {}), **dict(zip(names, combo))} for combo in itertools.product(*values)] or [{}]
+
+
+def method_specs(data: dict) -> list[dict]:
+    """The suite's methods as [{name, model, params, sweep}]: its ``[[methods]]`` tables, or the one
+    ``[suite] method`` with its ``sweep`` and the ``[model]`` kind."""
+    default_kind = data.get("model", {}).get("kind", "potential")
+    if "methods" in data:
+        specs = data["methods"]
+        if not isinstance(specs, list) or not all(isinstance(m, dict) and "name" in m for m in specs):
+            raise SuiteError(f"suite {data['suite'].get('name')!r}: [[methods]] entries need a 'name'")
+        return [{"model": default_kind, "params": {}, "sweep": {}, **m} for m in specs]
+    suite = data["suite"]
+    return [{"name": suite["method"], "model": default_kind, "params": {}, "sweep": suite.get("sweep", {})}]
+
+
+def with_methods(data: dict, names: list[str]) -> dict:
+    """A copy of the suite with each method in ``names`` (module:Class, file.py:Class or a registered
+    name; its class's ``model_kind`` or the suite's model kind) run beside the suite's own methods."""
+    if not names:
+        return data
+    out = copy.deepcopy(data)
+    specs = method_specs(out)
+    for name in names:
+        try:
+            method = make_method(name)
+        except ValueError as err:
+            raise SuiteError(f"--method {name}: {err}") from None
+        specs.append({"name": name, "model": getattr(method, "model_kind", specs[0]["model"]), "params": {},
+                      "sweep": {}})
+    out["methods"] = specs
+    return out
 
 
 def expand(data: dict, scale: str, seeds: int | None = None) -> list[Case]:
@@ -134,16 +184,31 @@ def expand(data: dict, scale: str, seeds: int | None = None) -> list[Case]:
     sc = data["scales"][scale]
     resolved = {s: deep_merge(deep_merge(PAPER_DEFAULTS[s], data.get(s, {})), sc.get(s, {})) for s in SECTIONS}
     n_seeds = seeds if seeds is not None else sc.get("seeds", 1)
-    model = {"kind": "potential", **data.get("model", {})}
+    combos = [(spec, params) for spec in method_specs(data) for params in _sweep(spec)]
+    targets = [(name, {**data.get("target_params", {}).get(name, {}), **extra})
+               for name in data["suite"]["targets"] for extra in _sweep({"sweep": data["suite"].get("target_sweep", {})})]
     cases = []
-    for target, params, seed in itertools.product(data["suite"]["targets"], _sweep(data["suite"]), range(n_seeds)):
+    for sde, (target, tparams), (spec, params), seed in itertools.product(
+            _as_list(data["suite"]["sde"]), targets, combos, range(n_seeds)):
         cases.append(Case({
             "suite": data["suite"]["name"], "scale": scale, "seed": seed,
-            "target": {"name": target, "params": data.get("target_params", {}).get(target, {})},
-            "sde": {"name": data["suite"]["sde"], "params": data.get("sde_params", {})},
-            "model": model, "method": {"name": data["suite"]["method"], "params": params}, **resolved,
+            "target": {"name": target, "params": tparams},
+            "sde": {"name": sde, "params": data.get("sde_params", {}).get(sde, {}) if _nested(data, "sde_params")
+                    else data.get("sde_params", {})},
+            "model": {**data.get("model", {}), "kind": spec["model"]},
+            "method": {"name": spec["name"], "params": params}, **resolved,
         }))
     return cases
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _nested(data: dict, key: str) -> bool:
+    """True when ``data[key]`` is a table of tables (per-name settings)."""
+    table = data.get(key, {})
+    return bool(table) and all(isinstance(v, dict) for v in table.values())
 
 
 def list_suites() -> list[str]:

@@ -229,10 +229,10 @@ def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys):
     assert main(["show", Store(results).table()["key"][0][:6], "--results", str(results)]) == 0
 
 
-def _run_cli(suite, results, env_extra=None):
+def _run_cli(suite, results, env_extra=None, extra=()):
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.Popen([sys.executable, "-m", "fpbench", "run", suite, "--scale", "smoke", "--results",
-                             str(results), "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             str(results), "--quiet", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -253,10 +253,10 @@ def _metrics_by_key(root: Path) -> dict:
 def test_killed_run_resumes_with_identical_metrics_and_skips_finished_cases(tmp_path, sig):
     suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 400"))
     reference = tmp_path / "reference"
-    assert _run_cli(suite, reference).wait(timeout=300) == 0
+    assert _run_cli(suite, reference, extra=["--no-ensemble"]).wait(timeout=300) == 0
 
     killed = tmp_path / "killed"
-    proc = _run_cli(suite, killed)
+    proc = _run_cli(suite, killed, extra=["--no-ensemble"])
     # Kill once the first case is done and the second has a training checkpoint.
     done_first = lambda: len(list(killed.glob("*/metrics.json"))) == 1 and list(killed.glob("*/checkpoint.pt"))
     assert _wait_for(done_first, proc), proc.communicate()[0]
@@ -266,12 +266,29 @@ def test_killed_run_resumes_with_identical_metrics_and_skips_finished_cases(tmp_
     proc.wait(timeout=60)
     assert len(list(killed.glob("*/metrics.json"))) == 1
 
-    rerun = _run_cli(suite, killed)
+    rerun = _run_cli(suite, killed, extra=["--no-ensemble"])
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out
     assert "skip" in out and first.stat().st_mtime_ns == stamp  # the finished case was not recomputed
     assert _metrics_by_key(killed) == _metrics_by_key(reference)  # bit-identical numbers
     assert not list(killed.glob("*/*.tmp")) and not list(killed.glob("*/.*.tmp"))
+
+
+def test_killed_ensemble_training_resumes_with_identical_metrics(tmp_path):
+    suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 400"))
+    reference = tmp_path / "reference"
+    assert _run_cli(suite, reference).wait(timeout=300) == 0
+    killed = tmp_path / "killed"
+    proc = _run_cli(suite, killed)
+    assert _wait_for(lambda: list(killed.glob("ensembles/*.pt")), proc), proc.communicate()[0]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not list(killed.glob("*/metrics.json"))
+    rerun = _run_cli(suite, killed)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    assert _metrics_by_key(killed) == _metrics_by_key(reference)
+    assert not list(killed.glob("ensembles/*.pt"))  # removed once every member is stored
 
 
 # ----- ensembles -----------------------------------------------------------------------------
@@ -298,8 +315,8 @@ def test_ensemble_training_reproduces_one_by_one_training():
 def test_cli_ensemble_run_matches_the_one_by_one_run(tmp_path):
     path = _write_suite(tmp_path, GOOD)
     one, together = tmp_path / "one", tmp_path / "together"
-    assert main(["run", path, "--scale", "smoke", "--results", str(one), "--quiet"]) == 0
-    assert main(["run", path, "--scale", "smoke", "--results", str(together), "--quiet", "--ensemble"]) == 0
+    assert main(["run", path, "--scale", "smoke", "--results", str(one), "--quiet", "--no-ensemble"]) == 0
+    assert main(["run", path, "--scale", "smoke", "--results", str(together), "--quiet"]) == 0
     a, b = _metrics_by_key(one), _metrics_by_key(together)
     assert a.keys() == b.keys()
     for key in a:

@@ -1,0 +1,221 @@
+"""Run a suite's case grid through one executor interface.
+
+The grid is cut into *tasks*: each group of cases that can train as one ensemble (same SDE, model
+shape and train config, built-in loss terms; ``fpbench.ensemble``) is split into at most
+``workers`` tasks, and every other case is a task of its own. A task trains its ensemble, then
+samples and evaluates each case, all into the shared results store, so any executor that can
+call ``run_task`` runs the grid:
+
+- ``inprocess`` (default): one after the other, here;
+- ``process``: a local process pool of ``workers`` processes (``--workers K``);
+- ``dask``: a Dask distributed cluster (``--scheduler ADDRESS``; without one, a LocalCluster of
+  ``workers`` processes);
+- ``slurm``: Slurm through submitit (partition, GPUs, time, CPUs per task); ``slurm_cluster =
+  "local"`` runs the same jobs as local subprocesses (what the tests use).
+
+A case that raises fails alone: its reason goes to its ``failed.json``, the task goes on with the
+others, and a task that dies as a whole (a killed worker) marks its unfinished cases failed.
+Each member's arithmetic does not depend on which task or worker runs it (members are computed
+one at a time on the CPU), and every task sets the same number of torch threads, so results
+equal a serial run's (tested).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXECUTORS = ("inprocess", "process", "dask", "slurm")
+
+
+@dataclass
+class Task:
+    """Cases run together by one worker (picklable: cases, paths and names only)."""
+
+    cases: list
+    results: str
+    device: str | None = None
+    threads: int | None = None
+    ensemble: bool = True
+
+
+@dataclass
+class Outcome:
+    key: str
+    label: str
+    status: str  # "done", "failed"
+    error: str = ""
+
+
+@dataclass
+class SlurmOptions:
+    partition: str | None = None
+    gpus: int = 0
+    time_min: int = 60
+    cpus: int = 2
+    cluster: str = "slurm"  # "local": submitit's local executor (tests)
+    extra: dict = field(default_factory=dict)
+
+
+def plan(cases: list, results, device=None, threads: int | None = None, workers: int = 1,
+         ensemble: bool = True) -> list[Task]:
+    """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone."""
+    from .runner import ensemble_key
+
+    groups: dict[str, list] = {}
+    singles = []
+    for case in cases:
+        key = ensemble_key(case) if ensemble else None
+        (groups.setdefault(key, []) if key else singles).append(case)
+    tasks = []
+    for members in groups.values():
+        parts = max(1, min(workers, len(members)))
+        tasks += [Task(members[i::parts], str(results), device, threads, True) for i in range(parts)]
+    tasks += [Task([c], str(results), device, threads, ensemble) for c in singles]
+    return tasks
+
+
+def run_task(task: Task, log=print) -> list[Outcome]:
+    """Train the task's ensemble, then run each case (finished ones are skipped); never raises for a case."""
+    import torch
+
+    from .runner import run_case, train_groups
+    from .store import Store
+
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    store = Store(Path(task.results))
+    device = None if task.device in (None, "cpu") else torch.device(task.device)
+    failed: dict[str, str] = {}
+    if task.ensemble:
+        try:
+            failed.update(train_groups(task.cases, store, device, log=log))
+        except Exception as err:  # the ensemble as a whole broke: its cases train one by one below
+            log(f"ensemble training failed ({type(err).__name__}: {err}); training its cases one by one")
+    outcomes = []
+    for case in task.cases:
+        if case.key in failed:
+            outcomes.append(Outcome(case.key, case.label, "failed", failed[case.key]))
+            continue
+        try:
+            run_case(case, store, device, progress=False, log=log)
+            outcomes.append(Outcome(case.key, case.label, "done"))
+        except Exception as err:  # one case fails alone
+            store.mark_failed(case.key, case.label, err)
+            outcomes.append(Outcome(case.key, case.label, "failed", f"{type(err).__name__}: {err}"))
+            log(f"failed {case.label} [{case.key}]: {err}")
+    return outcomes
+
+
+class InProcess:
+    """The default executor: runs each task when submitted, here."""
+
+    class _Done:
+        def __init__(self, value=None, error=None):
+            self.value, self.error = value, error
+
+        def result(self):
+            if self.error is not None:
+                raise self.error
+            return self.value
+
+    def submit(self, fn, *args):
+        try:
+            return self._Done(fn(*args))
+        except Exception as err:
+            return self._Done(error=err)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Dask:
+    def __init__(self, scheduler: str | None, workers: int):
+        from distributed import Client, LocalCluster
+
+        self.cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1,
+                                                           processes=True, dashboard_address=None)
+        self.client = Client(scheduler or self.cluster)
+
+    def submit(self, fn, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        return False
+
+
+class _Submitit:
+    def __init__(self, folder: Path, options: SlurmOptions):
+        import submitit
+
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
+        params = {"timeout_min": options.time_min, "cpus_per_task": options.cpus}
+        if options.cluster != "local":
+            params.update({"slurm_partition": options.partition, "gpus_per_node": options.gpus} if options.partition
+                          else {"gpus_per_node": options.gpus})
+        params.update(options.extra)
+        self.executor.update_parameters(**params)
+
+    def submit(self, fn, *args):
+        return self.executor.submit(fn, *args)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def make_executor(kind: str = "inprocess", workers: int = 1, scheduler: str | None = None,
+                  slurm: SlurmOptions | None = None, folder: Path | None = None):
+    """A context manager with ``submit(fn, *args) -> handle`` and ``handle.result()``."""
+    if kind == "inprocess":
+        return InProcess()
+    if kind == "process":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    if kind == "dask":
+        return _Dask(scheduler, workers)
+    if kind == "slurm":
+        return _Submitit(Path(folder or "slurm-jobs"), slurm or SlurmOptions())
+    raise ValueError(f"unknown executor {kind!r}; known: {', '.join(EXECUTORS)}")
+
+
+def default_threads(kind: str, workers: int) -> int | None:
+    """Torch threads per task: this process's default in process, the cores shared among local workers."""
+    if kind == "inprocess":
+        return None
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def run_tasks(tasks: list[Task], executor, log=print) -> list[Outcome]:
+    """Submit every task, then collect; a task that dies as a whole marks its unfinished cases failed."""
+    from .store import Store
+
+    handles = [(task, executor.submit(run_task, task)) for task in tasks]
+    outcomes = []
+    for task, handle in handles:
+        try:
+            outcomes += handle.result()
+        except Exception as err:  # the worker itself died or could not run the task
+            store = Store(Path(task.results))
+            for case in task.cases:
+                if not store.is_done(case.key):
+                    store.mark_failed(case.key, case.label, err)
+                    outcomes.append(Outcome(case.key, case.label, "failed", f"{type(err).__name__}: {err}"))
+                else:
+                    outcomes.append(Outcome(case.key, case.label, "done"))
+            log(f"a task of {len(task.cases)} case(s) failed as a whole: {err}")
+    return outcomes
