@@ -98,16 +98,30 @@ def _shard(cases: list, spec: str | None) -> list:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
+    from .beyond_report import is_beyond, write_beyond_report
     from .report import write_report
     from .store import Store, results_root
-    from .suite import load_suite
+    from .suite import load_suite, with_methods
 
-    data = load_suite(args.suite)
+    data = with_methods(load_suite(args.suite), args.method or [])
     out = Path(args.out or f"reports/{data['suite']['name']}-{args.scale}.md")
-    path = write_report(data, args.scale, Store(results_root(args.results)), out, args.seeds,
-                        calibration_reps=args.calibration_reps)
+    store = Store(results_root(args.results))
+    if is_beyond(data):
+        path = write_beyond_report(data, args.scale, store, out, args.seeds)
+    else:
+        path = write_report(data, args.scale, store, out, args.seeds, calibration_reps=args.calibration_reps)
     print(f"wrote {path}")
     return 0
+
+
+def _cmd_compare(args) -> int:
+    """Run the suite (default ``methods``) with the user's method(s) beside its own, then its report."""
+    args.shard, args.seeds = None, None
+    code = _cmd_run(args)
+    if code not in (0, 3):
+        return code
+    args.calibration_reps = 0
+    return _cmd_report(args) or code
 
 
 def _cmd_list(args) -> int:
@@ -143,9 +157,10 @@ def _cmd_show(args) -> int:
 def _cmd_bench(args) -> int:
     from pathlib import Path
 
-    from .bench import bench_ensemble, format_bench
+    from .bench import format_bench, run_bench
 
-    text = format_bench(bench_ensemble(args.suite, args.scale, args.members, args.iterations, _device(args.device)))
+    text = format_bench(run_bench(args.suite, args.scale, args.members, args.iterations, args.n, args.steps,
+                                  _device(args.device)))
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'local' runs the Slurm jobs as local processes through submitit (for testing)")
     run.set_defaults(func=_cmd_run)
 
+    comp = sub.add_parser("compare", help="benchmark your method(s) against the built-in ones: run + report")
+    comp.add_argument("method", nargs="+", help="module:Class, file.py:Class or an entry-point name")
+    comp.add_argument("--suite", default="methods")
+    comp.add_argument("--scale", required=True)
+    comp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    comp.add_argument("--results", default=None)
+    comp.add_argument("--out", default=None, help="report file (default reports/SUITE-SCALE.md)")
+    comp.add_argument("--quiet", action="store_true")
+    comp.set_defaults(func=_cmd_compare, ensemble=True, executor="inprocess", workers=1, threads=None,
+                      scheduler=None, slurm_partition=None, slurm_gpus=0, slurm_time=60, slurm_cpus=2,
+                      slurm_cluster="slurm")
+
+
     report = sub.add_parser("report", help="write reports/SUITE-SCALE.md from the results")
     report.add_argument("suite")
     report.add_argument("--scale", required=True)
@@ -227,16 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="synthetic data sets per claim test in the calibration section (default 1000)")
     report.add_argument("--results", default=None)
     report.add_argument("--out", default=None, help="output file (default reports/SUITE-SCALE.md)")
+    report.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
+                        help="include the cases of this method run with `fpbench run --method` (repeatable)")
     report.set_defaults(func=_cmd_report)
 
-    bench = sub.add_parser("bench", help="benchmarks (speed as ratios measured in one run)")
-    bench.add_argument("what", choices=["ensemble"])
+    bench = sub.add_parser("bench", help="performance: fpbench's kernels against straightforward ones, one run")
     bench.add_argument("--suite", default="paper")
     bench.add_argument("--scale", default="quick")
     bench.add_argument("--members", type=int, default=12)
-    bench.add_argument("--iterations", type=int, default=100)
+    bench.add_argument("--iterations", type=int, default=50, help="training iterations per model")
+    bench.add_argument("--n", type=int, default=20_000, help="particles per model for the sampling benchmark")
+    bench.add_argument("--steps", type=int, default=50, help="Euler steps for the sampling benchmark")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    bench.add_argument("--out", default=None, help="also write the markdown table here")
+    bench.add_argument("--out", default=None, help="also write the markdown here (e.g. reports/performance.md)")
     bench.set_defaults(func=_cmd_bench)
 
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")

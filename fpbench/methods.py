@@ -29,6 +29,8 @@ class TrainContext:
     x0: torch.Tensor  # a fresh batch from p0
     generator: torch.Generator
     config: dict = field(default_factory=dict)  # the case's resolved train config
+    iteration: int = 0  # this step, from 0
+    iterations: int = 0  # all steps of the run
 
 
 def _dsm_term(model, ctx: TrainContext) -> torch.Tensor:

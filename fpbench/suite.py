@@ -153,7 +153,7 @@ def method_specs(data: dict) -> list[dict]:
         specs = data["methods"]
         if not isinstance(specs, list) or not all(isinstance(m, dict) and "name" in m for m in specs):
             raise SuiteError(f"suite {data['suite'].get('name')!r}: [[methods]] entries need a 'name'")
-        return [{"model": default_kind, "params": {}, "sweep": {}, **m} for m in specs]
+        return [{"model": default_kind, "params": {}, "sweep": {}, **m} for m in specs]  # "label" is for reports
     suite = data["suite"]
     return [{"name": suite["method"], "model": default_kind, "params": {}, "sweep": suite.get("sweep", {})}]
 
@@ -171,7 +171,7 @@ def with_methods(data: dict, names: list[str]) -> dict:
         except ValueError as err:
             raise SuiteError(f"--method {name}: {err}") from None
         specs.append({"name": name, "model": getattr(method, "model_kind", specs[0]["model"]), "params": {},
-                      "sweep": {}})
+                      "sweep": {}, "label": f"{name.rpartition(':')[2]} (--method {name})"})
     out["methods"] = specs
     return out
 
@@ -185,16 +185,16 @@ def expand(data: dict, scale: str, seeds: int | None = None) -> list[Case]:
     resolved = {s: deep_merge(deep_merge(PAPER_DEFAULTS[s], data.get(s, {})), sc.get(s, {})) for s in SECTIONS}
     n_seeds = seeds if seeds is not None else sc.get("seeds", 1)
     combos = [(spec, params) for spec in method_specs(data) for params in _sweep(spec)]
+    target_sweep = _sweep({"sweep": data["suite"].get("target_sweep", {})})
     targets = [(name, {**data.get("target_params", {}).get(name, {}), **extra})
-               for name in data["suite"]["targets"] for extra in _sweep({"sweep": data["suite"].get("target_sweep", {})})]
+               for name in data["suite"]["targets"] for extra in target_sweep]
     cases = []
     for sde, (target, tparams), (spec, params), seed in itertools.product(
             _as_list(data["suite"]["sde"]), targets, combos, range(n_seeds)):
         cases.append(Case({
             "suite": data["suite"]["name"], "scale": scale, "seed": seed,
             "target": {"name": target, "params": tparams},
-            "sde": {"name": sde, "params": data.get("sde_params", {}).get(sde, {}) if _nested(data, "sde_params")
-                    else data.get("sde_params", {})},
+            "sde": {"name": sde, "params": _sde_params(data, sde)},
             "model": {**data.get("model", {}), "kind": spec["model"]},
             "method": {"name": spec["name"], "params": params}, **resolved,
         }))
@@ -205,10 +205,11 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _nested(data: dict, key: str) -> bool:
-    """True when ``data[key]`` is a table of tables (per-name settings)."""
-    table = data.get(key, {})
-    return bool(table) and all(isinstance(v, dict) for v in table.values())
+def _sde_params(data: dict, sde: str) -> dict:
+    """``[sde_params]``: the parameters of the suite's one SDE, or a table per SDE name for several."""
+    table = data.get("sde_params", {})
+    per_name = bool(table) and all(isinstance(v, dict) for v in table.values())
+    return table.get(sde, {}) if per_name else table
 
 
 def list_suites() -> list[str]:

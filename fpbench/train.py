@@ -70,7 +70,8 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         if new_stage != stage:  # the authors start a fresh Adam at each stage
             stage, opt = new_stage, torch.optim.Adam(model.parameters(), lr=lr)
         x0 = target.sample(cfg["dsm_batch"], gen, dtype=dtype, device=device)
-        loss, terms = _method_loss(method, model, TrainContext(sde, target, x0, gen, cfg), case, it)
+        ctx = TrainContext(sde, target, x0, gen, cfg, it, cfg["iterations"])
+        loss, terms = _method_loss(method, model, ctx, case, it)
         if not torch.isfinite(loss):
             raise TrainingError(f"case {case}: loss is {loss.item()} at iteration {it} (terms {terms})")
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,31 @@
+"""An fpbench training method written outside the package: the paper's log-FP regulariser with its
+weight ramped up from 0, so that the network learns the score by DSM before the residual can pull
+it toward the trivial log-FP solution u = c(t) (zero residual, zero score; reports/paper-quick.md).
+
+Benchmark it against the baseline on the paper's targets, from the repository root:
+
+    fpbench compare examples/ramped_fp.py:RampedFP --scale smoke
+
+A method is a subclass of ``fpbench.methods.Method``: named loss terms (``dsm``, ``log_fp``,
+``score_fp``) with weights, and a ``loss`` that combines them. Everything else (training loop,
+checkpoints, sampling, metrics, reports) is fpbench's.
+"""
+
+from fpbench.methods import Method
+
+
+class RampedFP(Method):
+    """L_DSM + w(k) R~ with w(k) = w_r * min(1, k / (ramp * K)) at step k of K."""
+
+    name = "ramped_fp"
+    model_kind = "potential"  # R~ (eq. 20) needs a potential model
+
+    def __init__(self, w_r: float = 1.0, ramp: float = 0.5):
+        super().__init__(dsm=1.0, log_fp=w_r)
+        self.ramp = ramp
+
+    def loss(self, model, ctx):
+        terms = self.loss_terms(model, ctx)
+        progress = min(1.0, ctx.iteration / max(1.0, self.ramp * ctx.iterations))
+        total = terms["dsm"] + progress * self.weights["log_fp"] * terms["log_fp"]
+        return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -1,0 +1,164 @@
+"""Reports of suites beyond the paper's single sweep: several methods (``methods``, ``--method``),
+several SDEs (``sdes``) or a target sweep (``dims``). Each says which of claims C1-C5 carry over
+to each setting (``fpbench.compare.setting_claims``), and for several methods ranks them against
+the baseline and decomposes their gaps."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from . import compare as cmp
+from .report import collect
+from .suite import expand, method_specs
+
+
+def is_beyond(data: dict) -> bool:
+    suite = data["suite"]
+    return "methods" in data or isinstance(suite["sde"], list) or bool(suite.get("target_sweep"))
+
+
+def _frame(data: dict, store, cases) -> tuple[pd.DataFrame, list, list]:
+    df, records, missing = collect(store, cases)
+    if df.empty:
+        return df, records, missing
+    dims = [r["config"]["target"]["params"].get("dim") for r in records]
+    df["target"] = [f"{t}(d={d})" if d is not None and data["suite"].get("target_sweep") else t
+                    for t, d in zip(df["target"], dims)]
+    df["label"] = cmp.method_labels(data, df)
+    return df, records, missing
+
+
+def _cell(values: np.ndarray) -> str:
+    mean, low, high = cmp._mean_ci(np.asarray(values, dtype=float))
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4f}" + (f" [{low:.4f}, {high:.4f}]" if np.isfinite(low) else "")
+
+
+def sweep_tables(df: pd.DataFrame, weight: str) -> list[str]:
+    """Tables 1-3 of one setting: target x weight, mean [95% t interval over seeds], floor beside."""
+    lines = []
+    for table, name in cmp.TABLES.items():
+        piv = df.groupby(["target", weight])[f"{table}.value"].apply(lambda v: _cell(v.to_numpy())).unstack()
+        piv["floor"] = df.groupby("target")["floor.mean"].mean().map(lambda v: f"{v:.4f}")
+        lines += [f"**{name}** by {weight.removeprefix('param_')}", "", piv.to_markdown(), ""]
+    return lines
+
+
+def settings_of(data: dict, df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
+    """Each setting whose claims are tested: name -> (rows, weight column, residual column)."""
+    out = {}
+    if isinstance(data["suite"]["sde"], list):
+        for sde in data["suite"]["sde"]:
+            out[f"SDE {sde}"] = (df[df["sde"] == sde], "param_w_r", "log_fp_residual")
+    elif "methods" in data:
+        zero = df[df.get("param_w_r", pd.Series(np.nan, index=df.index)) == 0.0]
+        fp = df[df["method"] == "fp"]
+        if not fp.empty:
+            out["log-FP R~, potential (the paper)"] = (fp, "param_w_r", "log_fp_residual")
+        free = df[df["model"] == "score"].copy()
+        if "param_w_s" in free:
+            free["param_w_s"] = free["param_w_s"].fillna(0.0)  # DSM alone is w = 0 of the score-FP family
+            out["score-FP R^s, free score (FP-Diffusion)"] = (free, "param_w_s", "score_fp_residual")
+        del zero
+    else:
+        out["all targets"] = (df, "param_w_r", "log_fp_residual")
+    return out
+
+
+def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | None = None) -> Path:
+    cases = expand(data, scale, seeds)
+    df, records, missing = _frame(data, store, cases)
+    if df.empty:
+        raise ValueError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
+                         f"{store.root}; run `fpbench run {data['suite']['name']} --scale {scale}` first")
+    name = data["suite"]["name"]
+    lines = [f"# fpbench report: suite `{name}`, scale `{scale}`", "", data["suite"].get("description", ""), "",
+             f"Generated {datetime.date.today().isoformat()} by fpbench {__version__} from {len(df)} finished "
+             f"case(s) of {len(cases)} under `{store.root}`; devices {sorted({r['device'] for r in records})}, torch "
+             f"{records[0]['torch']}. Cells: mean over seeds [95% Student t interval when there are 2 or more "
+             "seeds]; floor: the same estimator on two independent draws of p0 (what W2² reads for equal "
+             "distributions).", ""]
+    if missing:
+        lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
+    settings = settings_of(data, df)
+    verdicts = {s: cmp.setting_claims(rows, weight, residual) for s, (rows, weight, residual) in settings.items()}
+    lines += ["## Do the paper's claims C1-C5 carry over?", "",
+              "The claims machinery of `fpbench.claims` (the same tests, gates and thresholds as "
+              "reports/paper-quick.md) on each setting: for a regulariser other than R̃ its own weight plays "
+              "w_R and its own residual plays R̃. SKIPPED says why a claim cannot be decided here.", "",
+              cmp.carry_over_table(verdicts).to_markdown(), ""]
+    for setting, outcomes in verdicts.items():
+        skipped = [f"- {o.claim.key}: {o.skipped}" for o in outcomes if o.skipped]
+        if skipped:
+            lines += [f"Skipped in {setting}:", *skipped, ""]
+    if "methods" in data:
+        lines += methods_sections(data, df)
+    for setting, (rows, weight, _res) in settings.items():
+        lines += [f"## Tables 1-3: {setting}", "", *sweep_tables(rows, weight)]
+    train = sum(r["train"]["seconds"] for r in records)
+    sample = sum(r["sample_seconds"] for r in records)
+    lines += [f"Time (measured, all cases): training {train:.0f} s, sampling {sample:.0f} s.", ""]
+    from .report import settings_section
+
+    lines += [settings_section(cases[0])]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    return out
+
+
+def baseline_label(data: dict, df: pd.DataFrame) -> str:
+    """The label of the suite's baseline method ('baseline' in [suite], default: the first method)."""
+    wanted = data["suite"].get("baseline")
+    labels = list(dict.fromkeys(df["label"]))
+    for spec in method_specs(data):
+        params = cmp._params_text(spec.get("params", {}))
+        if wanted in (None, f"{spec['name']}({params})") and spec.get("label") in labels:
+            return spec["label"]
+    return labels[0]
+
+
+def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
+    base = baseline_label(data, df)
+    rank = cmp.ranking_frame(df, base)
+    rank["value"] = [_fmt(m, lo, hi) for m, lo, hi in zip(rank["mean"], rank["ci_low"], rank["ci_high"])]
+    for col in ("p_lower", "p_higher", "log_ratio"):
+        if col not in rank:
+            rank[col] = np.nan
+    rank["baseline"] = base
+    rank["vs baseline"] = [_versus(r) for r in rank.itertuples()]
+    lines = ["## Methods ranked per target", "",
+             f"Baseline: **{base}**. Rank 1 = lowest mean. 'vs baseline': the paired sign-flip permutation test "
+             "over the (target, seed) pairs of the mean log ratio log(baseline / method): p of 'lower than the "
+             "baseline' (better), p of 'higher', and the ratio exp(effect); significant at 0.05 is marked.", ""]
+    for table in cmp.TABLES.values():
+        sub = rank[rank["table"] == table][["target", "method", "value", "rank", "vs baseline"]]
+        lines += [f"**{table}**", "", sub.to_markdown(index=False), ""]
+    dec = cmp.decomposition_frame(df)
+    lines += ["## Where each gap comes from", "",
+              "Per target and method (means over seeds): the measured ODE-SDE gap W2²(ODE, SDE); the exact "
+              "score's gap through the same samplers and step count (what is left with no model error); "
+              "model error = gap - exact gap; the discretisation coupling bounds of the trained model (Euler "
+              "against an adaptive DOP853 reference from the same prior points, ODE and SDE); and the "
+              "sampling-noise floor.", "", dec.to_markdown(index=False, floatfmt=".4g"), ""]
+    return lines
+
+
+def _fmt(mean, low, high) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4f}" + (f" [{low:.4f}, {high:.4f}]" if np.isfinite(low) else "")
+
+
+def _versus(row) -> str:
+    if row.method == row.baseline:
+        return "baseline"
+    if not np.isfinite(row.p_lower):
+        return "not tested (too few finite pairs)"
+    mark = " **better**" if row.p_lower <= 0.05 else (" **worse**" if row.p_higher <= 0.05 else "")
+    return f"p_lower {row.p_lower:.2g}, p_higher {row.p_higher:.2g}, x{np.exp(-row.log_ratio):.2f}{mark}"

@@ -1,0 +1,128 @@
+"""Beyond one sweep: methods side by side, and whether the paper's claims C1-C5 carry over.
+
+- ``ranking_frame``: per target and method, the three W2^2 of Tables 1-3 (mean over seeds with a
+  95% interval), the rank among methods, and a paired sign-flip test against the baseline over
+  every (target, seed) pair of the method (``fpbench.stats.paired_comparison`` on log values).
+- ``decomposition_frame``: each method's ODE-SDE gap split into the exact score's gap through the
+  same samplers (what no model can remove at this step count and n), model error (the trained gap
+  above the exact one), the discretisation coupling bounds (Euler against an adaptive DOP853
+  reference, same model and prior points) and the sampling-noise floor.
+- ``setting_claims``: C1-C5 of ``fpbench.claims`` on one setting (an SDE, a dimension sweep, or a
+  regulariser other than R~ with its own weight and residual), with the same tests and gates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import claims as cl
+from . import stats as st
+from .suite import method_specs
+
+TABLES = {"w2_ode_p0": "W2²(ODE, p0)", "w2_sde_p0": "W2²(SDE, p0)", "w2_ode_sde": "W2²(ODE, SDE) gap"}
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def method_labels(data: dict, df: pd.DataFrame) -> pd.Series:
+    """A readable method label per row: the suite's [[methods]] label (or name), model kind and params."""
+    specs = method_specs(data)
+    params = [c for c in df.columns if c.startswith("param_")]
+
+    def matches(spec, row, values) -> bool:
+        if spec["name"] != row["method"] or spec["model"] != row["model"]:
+            return False
+        fixed_ok = all(values.get(k) == v for k, v in spec.get("params", {}).items())
+        swept_ok = all(values.get(k) in (v if isinstance(v, list) else [v]) for k, v in spec.get("sweep", {}).items())
+        return fixed_ok and swept_ok
+
+    def label(row) -> str:
+        values = {c.removeprefix("param_"): row[c] for c in params if pd.notna(row.get(c))}
+        spec = next((s for s in specs if matches(s, row, values)), None)
+        base = (spec or {}).get("label") or f"{row['method']} ({row['model']})"
+        swept = {k: v for k, v in values.items() if spec is None or k in spec.get("sweep", {})}
+        return base + (f" [{_params_text(swept)}]" if swept else "")
+    return df.apply(label, axis=1)
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def ranking_frame(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """One row per (target, method, table): mean [95% CI] over seeds, rank among methods (1 = lowest),
+    and the test against the baseline: p of 'lower than the baseline' and of 'higher', effect =
+    mean log(baseline / method) over the paired seeds of this target; the rows of target
+    'all targets (pooled)' pair every (target, seed) cell, for power with few seeds."""
+    rows = []
+    pooled = df.assign(target="all targets (pooled)", seed=df["target"] + "/" + df["seed"].astype(str))
+    both = pd.concat([df, pooled]) if df["target"].nunique() > 1 else df
+    for (target, method), grp in both.groupby(["target", "label"], sort=False):
+        base = both[(both["target"] == target) & (both["label"] == baseline)].set_index("seed")
+        for table, name in TABLES.items():
+            col = f"{table}.value"
+            mean, low, high = _mean_ci(grp[col].to_numpy(float))
+            row = {"target": target, "method": method, "table": name, "mean": mean, "ci_low": low, "ci_high": high}
+            pairs = grp[["seed", col]].astype({"seed": str}).merge(
+                base.reset_index()[["seed", col]].astype({"seed": str}), on="seed", suffixes=("", "_base"))
+            test = None
+            if method != baseline and len(pairs) > 0:
+                try:
+                    test = st.paired_comparison(pairs[col].to_numpy(float), pairs[f"{col}_base"].to_numpy(float))
+                except ValueError:  # no finite positive pair (e.g. a diverged sampler)
+                    test = None
+            if test is not None:
+                row.update({"p_lower": test.pvalue, "p_higher": test.pvalue_opposite, "log_ratio": test.effect,
+                            "pairs": test.n})
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    out["rank"] = out.groupby(["target", "table"])["mean"].rank(method="min")
+    return out
+
+
+def decomposition_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Per target and method (means over seeds): the gap and its parts (module docstring)."""
+    cols = {"gap": "w2_ode_sde.value", "exact_gap": "oracle.w2_ode_sde", "disc_ode": "disc_ode",
+            "disc_sde": "disc_sde", "floor": "floor.mean"}
+    have = {k: v for k, v in cols.items() if v in df}
+    out = df.groupby(["target", "label"], sort=False)[list(have.values())].mean()
+    out.columns = list(have)
+    if {"gap", "exact_gap"} <= set(out):
+        out["model_error"] = out["gap"] - out["exact_gap"]
+    return out.reset_index()
+
+
+def setting_claims(df: pd.DataFrame, weight: str = "param_w_r", residual: str = "log_fp_residual") -> list:
+    """C1-C5 on one setting's rows; ``weight`` is the swept regulariser weight (renamed to w_R) and
+    ``residual`` the residual that C4/C5 correlate (R~ for the paper's method, R^s for score-FP)."""
+    frame = df.copy()
+    if weight != "param_w_r":
+        frame["param_w_r"] = frame[weight]
+    if residual != "log_fp_residual":
+        frame["log_fp_residual"] = frame[residual]
+    frame = frame[frame["param_w_r"].notna()]
+    return [cl.claim_c1(frame), cl.claim_c2(frame), cl.claim_c3(frame), cl.claim_c4(frame), cl.claim_c5(frame)]
+
+
+def carry_over_table(settings: dict[str, list]) -> pd.DataFrame:
+    """Claims x settings: each cell the verdict (with p where a test ran, or why it was skipped)."""
+    table = {}
+    for setting, outcomes in settings.items():
+        for o in outcomes:
+            key = o.claim.key
+            cell = o.verdict if o.result is None else f"{o.verdict} (p = {o.result.pvalue:.2g}, effect " \
+                                                      f"{o.result.effect:+.2f})"
+            table.setdefault(key, {"claim": o.claim.paper_says})[setting] = cell
+    return pd.DataFrame(table.values(), index=list(table))

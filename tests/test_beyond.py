@@ -1,0 +1,105 @@
+"""Suites beyond one sweep: [[methods]], SDE lists, target sweeps, --method, point distances, the
+comparison report with a method written outside the package, and the benchmark table."""
+
+from pathlib import Path
+
+import pytest
+
+from fpbench.bench import format_bench, run_bench
+from fpbench.cli import main
+from fpbench.suite import SuiteError, expand, load_suite, with_methods
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = str(REPO / "examples" / "ramped_fp.py") + ":RampedFP"
+
+TINY = """
+[suite]
+name = "tiny_methods"
+targets = ["blob", "checker"]
+sde = "ou"
+baseline = "fp(w_r=0.0)"
+[[methods]]
+name = "fp"
+label = "baseline"
+params = { w_r = 0.0 }
+[[methods]]
+name = "score_fp"
+label = "score-FP"
+model = "score"
+sweep = { w_s = [0.0, 1.0] }
+[model]
+kind = "potential"
+width = 80
+depth = 3
+beta = 100.0
+[scales.paper]
+[scales.quick]
+[scales.smoke]
+seeds = 2
+train = { iterations = 200, dsm_batch = 256, residual_points = 128, log_every = 20, checkpoint_every = 50 }
+sample = { n = 500, nfe = 20, fine_steps = 10, chunk = 250 }
+[scales.smoke.metrics]
+n_boot = 2
+floor_reps = 2
+residual_points = 200
+dsm_points = 500
+curl_points = 50
+disc_points = 20
+oracle_n = 300
+"""
+
+
+def _suite(tmp_path, text=TINY):
+    path = tmp_path / "tiny_methods.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_methods_tables_expand_with_their_model_kinds_and_sweeps(tmp_path):
+    cases = expand(load_suite(_suite(tmp_path)), "smoke")
+    assert len(cases) == 2 * 3 * 2
+    kinds = {(c.config["method"]["name"], c.config["model"]["kind"]) for c in cases}
+    assert kinds == {("fp", "potential"), ("score_fp", "score")}
+    assert "checker/score:score_fp(w_s=1.0)/seed1" in {c.label for c in cases}
+
+
+def test_paper_suite_keys_are_unchanged_by_the_new_suite_format():
+    # the results of earlier sessions stay valid: the same resolved config hashes to the same key
+    assert expand(load_suite("paper"), "quick")[0].key == "29527a63de1ac4b4"
+    assert expand(load_suite("curl"), "quick")[0].key == "99d93b7f270e0891"
+
+
+def test_sde_lists_and_target_sweeps_expand():
+    sdes = expand(load_suite("sdes"), "smoke")
+    assert {c.config["sde"]["name"] for c in sdes} == {"ou", "vp", "ve"} and len(sdes) == 36
+    dims = expand(load_suite("dims"), "smoke")
+    assert sorted({c.config["target"]["params"]["dim"] for c in dims}) == [2, 4, 8, 16]
+    assert dims[0].config["metrics"]["distance"] == "points"
+
+
+def test_with_methods_adds_a_user_method_and_bad_ones_are_clear_errors(tmp_path):
+    data = with_methods(load_suite(_suite(tmp_path)), [EXAMPLE])
+    added = [c for c in expand(data, "smoke") if c.config["method"]["name"] == EXAMPLE]
+    assert len(added) == 4 and all(c.config["model"]["kind"] == "potential" for c in added)
+    with pytest.raises(SuiteError, match="--method nowhere.py:X: cannot load method"):
+        with_methods(load_suite(_suite(tmp_path)), ["nowhere.py:X"])
+
+
+def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, capsys):
+    out = tmp_path / "cmp.md"
+    code = main(["compare", EXAMPLE, "--suite", _suite(tmp_path), "--scale", "smoke", "--results",
+                 str(tmp_path / "r"), "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    text = out.read_text()
+    assert "## Methods ranked per target" in text and "## Where each gap comes from" in text
+    rows = [line for line in text.splitlines() if "RampedFP (--method" in line]
+    assert rows and any("p_lower" in r for r in rows)  # tested against the baseline
+    assert "## Do the paper's claims C1-C5 carry over?" in text and "score-FP R^s" in text
+
+
+def test_bench_reports_every_ratio():
+    r = run_bench("paper", "smoke", members=2, iterations=2, n=200, steps=3)
+    text = format_bench(r)
+    assert r["training"]["speedup"] > 0 and r["w2"]["max_difference"] < 1e-9
+    for row in ("training, iterations/s", "sampling, particle-steps/s", "grid W2² solves/s"):
+        assert row in text

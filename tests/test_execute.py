@@ -1,0 +1,120 @@
+"""Executors: in-process, a process pool, Dask (LocalCluster) and Slurm through submitit's local
+executor run the same grid into a store with metrics identical to a serial run; a case that
+raises fails alone in each."""
+
+from pathlib import Path
+
+import pytest
+
+from fpbench.execute import InProcess, SlurmOptions, make_executor, plan, run_tasks
+from fpbench.store import Store, read_json
+from fpbench.suite import expand, load_suite
+
+REPO = Path(__file__).resolve().parent.parent
+
+SUITE = """
+[suite]
+name = "grid"
+targets = ["blob", "checker"]
+sde = "ou"
+[[methods]]
+name = "fp"
+sweep = { w_r = [0.0, 1.0] }
+[[methods]]
+name = "tests.plugins.methods:FragileMethod"
+sweep = { fail = [0, 1] }
+[model]
+kind = "potential"
+width = 8
+depth = 1
+beta = 10.0
+[scales.paper]
+[scales.quick]
+[scales.smoke]
+seeds = 1
+train = { iterations = 12, dsm_batch = 64, residual_points = 32, log_every = 4, checkpoint_every = 4 }
+sample = { n = 400, nfe = 20, fine_steps = 10, chunk = 200 }
+[scales.smoke.metrics]
+n_boot = 2
+floor_reps = 2
+residual_points = 100
+dsm_points = 200
+curl_points = 20
+disc_points = 10
+oracle_n = 200
+"""
+
+
+@pytest.fixture
+def cases(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # workers import the test plugin module
+    path = tmp_path / "grid.toml"
+    path.write_text(SUITE)
+    return expand(load_suite(str(path)), "smoke")
+
+
+def _run(cases, root, kind, workers=1, **kw):
+    tasks = plan(cases, root, threads=1, workers=workers)
+    with make_executor(kind, workers, folder=root / "jobs", **kw) as executor:
+        outcomes = run_tasks(tasks, executor, log=lambda _m: None)
+    metrics = {p.parent.name: read_json(p)["metrics"] for p in Path(root).glob("*/metrics.json")}
+    return {o.label: o.status for o in outcomes}, metrics
+
+
+def _check_like_serial(serial, other):
+    status, metrics = other
+    assert status == serial[0]
+    assert metrics.keys() == serial[1].keys() and len(metrics) == 6
+    for key in metrics:
+        assert metrics[key] == serial[1][key], key  # bit-identical numbers
+
+
+@pytest.fixture
+def serial(cases, tmp_path):
+    status, metrics = _run(cases, tmp_path / "serial", "inprocess")
+    failed = {label for label, s in status.items() if s == "failed"}
+    assert failed == {"blob/tests.plugins.methods:FragileMethod(fail=1)/seed0",
+                      "checker/tests.plugins.methods:FragileMethod(fail=1)/seed0"}  # fails alone
+    store = Store(tmp_path / "serial")
+    assert all("the user's loss broke" in store.failure(c.key)["message"] for c in cases
+               if c.label in failed)
+    return status, metrics
+
+
+def test_plan_splits_ensembles_among_workers_and_keeps_plugins_alone(cases, tmp_path):
+    tasks = plan(cases, tmp_path, workers=2)
+    ensembles = [t for t in tasks if len(t.cases) > 1]
+    assert len(ensembles) == 2 and sorted(len(t.cases) for t in ensembles) == [2, 2]
+    assert sum(len(t.cases) for t in tasks) == len(cases) == 8
+    assert all("Fragile" in t.cases[0].label for t in tasks if len(t.cases) == 1)
+
+
+def test_process_pool_matches_serial(cases, tmp_path, serial):
+    _check_like_serial(serial, _run(cases, tmp_path / "pool", "process", workers=2))
+
+
+def test_dask_local_cluster_matches_serial(cases, tmp_path, serial):
+    pytest.importorskip("distributed")
+    _check_like_serial(serial, _run(cases, tmp_path / "dask", "dask", workers=2))
+
+
+def test_submitit_local_executor_matches_serial(cases, tmp_path, serial):
+    pytest.importorskip("submitit")
+    _check_like_serial(serial, _run(cases, tmp_path / "slurm", "slurm", slurm=SlurmOptions(cluster="local",
+                                                                                         time_min=10)))
+
+
+def test_a_task_that_dies_marks_its_unfinished_cases_failed(cases, tmp_path):
+    class Broken(InProcess):
+        def submit(self, fn, *args):
+            return self._Done(error=RuntimeError("worker lost"))
+
+    tasks = plan(cases[:2], tmp_path / "r", threads=1)
+    outcomes = run_tasks(tasks, Broken(), log=lambda _m: None)
+    assert {o.status for o in outcomes} == {"failed"} and all("worker lost" in o.error for o in outcomes)
+    assert all(Store(tmp_path / "r").failure(c.key) for c in cases[:2])
+
+
+def test_unknown_executor_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown executor 'mpi'; known: inprocess, process, dask, slurm"):
+        make_executor("mpi")

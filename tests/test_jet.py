@@ -1,0 +1,135 @@
+"""Forward-mode jets and the written-out reverse-mode score against autograd (``fpbench.operators``,
+itself tested against closed forms), in float64; and ensembles built on them."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from fpbench import operators as ops
+from fpbench.ensemble import term_values, train_ensemble
+from fpbench.jet import BatchedMLP, fast_score, supports
+from fpbench.methods import make_method
+from fpbench.models import ExactScore, PotentialMLP, ScoreMLP
+from fpbench.residuals import log_fp_residual, score_fp_residual
+from fpbench.sde import make_sde
+from fpbench.targets import make_target
+from fpbench.train import TrainingError, train
+
+TRAIN_CFG = {"iterations": 8, "lr_stages": [[1e-3, 0.5], [1e-4, 0.5]], "dsm_batch": 64, "time_law": "beta12",
+             "t_eps": 1e-5, "dsm_weighting": "likelihood", "residual_points": 32, "residual_t0": 1e-5,
+             "box": [-3.5, 3.5], "dtype": "float32", "log_every": 1, "checkpoint_every": 4}
+
+
+def _models(cls, n, dim=2, seed=0, **kw):
+    torch.manual_seed(seed)
+    return [cls(dim, width=12, depth=3, beta=kw.get("beta", 100.0)).double() for _ in range(n)]
+
+
+def _points(e, n, d, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    # wide enough that some units sit in softplus's linear regime (beta h > 20)
+    return 2 * torch.randn(e, n, d, generator=g, dtype=torch.float64), torch.rand(e, n, generator=g,
+                                                                                   dtype=torch.float64) * 10
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5])
+def test_potential_jet_matches_autograd(dim):
+    models = _models(PotentialMLP, 3, dim)
+    x, t = _points(3, 40, dim)
+    u, u_t, grad, lap = BatchedMLP(models).potential_derivatives(x, t)
+    for e, m in enumerate(models):
+        ref = ops.derivatives(m.potential, x[e], t[e], create_graph=False)
+        for mine, theirs in zip((u[e], u_t[e], grad[e], lap[e]), ref):
+            torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_reverse_mode_score_matches_autograd(dim):
+    models = _models(PotentialMLP, 2, dim)
+    x, t = _points(2, 50, dim)
+    s = BatchedMLP(models).score(x, t)
+    for e, m in enumerate(models):
+        torch.testing.assert_close(s[e], ops.gradient(m.potential, x[e], t[e], create_graph=False),
+                                   rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(fast_score(m)(x[e], t[e]), m.score(x[e], t[e]).detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_score_network_jet_matches_autograd():
+    models = _models(ScoreMLP, 2, 2)
+    x, t = _points(2, 30, 2)
+    s, s_t, jac, grad_div = BatchedMLP(models).score_derivatives(x, t)
+    for e, m in enumerate(models):
+        xx, tt = x[e].clone().requires_grad_(), t[e].clone().requires_grad_()
+        out = m.score(xx, tt)
+        ref_jac = ops.jacobian(m.score, x[e], t[e], create_graph=False)
+        ref_st = torch.stack([ops.grad_of_sum(out[:, i], tt, True) for i in range(2)], -1)
+        div = sum(ops.grad_of_sum(out[:, i], xx, True)[:, i] for i in range(2))
+        torch.testing.assert_close(s[e], out.detach())
+        torch.testing.assert_close(s_t[e], ref_st.detach(), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(jac[e], ref_jac, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(grad_div[e], ops.grad_of_sum(div, xx, False), rtol=1e-10, atol=1e-10)
+
+
+def test_jet_residual_terms_equal_the_autograd_residuals():
+    sde = make_sde("ou")
+    pots, scores = _models(PotentialMLP, 2, 2), _models(ScoreMLP, 2, 2, seed=3)
+    x, t = _points(2, 25, 2)
+    draws = [{"log_fp": (x[e], t[e]), "score_fp": (x[e], t[e])} for e in range(2)]
+    cfg = {"dsm_weighting": "likelihood"}
+    mine = term_values(pots, sde, cfg, "log_fp", draws)
+    ref = [log_fp_residual(m.potential, sde, x[e], t[e]).pow(2).mean() for e, m in enumerate(pots)]
+    torch.testing.assert_close(mine, torch.stack(ref).detach(), rtol=1e-9, atol=1e-12)
+    mine = term_values(scores, sde, cfg, "score_fp", draws, chunk=1)
+    ref = [score_fp_residual(m.score, sde, x[e], t[e]).pow(2).sum(-1).mean() for e, m in enumerate(scores)]
+    torch.testing.assert_close(mine, torch.stack(ref).detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_exact_score_is_not_an_mlp_and_keeps_its_own_score():
+    exact = ExactScore(make_target("blob"), make_sde("ou"))
+    assert not supports(exact) and fast_score(exact) == exact.score
+
+
+def _fresh(seed, w_r):
+    torch.manual_seed(seed)
+    return PotentialMLP(width=16, depth=2), make_method("fp", w_r=w_r)
+
+
+def test_a_member_trains_the_same_alone_or_in_an_ensemble():
+    specs = [("blob", 0.0, 1), ("checker", 1.0, 2), ("circles2", 10.0, 3)]
+    group = [_fresh(s, w) for _, w, s in specs]
+    alone = copy.deepcopy(group[1][0])
+    sde = make_sde("ou")
+    train_ensemble([m for m, _ in group], [me for _, me in group], [make_target(n) for n, _, _ in specs], sde,
+                   TRAIN_CFG, [s for *_, s in specs])
+    train_ensemble([alone], [make_method("fp", w_r=1.0)], [make_target("checker")], sde, TRAIN_CFG, [2])
+    for p, q in zip(group[1][0].parameters(), alone.parameters()):
+        assert torch.equal(p, q)  # one member at a time on the CPU: bit-identical
+
+
+def test_ensemble_close_to_one_by_one_autograd_training():
+    model, method = _fresh(4, 1.0)
+    member = copy.deepcopy(model)
+    sde, target = make_sde("ou"), make_target("blob")
+    single = train(model, method, target, sde, TRAIN_CFG, 4)
+    (res,) = train_ensemble([member], [make_method("fp", w_r=1.0)], [target], sde, TRAIN_CFG, [4])
+    first, ours = single.history[0], res.history[0]  # same weights, same draws: same loss to rounding
+    assert ours["loss"] == pytest.approx(first["loss"], rel=1e-5)
+    for p, q in zip(model.parameters(), member.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=2e-4)
+
+
+def test_a_diverging_member_fails_alone():
+    sde = make_sde("ou")
+    good, bad = _fresh(5, 1.0)[0], _fresh(6, 1.0)[0]
+    with torch.no_grad():
+        bad.net[0].weight.fill_(math.nan)
+    kept = copy.deepcopy(good)
+    results = train_ensemble([good, bad], [make_method("fp", w_r=1.0)] * 2, [make_target("blob")] * 2, sde,
+                             TRAIN_CFG, [5, 6], labels=["good", "bad"])
+    assert isinstance(results[1], TrainingError) and "case bad: loss is nan at iteration 0" in str(results[1])
+    assert not isinstance(results[0], Exception) and len(results[0].history) == TRAIN_CFG["iterations"]
+    train_ensemble([kept], [make_method("fp", w_r=1.0)], [make_target("blob")], sde, TRAIN_CFG, [5])
+    for p, q in zip(good.parameters(), kept.parameters()):
+        assert torch.equal(p, q)  # the healthy member is unaffected by its diverging neighbour
