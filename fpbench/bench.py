@@ -30,7 +30,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - began
 
 
-def bench_training(suite: str, scale: str, members: int, iterations: int, device=None) -> dict:
+def bench_training(suite: str, scale: str, members: int, iterations: int, device=None, workers: int = 1) -> dict:
     from .ensemble import train_ensemble
     from .train import train
 
@@ -43,9 +43,33 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
     fast = _timed(lambda: train_ensemble(initial, [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
                                          [c.config["seed"] for c in cases], device=device))
     its = len(cases) * iterations
-    return {"members": len(cases), "iterations": iterations, "loop_it_s": its / loop, "fast_it_s": its / fast,
-            "speedup": loop / fast, "labels": [c.label for c in cases], "batch": cfg["dsm_batch"],
-            "residual_points": cfg["residual_points"]}
+    out = {"members": len(cases), "iterations": iterations, "loop_it_s": its / loop, "fast_it_s": its / fast,
+           "speedup": loop / fast, "labels": [c.label for c in cases], "batch": cfg["dsm_batch"],
+           "residual_points": cfg["residual_points"]}
+    if device is None and workers > 1:  # the ensemble split among single-thread processes (--workers)
+        pool = _timed(lambda: _pool_training(suite, scale, members, iterations, workers))
+        out.update({"workers": workers, "pool_it_s": its / pool, "pool_speedup": loop / pool})
+    return out
+
+
+def _train_part(suite: str, scale: str, members: int, iterations: int, part: int, parts: int) -> None:
+    from .ensemble import train_ensemble
+
+    torch.set_num_threads(1)
+    cases = expand(load_suite(suite), scale)[:members][part::parts]
+    cfg = dict(cases[0].config["train"], iterations=iterations, checkpoint_every=10**9)
+    built = [build(c) for c in cases]
+    train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
+                   [c.config["seed"] for c in cases])
+
+
+def _pool_training(suite: str, scale: str, members: int, iterations: int, workers: int) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_train_part, *zip(*[(suite, scale, members, 1, k, workers) for k in range(workers)])))  # warm
+        list(pool.map(_train_part, *zip(*[(suite, scale, members, iterations, k, workers) for k in range(workers)])))
 
 
 def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, device=None) -> dict:
@@ -89,8 +113,8 @@ def bench_w2(n: int = 60_000, solves: int = 5) -> dict:
 
 
 def run_bench(suite: str = "paper", scale: str = "quick", members: int = 12, iterations: int = 50,
-              n: int = 20_000, steps: int = 50, device=None) -> dict:
-    return {"training": bench_training(suite, scale, members, iterations, device),
+              n: int = 20_000, steps: int = 50, device=None, workers: int = 2) -> dict:
+    return {"training": bench_training(suite, scale, members, iterations, device, workers),
             "sampling": bench_sampling(suite, scale, members, n, steps, device), "w2": bench_w2(),
             "suite": suite, "scale": scale, "device": str(device or "cpu"), "threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor()}".strip(), "torch": torch.__version__,
@@ -107,6 +131,9 @@ def format_bench(r: dict) -> str:
         f"| training, iterations/s ({t['members']} models, DSM batch {t['batch']}, {t['residual_points']} residual "
         f"points, {t['iterations']} iterations each) | {t['loop_it_s']:.1f} | {t['fast_it_s']:.1f} "
         f"(ensemble on jets) | {t['speedup']:.2f}x |",
+        *([f"| training, the same ensemble split among {t['workers']} single-thread processes (`--executor process "
+           f"--workers {t['workers']}`), wall clock | {t['loop_it_s']:.1f} | {t['pool_it_s']:.1f} | "
+           f"{t['pool_speedup']:.2f}x |"] if "pool_it_s" in t else []),
         f"| sampling, particle-steps/s (Euler PF-ODE, {s['members']} models x {s['n']:,} particles x {s['steps']} "
         f"steps) | {s['autograd_ps']:.3g} | {s['fast_ps']:.3g} (reverse-mode score) | "
         f"{s['fast_ps'] / s['autograd_ps']:.2f}x |",
