@@ -36,13 +36,12 @@ def fpbench_store(request):
 
 def run_suite(name: str, scale: str, store, device=None, log=print):
     """Run the missing cases of a suite at a scale; (frame, records) of all its cases."""
+    from fpbench.execute import InProcess, plan, run_tasks
     from fpbench.report import collect
-    from fpbench.runner import run_case
     from fpbench.suite import expand, load_suite
 
     cases = expand(load_suite(name), scale)
-    for case in cases:
-        run_case(case, store, device, log=log)
+    run_tasks(plan(cases, store.root, None if device is None else str(device)), InProcess(), log=log)  # ensembles
     df, records, _missing = collect(store, cases)
     return df, records
 

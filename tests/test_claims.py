@@ -107,3 +107,14 @@ def test_calibration_on_paper_like_data():
     assert set(cal.index) == {"C1", "C2", "C3", "C4", "C5"}
     assert (cal["rate under null, 95% CI"].map(lambda ci: ci[0]) <= 0.05).all()
     assert (cal["power"] >= 0.8).all(), cal["power"]
+
+
+def test_resolution_gate_uses_the_measured_effect_for_targets_beyond_the_paper():
+    import pandas as pd
+
+    def frame(effect):
+        rows = [{"target": f"gmm(d={d})", "param_w_r": w, "w2_ode_sde.value": 0.1 + effect * (w == 10.0),
+                 "floor.mean": 0.01, "w2_ode_sde.n": 1000} for d in (2, 4) for w in (0.0, 10.0)]
+        return pd.DataFrame(rows)
+    assert claims.resolution_gate(frame(0.5), "w2_ode_sde", 0.0, 10.0) is None
+    assert "exceeds the measured effect" in claims.resolution_gate(frame(0.001), "w2_ode_sde", 0.0, 10.0)
