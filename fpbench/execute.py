@@ -87,6 +87,9 @@ def run_task(task: Task, log=print) -> list[Outcome]:
         torch.set_num_threads(task.threads)
     store = Store(Path(task.results))
     device = None if task.device in (None, "cpu") else torch.device(task.device)
+    if device is not None and device.type == "cuda":
+        # float32 throughout; TF32 would round the residuals' matmul inputs to 10 mantissa bits
+        torch.backends.cuda.matmul.allow_tf32 = False
     failed: dict[str, str] = {}
     if task.ensemble:
         try:
