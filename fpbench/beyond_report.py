@@ -99,6 +99,9 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
             lines += [f"Skipped in {setting}:", *skipped, ""]
     if "methods" in data:
         lines += methods_sections(data, df)
+    fig = gap_figure(settings, out.parent / "figures" / f"{out.stem}-gap.png")
+    if fig is not None:
+        lines += [f"![gap against the regulariser weight](figures/{fig.name})", ""]
     for setting, (rows, weight, _res) in settings.items():
         lines += [f"## Tables 1-3: {setting}", "", *sweep_tables(rows, weight)]
     train = sum(r["train"]["seconds"] for r in records)
@@ -110,6 +113,34 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
+
+
+def gap_figure(settings: dict, path: Path) -> Path | None:
+    """W2²(ODE, SDE) and W2²(SDE, p0) against the regulariser weight, one column per setting, one line
+    per target (mean over seeds, each seed a point)."""
+    import seaborn as sns
+
+    from .claims_report import _plt
+
+    frames = []
+    for setting, (rows, weight, _res) in settings.items():
+        for table, name in (("w2_ode_sde", "W2²(ODE, SDE)"), ("w2_sde_p0", "W2²(SDE, p0)")):
+            frames.append(pd.DataFrame({"setting": setting, "quantity": name, "target": rows["target"],
+                                        "weight": rows[weight].astype(float), "value": rows[f"{table}.value"]}))
+    data = pd.concat(frames).dropna()
+    if data.empty:
+        return None
+    plt = _plt()
+    data["weight"] = data["weight"].map(lambda w: f"{w:g}")
+    grid = sns.catplot(data=data, x="weight", y="value", hue="target", col="setting", row="quantity",
+                       kind="point", sharey=False, height=2.8, aspect=1.2, errorbar=None)
+    grid.set(yscale="log")
+    grid.set_titles("{col_name}\n{row_name}", size=9)
+    grid.set_axis_labels("regulariser weight", "W2²")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=110)
+    plt.close("all")
+    return path
 
 
 def baseline_label(data: dict, df: pd.DataFrame) -> str:
