@@ -166,8 +166,10 @@ def settings_section(case: Case) -> str:
     lines = ["## Settings", "", f"Target, SDE, model: `{cfg['sde']['name']}` process, model "
              f"`{json.dumps(cfg['model'])}`, method `{cfg['method']['name']}`.", ""]
     for section in ("train", "sample", "metrics"):
-        rows = [(k, json.dumps(v), json.dumps(PAPER_DEFAULTS[section][k]),
-                 "" if v == PAPER_DEFAULTS[section][k] else "scaled") for k, v in cfg[section].items()]
+        paper = PAPER_DEFAULTS[section]
+        rows = [(k, json.dumps(v), json.dumps(paper[k]) if k in paper else "(grid W2²)",
+                 "" if v == paper.get(k) else ("scaled" if k in paper else "beyond the paper"))
+                for k, v in cfg[section].items()]
         table = pd.DataFrame(rows, columns=[section, "this run", "paper (authors' code)", ""]).set_index(section)
         lines += [table.to_markdown(), ""]
     diff = pd.DataFrame(TEXT_VS_CODE, columns=["setting", "paper's text", "authors' code (used here)"])

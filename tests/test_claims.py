@@ -118,3 +118,12 @@ def test_resolution_gate_uses_the_measured_effect_for_targets_beyond_the_paper()
         return pd.DataFrame(rows)
     assert claims.resolution_gate(frame(0.5), "w2_ode_sde", 0.0, 10.0) is None
     assert "exceeds the measured effect" in claims.resolution_gate(frame(0.001), "w2_ode_sde", 0.0, 10.0)
+
+
+def test_trained_gate_beyond_the_paper_measures_the_excess_in_floors():
+    import pandas as pd
+
+    def frame(value):
+        return pd.DataFrame([{"target": "gmm(d=8)", "param_w_r": 0.0, "w2_sde_p0.value": value, "floor.mean": 1.0}])
+    assert claims.trained_gate(frame(5.0)) is None
+    assert "25x the noise floor" in claims.trained_gate(frame(26.0))

@@ -251,7 +251,8 @@ def _metrics_by_key(root: Path) -> dict:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_killed_run_resumes_with_identical_metrics_and_skips_finished_cases(tmp_path, sig):
-    suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 400"))
+    # long enough that the second case is still training when the signal arrives, even on a loaded machine
+    suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 1500"))
     reference = tmp_path / "reference"
     assert _run_cli(suite, reference, extra=["--no-ensemble"]).wait(timeout=300) == 0
 
