@@ -47,7 +47,7 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
            "speedup": loop / fast, "labels": [c.label for c in cases], "batch": cfg["dsm_batch"],
            "residual_points": cfg["residual_points"]}
     if device is None and workers > 1:  # the ensemble split among single-thread processes (--workers)
-        pool = _timed(lambda: _pool_training(suite, scale, members, iterations, workers))
+        pool = _pool_training(suite, scale, members, iterations, workers)
         out.update({"workers": workers, "pool_it_s": its / pool, "pool_speedup": loop / pool})
     return out
 
@@ -63,13 +63,16 @@ def _train_part(suite: str, scale: str, members: int, iterations: int, part: int
                    [c.config["seed"] for c in cases])
 
 
-def _pool_training(suite: str, scale: str, members: int, iterations: int, workers: int) -> None:
+def _pool_training(suite: str, scale: str, members: int, iterations: int, workers: int) -> float:
+    """Seconds for the training itself, the pool started and warmed up first (process start and
+    imports are a one-off cost per run, not per iteration)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(_train_part, *zip(*[(suite, scale, members, 1, k, workers) for k in range(workers)])))  # warm
-        list(pool.map(_train_part, *zip(*[(suite, scale, members, iterations, k, workers) for k in range(workers)])))
+        return _timed(lambda: list(pool.map(_train_part, *zip(*[(suite, scale, members, iterations, k, workers)
+                                                                 for k in range(workers)]))))
 
 
 def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, device=None) -> dict:
