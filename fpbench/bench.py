@@ -30,18 +30,29 @@ def _timed(fn) -> float:
     return time.perf_counter() - began
 
 
-def bench_training(suite: str, scale: str, members: int, iterations: int, device=None, workers: int = 1) -> dict:
-    from .ensemble import train_ensemble
-    from .train import train
-
+def _train_cases(suite: str, scale: str, members: int, iterations: int):
+    """The suite's first ``members`` cases and the benchmark's train config for them."""
     cases = expand(load_suite(suite), scale)[:members]
     cfg = dict(cases[0].config["train"], iterations=iterations, checkpoint_every=10**9)
+    return cases, cfg
+
+
+def _ensemble(cases, built, cfg, models=None, device=None):
+    from .ensemble import train_ensemble
+
+    train_ensemble(models or [b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
+                   [c.config["seed"] for c in cases], device=device)
+
+
+def bench_training(suite: str, scale: str, members: int, iterations: int, device=None, workers: int = 1) -> dict:
+    from .train import train
+
+    cases, cfg = _train_cases(suite, scale, members, iterations)
     built = [build(c, device) for c in cases]
     initial = [copy.deepcopy(b[2]) for b in built]
     loop = _timed(lambda: [train(m, me, tg, sde, cfg, c.config["seed"], device=device)
                            for c, (tg, sde, m, me) in zip(cases, built)])
-    fast = _timed(lambda: train_ensemble(initial, [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
-                                         [c.config["seed"] for c in cases], device=device))
+    fast = _timed(lambda: _ensemble(cases, built, cfg, initial, device))
     its = len(cases) * iterations
     out = {"members": len(cases), "iterations": iterations, "loop_it_s": its / loop, "fast_it_s": its / fast,
            "speedup": loop / fast, "labels": [c.label for c in cases], "batch": cfg["dsm_batch"],
@@ -53,14 +64,10 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
 
 
 def _train_part(suite: str, scale: str, members: int, iterations: int, part: int, parts: int) -> None:
-    from .ensemble import train_ensemble
-
     torch.set_num_threads(1)
-    cases = expand(load_suite(suite), scale)[:members][part::parts]
-    cfg = dict(cases[0].config["train"], iterations=iterations, checkpoint_every=10**9)
-    built = [build(c) for c in cases]
-    train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
-                   [c.config["seed"] for c in cases])
+    cases, cfg = _train_cases(suite, scale, members, iterations)
+    cases = cases[part::parts]
+    _ensemble(cases, [build(c) for c in cases], cfg)
 
 
 def _pool_training(suite: str, scale: str, members: int, iterations: int, workers: int) -> float:

@@ -34,10 +34,7 @@ def _frame(data: dict, store, cases) -> tuple[pd.DataFrame, list, list]:
 
 
 def _cell(values: np.ndarray) -> str:
-    mean, low, high = cmp._mean_ci(np.asarray(values, dtype=float))
-    if not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.4f}" + (f" [{low:.4f}, {high:.4f}]" if np.isfinite(low) else "")
+    return _fmt(*cmp.mean_ci(values))
 
 
 def sweep_tables(df: pd.DataFrame, weight: str) -> list[str]:
@@ -57,7 +54,6 @@ def settings_of(data: dict, df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, s
         for sde in data["suite"]["sde"]:
             out[f"SDE {sde}"] = (df[df["sde"] == sde], "param_w_r", "log_fp_residual")
     elif "methods" in data:
-        zero = df[df.get("param_w_r", pd.Series(np.nan, index=df.index)) == 0.0]
         fp = df[df["method"] == "fp"]
         if not fp.empty:
             out["log-FP R~, potential (the paper)"] = (fp, "param_w_r", "log_fp_residual")
@@ -65,7 +61,6 @@ def settings_of(data: dict, df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, s
         if "param_w_s" in free:
             free["param_w_s"] = free["param_w_s"].fillna(0.0)  # DSM alone is w = 0 of the score-FP family
             out["score-FP R^s, free score (FP-Diffusion)"] = (free, "param_w_s", "score_fp_residual")
-        del zero
     else:
         out["all targets"] = (df, "param_w_r", "log_fp_residual")
     return out

@@ -48,17 +48,14 @@ def method_labels(data: dict, df: pd.DataFrame) -> pd.Series:
     return df.apply(label, axis=1)
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return np.nan, np.nan, np.nan
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, np.nan, np.nan
-    from scipy import stats
+def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean over seeds with its 95% Student t interval (``report.summarise``); no interval for one seed."""
+    from .report import summarise
 
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
+    values = np.asarray(values, dtype=float)
+    nan = np.full(len(values), np.nan)
+    mean, low, high, _kind = summarise(values, nan, nan)
+    return float(mean), float(low), float(high)
 
 
 def ranking_frame(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -73,7 +70,7 @@ def ranking_frame(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
         base = both[(both["target"] == target) & (both["label"] == baseline)].set_index("seed")
         for table, name in TABLES.items():
             col = f"{table}.value"
-            mean, low, high = _mean_ci(grp[col].to_numpy(float))
+            mean, low, high = mean_ci(grp[col].to_numpy(float))
             row = {"target": target, "method": method, "table": name, "mean": mean, "ci_low": low, "ci_high": high}
             pairs = grp[["seed", col]].astype({"seed": str}).merge(
                 base.reset_index()[["seed", col]].astype({"seed": str}), on="seed", suffixes=("", "_base"))

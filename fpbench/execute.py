@@ -164,8 +164,9 @@ class _Submitit:
         self.executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
         params = {"timeout_min": options.time_min, "cpus_per_task": options.cpus}
         if options.cluster != "local":
-            params.update({"slurm_partition": options.partition, "gpus_per_node": options.gpus} if options.partition
-                          else {"gpus_per_node": options.gpus})
+            params["gpus_per_node"] = options.gpus
+            if options.partition:
+                params["slurm_partition"] = options.partition
         params.update(options.extra)
         self.executor.update_parameters(**params)
 

@@ -174,6 +174,12 @@ class NoiseFloor:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_values(cls, values: list[float], n: int) -> NoiseFloor:
+        """Summary of the estimator's values on independent pairs of draws of size n."""
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return cls(float(np.mean(values)), sd, float(np.quantile(values, 0.95)), n, len(values))
+
 
 def grid_noise_floor(draw, n: int, reps: int = 5, seed: int = 0, grid: Grid = PAPER_GRID) -> NoiseFloor:
     """Noise floor of the grid W2^2 at sample size n; ``draw(n, generator)`` samples the distribution."""
@@ -182,8 +188,7 @@ def grid_noise_floor(draw, n: int, reps: int = 5, seed: int = 0, grid: Grid = PA
         gen = torch.Generator().manual_seed(seed * 7919 + r)
         first, second = grid_histogram(draw(n, gen), grid), grid_histogram(draw(n, gen), grid)
         values.append(grid_w2_from_weights(first, second, grid))
-    sd = float(np.std(values, ddof=1)) if reps > 1 else 0.0
-    return NoiseFloor(float(np.mean(values)), sd, float(np.quantile(values, 0.95)), n, reps)
+    return NoiseFloor.from_values(values, n)
 
 
 def gaussian_w2(mean1, std1: float, mean2, std2: float) -> float:

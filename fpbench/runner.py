@@ -152,14 +152,13 @@ def _sampled(case, model, target, sde, out, device, progress, log):
                                dtype=getattr(torch, cfg["dtype"]), device=device)
     seconds = time.perf_counter() - began
     x_p0 = target.sample(cfg["n"], torch.Generator().manual_seed(case.config["seed"] + 20_000))
+    samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}
     if distance(case) != "grid":  # grids do not scale with d: keep the points
-        hist = {"ode": x_ode.float().numpy(), "sde": x_sde.float().numpy(), "p0": x_p0.float().numpy(),
-                "ode_points": x_ode[:2000].numpy(), "sde_points": x_sde[:2000].numpy(), "seconds": np.array(seconds)}
-        write_npz(path, **hist)
-        return hist, seconds
-    hist = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
-            "p0": mx.grid_histogram(x_p0, grid), "ode_points": x_ode[:2000].numpy(),
-            "sde_points": x_sde[:2000].numpy(), "seconds": np.array(seconds)}
+        hist = {k: x.float().numpy() for k, x in samples.items()}
+    else:
+        hist = {k: mx.grid_histogram(x, grid) for k, x in samples.items()}
+    hist.update({"ode_points": x_ode[:2000].numpy(), "sde_points": x_sde[:2000].numpy(),
+                 "seconds": np.array(seconds)})
     write_npz(path, **hist)
     return hist, seconds
 
@@ -224,8 +223,7 @@ def point_noise_floors(case: Case, target, store: Store, n: int | None = None) -
         x, y = target.sample(n, gen), target.sample(n, gen)
         values["exact"].append(mx.exact_w2(x[:spec["point_n"]], y[:spec["point_n"]]))
         values["sliced"].append(mx.sliced_w2(x, y, spec["n_projections"], seed=r))
-    floors = {k: mx.NoiseFloor(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                               float(np.quantile(v, 0.95)), n, len(v)) for k, v in values.items()}
+    floors = {k: mx.NoiseFloor.from_values(v, n) for k, v in values.items()}
     write_json(path, {"spec": spec, "floors": {k: f.to_dict() for k, f in floors.items()}})
     return floors
 
