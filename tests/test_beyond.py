@@ -103,3 +103,22 @@ def test_bench_reports_every_ratio():
     assert r["training"]["speedup"] > 0 and r["w2"]["max_difference"] < 1e-9
     for row in ("training, iterations/s", "sampling, particle-steps/s", "grid W2² solves/s"):
         assert row in text
+
+
+POINTS = TINY.replace('targets = ["blob", "checker"]', 'targets = ["gmm"]\ntarget_sweep = { dim = [3] }').replace(
+    "oracle_n = 300", "oracle_n = 300\ndistance = \"points\"\npoint_n = 200\nn_projections = 20")
+
+
+def test_point_distances_run_end_to_end_with_their_own_floors(tmp_path):
+    from fpbench.store import Store
+
+    path = _suite(tmp_path, POINTS.replace("seeds = 2", "seeds = 1"))
+    results = tmp_path / "r"
+    assert main(["run", path, "--scale", "smoke", "--results", str(results), "--quiet"]) == 0
+    store = Store(results)
+    for case in expand(load_suite(path), "smoke"):
+        m = store.metrics(case.key)["metrics"]
+        for name in ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0"):
+            assert m[name]["method"] == "exact" and m[name]["n"] == 200
+            assert m[f"{name}_sliced"]["method"] == "sliced" and m[f"{name}_sliced"]["n"] == 500
+        assert m["floor"]["reps"] == 2 and m["floor"]["mean"] > 0 and m["floor_sliced"]["mean"] > 0
