@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 import platform
 import time
@@ -31,55 +30,69 @@ def _timed(fn) -> float:
 
 
 def _train_cases(suite: str, scale: str, members: int, iterations: int):
-    """The suite's first ``members`` cases and the benchmark's train config for them."""
-    cases = expand(load_suite(suite), scale)[:members]
+    """The suite's first ``members`` cases of one seed (the paper suite: its 12 models, 3 targets x
+    4 w_R) and the benchmark's train config for them."""
+    cases = expand(load_suite(suite), scale, seeds=1)[:members]
     cfg = dict(cases[0].config["train"], iterations=iterations, checkpoint_every=10**9)
     return cases, cfg
 
 
-def _ensemble(cases, built, cfg, models=None, device=None):
+def _ensemble(cases, cfg, device=None, compile: bool = False, models=None) -> float:
+    """Seconds to train ``cases`` as one ensemble (fresh models unless ``models`` are given)."""
     from .ensemble import train_ensemble
 
-    train_ensemble(models or [b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
-                   [c.config["seed"] for c in cases], device=device)
+    built = [build(c, device) for c in cases]
+    models = models or [b[2] for b in built]
+    return _timed(lambda: train_ensemble(models, [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
+                                         [c.config["seed"] for c in cases], device=device, compile=compile))
 
 
 def bench_training(suite: str, scale: str, members: int, iterations: int, device=None, workers: int = 1) -> dict:
+    """The per-model autograd loop against the ensemble on jets: eager and compiled, in this process
+    and (on the CPU, ``workers`` > 1) split among single-thread processes. Compiled rows are timed
+    after a one-iteration warm-up that traces them; the tracing time is reported on its own."""
     from .train import train
 
     cases, cfg = _train_cases(suite, scale, members, iterations)
     built = [build(c, device) for c in cases]
-    initial = [copy.deepcopy(b[2]) for b in built]
     loop = _timed(lambda: [train(m, me, tg, sde, cfg, c.config["seed"], device=device)
                            for c, (tg, sde, m, me) in zip(cases, built)])
-    fast = _timed(lambda: _ensemble(cases, built, cfg, initial, device))
     its = len(cases) * iterations
-    out = {"members": len(cases), "iterations": iterations, "loop_it_s": its / loop, "fast_it_s": its / fast,
-           "speedup": loop / fast, "labels": [c.label for c in cases], "batch": cfg["dsm_batch"],
-           "residual_points": cfg["residual_points"]}
-    if device is None and workers > 1:  # the ensemble split among single-thread processes (--workers)
-        pool = _pool_training(suite, scale, members, iterations, workers)
-        out.update({"workers": workers, "pool_it_s": its / pool, "pool_speedup": loop / pool})
+    out = {"members": len(cases), "iterations": iterations, "loop_it_s": its / loop,
+           "labels": [c.label for c in cases], "batch": cfg["dsm_batch"], "residual_points": cfg["residual_points"]}
+    for name, compile in (("eager", False), ("compiled", True)):
+        warm = _ensemble(cases, dict(cfg, iterations=1), device, compile) if compile else 0.0
+        seconds = _ensemble(cases, cfg, device, compile)
+        out[name] = {"it_s": its / seconds, "speedup": loop / seconds, "warmup_s": warm}
+        if device is None and workers > 1:
+            pool, warm = _pool_training(suite, scale, members, iterations, workers, compile)
+            out[f"pool_{name}"] = {"it_s": its / pool, "speedup": loop / pool, "warmup_s": warm}
+    out["workers"] = workers
     return out
 
 
-def _train_part(suite: str, scale: str, members: int, iterations: int, part: int, parts: int) -> None:
+def _train_part(suite: str, scale: str, members: int, iterations: int, part: int, parts: int,
+                compile: bool) -> float:
+    from .execute import split_balanced
+
     torch.set_num_threads(1)
     cases, cfg = _train_cases(suite, scale, members, iterations)
-    cases = cases[part::parts]
-    _ensemble(cases, [build(c) for c in cases], cfg)
+    return _ensemble(split_balanced(cases, parts)[part], cfg, compile=compile)
 
 
-def _pool_training(suite: str, scale: str, members: int, iterations: int, workers: int) -> float:
-    """Seconds for the training itself, the pool started and warmed up first (process start and
-    imports are a one-off cost per run, not per iteration)."""
+def _pool_training(suite: str, scale: str, members: int, iterations: int, workers: int,
+                   compile: bool) -> tuple[float, float]:
+    """(seconds for the training itself, seconds of the warm-up): the pool is started and warmed up
+    by one iteration first (process start, imports and tracing are one-off costs per run, not per
+    iteration); the parts are split by ``execute.split_balanced``, as ``fpbench run --workers``."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    def parts(its):
+        return zip(*[(suite, scale, members, its, k, workers, compile) for k in range(workers)])
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_train_part, *zip(*[(suite, scale, members, 1, k, workers) for k in range(workers)])))  # warm
-        return _timed(lambda: list(pool.map(_train_part, *zip(*[(suite, scale, members, iterations, k, workers)
-                                                                 for k in range(workers)]))))
+        warm = _timed(lambda: list(pool.map(_train_part, *parts(1))))
+        return _timed(lambda: list(pool.map(_train_part, *parts(iterations)))), warm
 
 
 def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, device=None) -> dict:
@@ -138,12 +151,7 @@ def format_bench(r: dict) -> str:
         f"Measured {r['date']} by `fpbench bench` on {r['device']} ({r['machine']}, {r['threads']} torch threads, "
         f"torch {r['torch']}); suite `{r['suite']}` at scale `{r['scale']}`.", "",
         "| what | baseline (per model, autograd) | fpbench | ratio |", "|---|---:|---:|---:|",
-        f"| training, iterations/s ({t['members']} models, DSM batch {t['batch']}, {t['residual_points']} residual "
-        f"points, {t['iterations']} iterations each) | {t['loop_it_s']:.1f} | {t['fast_it_s']:.1f} "
-        f"(ensemble on jets) | {t['speedup']:.2f}x |",
-        *([f"| training, the same ensemble split among {t['workers']} single-thread processes (`--executor process "
-           f"--workers {t['workers']}`), wall clock | {t['loop_it_s']:.1f} | {t['pool_it_s']:.1f} | "
-           f"{t['pool_speedup']:.2f}x |"] if "pool_it_s" in t else []),
+        *_training_rows(t),
         f"| sampling, particle-steps/s (Euler PF-ODE, {s['members']} models x {s['n']:,} particles x {s['steps']} "
         f"steps) | {s['autograd_ps']:.3g} | {s['fast_ps']:.3g} (reverse-mode score) | "
         f"{s['fast_ps'] / s['autograd_ps']:.2f}x |",
@@ -153,4 +161,22 @@ def format_bench(r: dict) -> str:
         f"{w['authors_solves_s']:.2f} | {w['fast_solves_s']:.2f} (cached cost, supports only) | "
         f"{w['fast_solves_s'] / w['authors_solves_s']:.2f}x |", "",
         f"The two W2² computations agree to {w['max_difference']:.1e}. Training ratios are for the whole "
-        "iteration (data draws, DSM, the log-FP residual where w_R > 0, backward, Adam).", ""])
+        "iteration (data draws, DSM, the log-FP residual where w_R > 0, backward, Adam); the ensemble "
+        "flushes subnormal floats to zero while it trains (`fpbench.ensemble.flush_denormals`), the "
+        "baseline runs with torch's defaults. Compiled rows exclude the one-off tracing, timed on its "
+        f"own: {t['compiled']['warmup_s']:.0f} s in this process"
+        + (f", {t['pool_compiled']['warmup_s']:.0f} s for the pool (start, imports and tracing)"
+           if "pool_compiled" in t else "") + ".", ""])
+
+
+def _training_rows(t: dict) -> list[str]:
+    what = (f"training, iterations/s ({t['members']} models, DSM batch {t['batch']}, {t['residual_points']} "
+            f"residual points, {t['iterations']} iterations each)")
+    rows = {"eager": f"{what}: the ensemble on jets, this process",
+            "compiled": "the same, loss terms through `torch.compile` (`--compile`)",
+            "pool_eager": f"the ensemble split among {t['workers']} single-thread processes (`--executor process "
+                          f"--workers {t['workers']}`), wall clock",
+            "pool_compiled": "the same, compiled (`--executor process --workers "
+                             f"{t['workers']} --compile`), wall clock"}
+    return [f"| {label} | {t['loop_it_s']:.1f} | {t[name]['it_s']:.1f} | {t[name]['speedup']:.2f}x |"
+            for name, label in rows.items() if name in t]

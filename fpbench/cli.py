@@ -48,7 +48,8 @@ def _cmd_run(args) -> int:
     store = Store(results_root(args.results))
     _device(args.device)
     threads = args.threads or default_threads(args.executor, args.workers)
-    tasks = plan(cases, store.root, args.device, threads, args.workers, ensemble=args.ensemble)
+    tasks = plan(cases, store.root, args.device, threads, args.workers, ensemble=args.ensemble,
+                 compile=args.compile)
     print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) in {len(tasks)} task(s) "
           f"-> {store.root} (executor {args.executor}, workers {args.workers})")
     slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus, args.slurm_cluster)
@@ -222,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "on the suite's targets, beside its own methods; repeatable")
     run.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                      help="train every case on its own (default: same-shape cases train as one ensemble)")
+    run.add_argument("--compile", action="store_true",
+                     help="the ensembles' loss terms through torch.compile (needs a C++ compiler; a one-off "
+                          "tracing cost per process, then faster iterations: reports/performance.md)")
     run.add_argument("--executor", default="inprocess", choices=["inprocess", "process", "dask", "slurm"])
     run.add_argument("--workers", type=int, default=1, help="processes for --executor process/dask (LocalCluster)")
     run.add_argument("--threads", type=int, default=None, help="torch threads per task (default: cores / workers)")
@@ -242,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--results", default=None)
     comp.add_argument("--out", default=None, help="report file (default reports/SUITE-SCALE.md)")
     comp.add_argument("--quiet", action="store_true")
-    comp.set_defaults(func=_cmd_compare, ensemble=True, executor="inprocess", workers=1, threads=None,
+    comp.set_defaults(func=_cmd_compare, ensemble=True, compile=False, executor="inprocess", workers=1, threads=None,
                       scheduler=None, slurm_partition=None, slurm_gpus=0, slurm_time=60, slurm_cpus=2,
                       slurm_cluster="slurm")
 

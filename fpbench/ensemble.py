@@ -15,7 +15,9 @@ others go on. Members must be fpbench MLPs with methods built from fpbench's los
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 
 import torch
 
@@ -58,45 +60,94 @@ def member_chunk(device) -> int | None:
     return None if device is not None and torch.device(device).type == "cuda" else 1
 
 
-def term_values(models, sde, cfg: dict, term: str, draws: list, chunk: int | None = None) -> torch.Tensor:
-    """The unweighted ``term`` of each model on its own draws, shape (E,); ``chunk`` members per call."""
+def term_values(models, sde, cfg: dict, term: str, draws: list, chunk: int | None = None,
+                compiled: bool = False) -> torch.Tensor:
+    """The unweighted ``term`` of each model on its own draws, shape (E,); ``chunk`` members per call;
+    ``compiled``: through ``torch.compile`` (see ``compiled_terms``)."""
     chunk = chunk or len(models)
-    return torch.cat([_term_chunk(models[i:i + chunk], sde, cfg, term, draws[i:i + chunk])
+    return torch.cat([_term_chunk(models[i:i + chunk], sde, cfg, term, draws[i:i + chunk], compiled)
                       for i in range(0, len(models), chunk)])
 
 
-def _term_chunk(models, sde, cfg: dict, term: str, draws: list) -> torch.Tensor:
-    batched = BatchedMLP(models)
+def _stacked_draws(term: str, draws: list) -> tuple[torch.Tensor, ...]:
     if term == "dsm":
-        b = DSMBatch(*(torch.stack([getattr(dr["dsm"], f) for dr in draws]) for f in ("x0", "t", "eps", "xt")))
+        return tuple(torch.stack([getattr(dr["dsm"], f) for dr in draws]) for f in ("x0", "t", "eps", "xt"))
+    return torch.stack([dr[term][0] for dr in draws]), torch.stack([dr[term][1] for dr in draws])
+
+
+def _term_chunk(models, sde, cfg: dict, term: str, draws: list, compiled: bool = False) -> torch.Tensor:
+    batched = BatchedMLP(models)
+    tensors = _stacked_draws(term, draws)
+    if term == "score_fp" and batched.is_potential:  # third derivatives: autograd, never compiled
+        return _potential_score_fp(batched, sde, *tensors)
+    args = (batched.layers(), batched.spec, sde, cfg["dsm_weighting"], term, *tensors)
+    return compiled_terms(*args) if compiled else jet_terms(*args)
+
+
+def jet_terms(layers, spec, sde, weighting: str, term: str, *tensors) -> torch.Tensor:
+    """``term`` (dsm, log_fp, or score_fp of a score network) of the members given by ``layers`` and
+    ``spec`` (``BatchedMLP.from_layers``) on their stacked draws, shape (E,): a pure function of
+    tensors, by the forward-mode jets and the written-out score of ``fpbench.jet``."""
+    batched = BatchedMLP.from_layers(layers, spec)
+    if term == "dsm":
+        b = DSMBatch(*tensors)
         e, n, d = b.xt.shape
         s = batched.score(b.xt, b.t).reshape(-1, d)
         flat = DSMBatch(b.x0.reshape(-1, d), b.t.reshape(-1), b.eps.reshape(-1, d), b.xt.reshape(-1, d))
-        return dsm_loss_terms(lambda _x, _t: s, sde, flat, cfg["dsm_weighting"]).reshape(e, n).mean(-1)
-    x = torch.stack([dr[term][0] for dr in draws])
-    t = torch.stack([dr[term][1] for dr in draws])
+        return dsm_loss_terms(lambda _x, _t: s, sde, flat, weighting).reshape(e, n).mean(-1)
+    x, t = tensors
     e, n, d = x.shape
     xf, tf = x.reshape(-1, d), t.reshape(-1)
     if term == "log_fp":  # eq. 20
         _, u_t, grad_u, lap_u = batched.potential_derivatives(x, t)
         r2 = log_fp_residual_from(u_t.reshape(-1), grad_u.reshape(-1, d), lap_u.reshape(-1), sde, xf, tf) ** 2
-    elif not batched.is_potential:  # eq. 32 for a score network, by forward-mode jets
+    else:  # eq. 32 for a score network
         s, s_t, jac, grad_div = (v.reshape(e * n, *v.shape[2:]) for v in batched.score_derivatives(x, t))
         r2 = score_fp_residual_from(s, s_t, jac, grad_div, sde, xf, tf).pow(2).sum(-1)
-    else:  # eq. 32 for a potential needs third derivatives: autograd on the batched forward
-        def flat_potential(xx, tt):
-            return batched.forward(xx.reshape(e, n, d), tt.reshape(e, n)).reshape(-1)
-        score = lambda xx, tt: ops.gradient(flat_potential, xx, tt, create_graph=True)
-        r2 = score_fp_residual(score, sde, xf, tf, create_graph=True).pow(2).sum(-1)
     return r2.reshape(e, n).mean(-1)
 
 
-def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk) -> dict[int, dict[str, torch.Tensor]]:
+def _potential_score_fp(batched, sde, x, t) -> torch.Tensor:
+    """eq. 32 for potentials needs third derivatives: autograd on the batched forward."""
+    e, n, d = x.shape
+    xf, tf = x.reshape(-1, d), t.reshape(-1)
+
+    def flat_potential(xx, tt):
+        return batched.forward(xx.reshape(e, n, d), tt.reshape(e, n)).reshape(-1)
+    score = lambda xx, tt: ops.gradient(flat_potential, xx, tt, create_graph=True)
+    return score_fp_residual(score, sde, xf, tf, create_graph=True).pow(2).sum(-1).reshape(e, n).mean(-1)
+
+
+_COMPILED: dict = {}
+
+
+def compiled_terms(*args) -> torch.Tensor:
+    """``jet_terms`` through ``torch.compile`` (static shapes): inductor fuses the jets' elementwise
+    work into a few loops around the matmuls (measured in reports/performance.md). Traced once per
+    term and shape; the members' weights are inputs, so any member of the shape reuses the trace.
+    Where compiling fails (no C++ compiler, an unsupported build), this warns once and the process
+    goes on with ``jet_terms``: the same numbers up to rounding."""
+    if _COMPILED.get("failed"):
+        return jet_terms(*args)
+    try:
+        if "fn" not in _COMPILED:
+            _COMPILED["fn"] = torch.compile(jet_terms, dynamic=False)
+        return _COMPILED["fn"](*args)
+    except Exception as err:  # a compiler problem: the eager path gives the same numbers
+        _COMPILED["failed"] = True
+        warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); training without it",
+                      stacklevel=2)
+        return jet_terms(*args)
+
+
+def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk,
+               compiled: bool) -> dict[int, dict[str, torch.Tensor]]:
     values: dict[int, dict] = {e: {} for e in alive}
     terms = sorted({k for e in alive for k, w in methods[e].weights.items() if w != 0})
     for term in terms:
         members = [e for e in alive if methods[e].weights.get(term, 0) != 0]
-        vals = term_values([models[e] for e in members], sde, cfg, term, [draws[e] for e in members], chunk)
+        vals = term_values([models[e] for e in members], sde, cfg, term, [draws[e] for e in members], chunk,
+                           compiled)
         for e, v in zip(members, vals):
             values[e][term] = v
     # each member's terms in its method's order, as Method.loss reports them
@@ -104,13 +155,32 @@ def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk) -> dic
 
 
 def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], labels: list[str] | None = None,
-                   device=None, checkpoint=None) -> list[TrainResult | TrainingError]:
+                   device=None, checkpoint=None, compile: bool = False) -> list[TrainResult | TrainingError]:
     """Train ``models`` (same architecture, same train config) together, in place. Returns each
     member's TrainResult, or the TrainingError that stopped it. ``checkpoint`` (a path) is written
-    atomically every ``checkpoint_every`` iterations and resumed from."""
+    atomically every ``checkpoint_every`` iterations and resumed from. ``compile``: the loss terms
+    through ``torch.compile`` (``compiled_terms``)."""
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
         raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
+    with flush_denormals():
+        return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile)
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Flush float subnormals to zero while training (``torch.set_flush_denormal``), then back to
+    torch's default. softplus(beta = 100) meets many: exp(beta h) is subnormal for beta h in
+    [-103, -87], and subnormal arithmetic takes x86's slow path (measured 2.3x slower softplus in
+    reports/performance.md). Values below 1.2e-38 change nothing the losses can see."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile):
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     params = [p for m in models for p in m.parameters()]
@@ -132,7 +202,7 @@ def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], l
         if new_stage != stage:  # the authors start a fresh Adam at each stage
             stage, opt = new_stage, torch.optim.Adam(params, lr=lr)
         draws = {e: _member_draws(targets[e], sde, methods[e], cfg, gens[e], dtype, device) for e in alive}
-        values = _all_terms(models, sde, cfg, methods, draws, alive, member_chunk(device))
+        values = _all_terms(models, sde, cfg, methods, draws, alive, member_chunk(device), compile)
         totals = {e: sum(methods[e].weights[k] * v for k, v in values[e].items()) for e in alive}
         for e, total in totals.items():
             if not torch.isfinite(total):

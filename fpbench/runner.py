@@ -79,7 +79,7 @@ def ensemble_key(case: Case) -> str | None:
     return json.dumps([cfg["sde"], cfg["model"], cfg["train"], dim], sort_keys=True)
 
 
-def train_groups(cases: list[Case], store: Store, device=None, log=print) -> dict[str, str]:
+def train_groups(cases: list[Case], store: Store, device=None, log=print, compile: bool = False) -> dict[str, str]:
     """Train, as ensembles, the untrained cases that share an ``ensemble_key``; each member's weights
     and history land in its own case directory. A member whose loss turns non-finite fails alone:
     it is marked failed in the store and returned as {key: reason}; the others finish."""
@@ -100,7 +100,7 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print) -> dic
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
                                  members[0].config["train"], [c.config["seed"] for c in members],
-                                 [c.label for c in members], device, checkpoint=ckpt)
+                                 [c.label for c in members], device, checkpoint=ckpt, compile=compile)
         for case, (_, _, model, _), res in zip(members, built, results):
             out = store.case_dir(case.key)
             out.mkdir(parents=True, exist_ok=True)

@@ -118,3 +118,19 @@ def test_a_task_that_dies_marks_its_unfinished_cases_failed(cases, tmp_path):
 def test_unknown_executor_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown executor 'mpi'; known: inprocess, process, dask, slurm"):
         make_executor("mpi")
+
+
+def test_split_balanced_deals_members_by_training_cost():
+    from fpbench.execute import split_balanced, training_cost
+
+    cases = expand(load_suite("paper"), "smoke", seeds=1)  # 3 DSM-only members and 9 with the log-FP term
+    cfg = cases[0].config["train"]
+    costs = {c.key: training_cost(c) for c in cases}
+    assert sorted(set(costs.values())) == [cfg["dsm_batch"], cfg["dsm_batch"] + 5 * cfg["residual_points"]]
+    parts = split_balanced(cases, 2)
+    loads = [sum(costs[c.key] for c in part) for part in parts]
+    assert sorted(c.key for part in parts for c in part) == sorted(costs)  # every member once
+    assert max(loads) - min(loads) <= max(costs.values())  # no part heavier by more than one member
+    order = {c.key: i for i, c in enumerate(cases)}
+    assert all([order[c.key] for c in part] == sorted(order[c.key] for c in part) for part in parts)
+    assert split_balanced(cases[:1], 4) == [cases[:1]]

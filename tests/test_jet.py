@@ -9,7 +9,7 @@ import torch
 
 from fpbench import operators as ops
 from fpbench.ensemble import term_values, train_ensemble
-from fpbench.jet import BatchedMLP, fast_score, supports
+from fpbench.jet import BatchedMLP, SoftplusDerivatives, fast_score, supports
 from fpbench.methods import make_method
 from fpbench.models import ExactScore, PotentialMLP, ScoreMLP
 from fpbench.residuals import log_fp_residual, score_fp_residual
@@ -133,3 +133,70 @@ def test_a_diverging_member_fails_alone():
     train_ensemble([kept], [make_method("fp", w_r=1.0)], [make_target("blob")], sde, TRAIN_CFG, [5])
     for p, q in zip(good.parameters(), kept.parameters()):
         assert torch.equal(p, q)  # the healthy member is unaffected by its diverging neighbour
+
+
+def test_softplus_derivatives_node_passes_gradcheck_in_every_regime():
+    """s1, value and s2 of softplus(beta) and their backward (s3 included) against finite differences,
+    with points in the linear regime (beta h > threshold), near it and far below zero."""
+    h = torch.tensor([-0.5, -0.08, -0.01, 0.0, 0.004, 0.03, 0.19, 0.25, 1.0], dtype=torch.float64,
+                     requires_grad=True)
+    for value, curvature in ((True, True), (False, False), (True, False)):
+        def f(x, value=value, curvature=curvature):
+            return tuple(o for o in SoftplusDerivatives.apply(x, 100.0, 20.0, value, curvature) if o is not None)
+        assert torch.autograd.gradcheck(f, (h,), eps=1e-7, atol=1e-6)
+    s1, a, s2 = SoftplusDerivatives.apply(h.detach(), 100.0, 20.0, True, True)
+    torch.testing.assert_close(a, torch.nn.functional.softplus(h.detach(), 100.0, 20.0), rtol=0, atol=0)
+    torch.testing.assert_close(s1, torch.where(100 * h > 20, 1.0, torch.sigmoid(100 * h)).detach())
+    torch.testing.assert_close(s2, (100 * s1 * (1 - s1)))
+
+
+def _compiler_missing() -> bool:
+    import os
+    import shutil
+
+    return shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None
+
+
+@pytest.mark.skipif(_compiler_missing(), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.parametrize("term", ["dsm", "log_fp", "score_fp"])
+def test_compiled_terms_equal_the_eager_jets(term):
+    """The ``--compile`` path: the same term values and parameter gradients as the eager jets (float64),
+    and it really compiled (no silent fallback)."""
+    import fpbench.ensemble as ens
+
+    cls = ScoreMLP if term == "score_fp" else PotentialMLP
+    eager, comp = _models(cls, 2, seed=7), None
+    comp = [copy.deepcopy(m) for m in eager]
+    sde, cfg = make_sde("ou"), dict(TRAIN_CFG, dtype="float64")
+    method = make_method("score_fp" if term == "score_fp" else "fp", **({"w_s": 1.0} if term == "score_fp"
+                                                                        else {"w_r": 1.0}))
+    draws = [ens._member_draws(make_target("blob"), sde, method, cfg, torch.Generator().manual_seed(e),
+                               torch.float64, None) for e in range(2)]
+    ens._COMPILED.clear()
+    mine = term_values(comp, sde, cfg, term, draws, chunk=1, compiled=True)
+    theirs = term_values(eager, sde, cfg, term, draws, chunk=1)
+    assert not ens._COMPILED.get("failed")
+    torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    mine.sum().backward()
+    theirs.sum().backward()
+    for m, e in zip(comp, eager):
+        for p, q in zip(m.parameters(), e.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10)
+
+
+def test_a_failing_compile_warns_and_trains_eagerly(monkeypatch):
+    import fpbench.ensemble as ens
+
+    def broken(*_a, **_k):
+        raise RuntimeError("no compiler here")
+    monkeypatch.setattr(torch, "compile", broken)
+    ens._COMPILED.clear()
+    model, method = _fresh(8, 1.0)
+    twin = copy.deepcopy(model)
+    sde, target = make_sde("ou"), make_target("blob")
+    with pytest.warns(UserWarning, match="torch.compile failed .*no compiler here"):
+        train_ensemble([model], [method], [target], sde, TRAIN_CFG, [8], compile=True)
+    ens._COMPILED.clear()
+    train_ensemble([twin], [make_method("fp", w_r=1.0)], [target], sde, TRAIN_CFG, [8])
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
