@@ -200,3 +200,15 @@ def test_a_failing_compile_warns_and_trains_eagerly(monkeypatch):
     train_ensemble([twin], [make_method("fp", w_r=1.0)], [target], sde, TRAIN_CFG, [8])
     for p, q in zip(model.parameters(), twin.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softplus_from_one_exp_equals_torch_kernels(dtype):
+    """The compiled path's (sigmoid, softplus) formula against torch's own kernels, across regimes."""
+    from fpbench.jet import softplus_from_one_exp
+
+    h = torch.linspace(-2, 2, 4001, dtype=dtype)
+    s1, a = softplus_from_one_exp(h, 100.0, 20.0)
+    tol = {"rtol": 2e-6, "atol": 1e-12} if dtype == torch.float32 else {"rtol": 1e-14, "atol": 1e-300}
+    torch.testing.assert_close(a, torch.nn.functional.softplus(h, 100.0, 20.0), **tol)
+    torch.testing.assert_close(s1, torch.where(100 * h > 20, 1.0, torch.sigmoid(100 * h)).to(dtype), **tol)
