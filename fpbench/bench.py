@@ -68,7 +68,27 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
             pool, warm = _pool_training(suite, scale, members, iterations, workers, compile)
             out[f"pool_{name}"] = {"it_s": its / pool, "speedup": loop / pool, "warmup_s": warm}
     out["workers"] = workers
+    out["floor"] = matmul_floor(cases, cfg, workers if device is None else 1, its / loop)
     return out
+
+
+def matmul_floor(cases, cfg, processes: int, loop_it_s: float) -> dict:
+    """The big matmuls alone of one training iteration, timed on one thread: 12 (n x w) @ (w x w)
+    products for the parameter gradient of DSM through a written-out score (forward 2, score 2,
+    backward 8), and 6 more of (d + 3) x residual_points rows for each log-FP member (forward 2,
+    backward 4). Spread over ``processes`` single-thread processes, the iterations/s that no
+    elementwise fusion can beat; ``bound`` is that over the loop's."""
+    from .execute import training_cost
+
+    width = cases[0].config["model"]["width"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a, w = torch.randn(cfg["dsm_batch"], width), torch.randn(width, width)
+    one = min(_timed(lambda: [a @ w for _ in range(12)]) for _ in range(5)) / 12  # one DSM-batch matmul
+    seconds = sum(12 * one + 6 * one * (training_cost(c) - cfg["dsm_batch"]) / cfg["dsm_batch"] for c in cases)
+    torch.set_num_threads(threads)
+    it_s = len(cases) * processes / seconds
+    return {"it_s": it_s, "bound": it_s / loop_it_s, "processes": processes}
 
 
 def _train_part(suite: str, scale: str, members: int, iterations: int, part: int, parts: int,
@@ -178,5 +198,10 @@ def _training_rows(t: dict) -> list[str]:
                           f"--workers {t['workers']}`), wall clock",
             "pool_compiled": "the same, compiled (`--executor process --workers "
                              f"{t['workers']} --compile`), wall clock"}
-    return [f"| {label} | {t['loop_it_s']:.1f} | {t[name]['it_s']:.1f} | {t[name]['speedup']:.2f}x |"
-            for name, label in rows.items() if name in t]
+    lines = [f"| {label} | {t['loop_it_s']:.1f} | {t[name]['it_s']:.1f} | {t[name]['speedup']:.2f}x |"
+             for name, label in rows.items() if name in t]
+    if "floor" in t:
+        f = t["floor"]
+        lines.append(f"| bound: the big matmuls alone, on {f['processes']} single-thread process(es), no other work | "
+                     f"{t['loop_it_s']:.1f} | {f['it_s']:.1f} | {f['bound']:.2f}x |")
+    return lines
