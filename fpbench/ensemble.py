@@ -163,6 +163,7 @@ def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], l
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
         raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
+    reuse_freed_memory()
     with flush_denormals():
         return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile)
 
@@ -178,6 +179,24 @@ def flush_denormals():
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+def reuse_freed_memory() -> bool:
+    """Keep freed memory in this process for reuse (glibc's ``mallopt``; elsewhere nothing changes,
+    and False is returned). torch's CPU allocator is malloc: every activation of 4000 x 80 floats
+    (1.3 MB) is above glibc's mmap threshold, so each iteration maps fresh pages and pays a page
+    fault per 4 KB on first touch, then unmaps them. With the threshold at its maximum (32 MB) and
+    trimming off, the blocks are reused: measured 12.1-12.8 ms -> 9.8-10.4 ms for one compiled DSM
+    step at quick scale. The cost: the process keeps its peak heap until it exits."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
 def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile):

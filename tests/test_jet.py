@@ -213,3 +213,14 @@ def test_softplus_from_one_exp_equals_torch_kernels(dtype):
     tol = {"rtol": 2e-6, "atol": 1e-12} if dtype == torch.float32 else {"rtol": 1e-14, "atol": 1e-300}
     torch.testing.assert_close(a, torch.nn.functional.softplus(h, 100.0, 20.0), rtol=tol["rtol"], atol=eps / 100)
     torch.testing.assert_close(s1, torch.where(100 * h > 20, 1.0, torch.sigmoid(100 * h)).to(dtype), **tol)
+
+
+def test_thin_matmul_gradients_and_their_gradients_match_finite_differences():
+    from fpbench.jet import ThinMatmul
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(2, 5, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    torch.testing.assert_close(ThinMatmul.apply(a, b), a @ b, rtol=1e-14, atol=0)
+    assert torch.autograd.gradcheck(ThinMatmul.apply, (a, b))
+    assert torch.autograd.gradgradcheck(ThinMatmul.apply, (a, b))  # the score-FP term of a potential needs it
