@@ -142,23 +142,28 @@ def _pool_training(suite: str, scale: str, members: int, iterations: int, worker
 
 
 def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, device=None) -> dict:
+    """The autograd score with torch's defaults against the fast scores as the runner samples with
+    them (subnormals flushed)."""
+    from .ensemble import flush_denormals
     from .jet import BatchedMLP, fast_score
     from .samplers import euler_ode, uniform_grid
 
-    cases = expand(load_suite(suite), scale)[:members]
+    cases = expand(load_suite(suite), scale, seeds=1)[:members]
     built = [build(c, device) for c in cases]
     models, sde = [b[2] for b in built], built[0][1]
     ts = uniform_grid(sde.T, steps)
     x_T = sde.prior_sample(n, 2, torch.Generator().manual_seed(0)).to(device)
     autograd = _timed(lambda: [euler_ode(lambda x, t, m=m: m.score(x, t), sde, x_T, ts) for m in models])
-    one = _timed(lambda: [euler_ode(fast_score(m), sde, x_T, ts) for m in models])
+    with flush_denormals():
+        one = _timed(lambda: [euler_ode(fast_score(m), sde, x_T, ts) for m in models])
     batched = BatchedMLP(models)
     e = len(models)
 
     def all_at_once(x, t):
         t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[:-1])
         return batched.score(x.reshape(e, n, 2), t.reshape(e, n)).reshape(-1, 2)
-    together = _timed(lambda: euler_ode(all_at_once, sde, x_T.repeat(e, 1), ts))
+    with flush_denormals():
+        together = _timed(lambda: euler_ode(all_at_once, sde, x_T.repeat(e, 1), ts))
     work = e * n * steps
     return {"members": e, "n": n, "steps": steps, "autograd_ps": work / autograd, "fast_ps": work / one,
             "batched_ps": work / together}
@@ -210,7 +215,9 @@ def format_bench(r: dict) -> str:
         "iteration (data draws, DSM, the log-FP residual where w_R > 0, backward, Adam); the ensemble "
         "flushes subnormal floats to zero while it trains (`fpbench.ensemble.flush_denormals`) and keeps "
         "freed memory for reuse (`reuse_freed_memory`), the baseline runs with torch's and glibc's "
-        "defaults; the reference row shows what those settings alone do for the baseline. "
+        "defaults; the reference row shows what those settings alone do for the baseline. Sampling: the "
+        "fast scores run with subnormals flushed, as the runner samples; freed memory is reused in both "
+        "sampling columns (set by the training rows before them, for the rest of the process). "
         "Compiled rows exclude the one-off tracing, timed on its "
         f"own: {t['compiled']['warmup_s']:.0f} s in this process"
         + (f", {t['pool_compiled']['warmup_s']:.0f} s for the pool (start, imports and tracing)"
