@@ -51,12 +51,9 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
     """The per-model autograd loop against the ensemble on jets: eager and compiled, in this process
     and (on the CPU, ``workers`` > 1) split among single-thread processes. Compiled rows are timed
     after a one-iteration warm-up that traces them; the tracing time is reported on its own."""
-    from .train import train
 
     cases, cfg = _train_cases(suite, scale, members, iterations)
-    built = [build(c, device) for c in cases]
-    loop = _timed(lambda: [train(m, me, tg, sde, cfg, c.config["seed"], device=device)
-                           for c, (tg, sde, m, me) in zip(cases, built)])
+    loop = _loop(cases, cfg, device)
     its = len(cases) * iterations
     out = {"members": len(cases), "iterations": iterations, "loop_it_s": its / loop,
            "labels": [c.label for c in cases], "batch": cfg["dsm_batch"], "residual_points": cfg["residual_points"]}
@@ -74,19 +71,24 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
     return out
 
 
-def _train_loop(suite: str, scale: str, members: int, iterations: int, threads: int) -> float:
-    """Seconds for the per-model autograd loop in this process, under the ensemble's process
-    settings (subnormals flushed, freed memory reused)."""
-    from .ensemble import flush_denormals, reuse_freed_memory
+def _loop(cases, cfg, device=None) -> float:
+    """Seconds for the baseline: each case trained on its own by the per-model autograd loop."""
     from .train import train
 
+    built = [build(c, device) for c in cases]
+    return _timed(lambda: [train(m, me, tg, sde, cfg, c.config["seed"], device=device)
+                           for c, (tg, sde, m, me) in zip(cases, built)])
+
+
+def _train_loop(suite: str, scale: str, members: int, iterations: int, threads: int) -> float:
+    """Seconds for the baseline loop in this process, under the ensemble's process settings
+    (subnormals flushed, freed memory reused)."""
+    from .ensemble import flush_denormals, reuse_freed_memory
+
     torch.set_num_threads(threads)
-    cases, cfg = _train_cases(suite, scale, members, iterations)
-    built = [build(c) for c in cases]
     reuse_freed_memory()
     with flush_denormals():
-        return _timed(lambda: [train(m, me, tg, sde, cfg, c.config["seed"]) for c, (tg, sde, m, me) in
-                               zip(cases, built)])
+        return _loop(*_train_cases(suite, scale, members, iterations))
 
 
 def _loop_with_settings(suite: str, scale: str, members: int, iterations: int) -> float:

@@ -93,11 +93,11 @@ def split_balanced(members: list, parts: int) -> list[list]:
     """``members`` dealt into at most ``parts`` lists of about equal ``training_cost`` (largest first,
     each to the lightest list), each in its original order."""
     parts = max(1, min(parts, len(members)))
-    order = sorted(range(len(members)), key=lambda i: -training_cost(members[i]))
+    costs = [training_cost(m) for m in members]
     loads, chosen = [0] * parts, [[] for _ in range(parts)]
-    for i in order:
+    for i in sorted(range(len(members)), key=lambda i: -costs[i]):
         k = loads.index(min(loads))
-        loads[k] += training_cost(members[i])
+        loads[k] += costs[i]
         chosen[k].append(i)
     return [[members[i] for i in sorted(part)] for part in chosen]
 
