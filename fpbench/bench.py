@@ -14,11 +14,13 @@ from __future__ import annotations
 import datetime
 import platform
 import time
+from statistics import median
 
 import ot
 import torch
 
 from . import metrics as mx
+from .ensemble import cpu_settings, onednn_keeps_float32, train_ensemble
 from .runner import build
 from .suite import expand, load_suite
 
@@ -39,36 +41,46 @@ def _train_cases(suite: str, scale: str, members: int, iterations: int):
 
 def _ensemble(cases, cfg, device=None, compile: bool = False, models=None) -> float:
     """Seconds to train ``cases`` as one ensemble (fresh models unless ``models`` are given)."""
-    from .ensemble import train_ensemble
-
     built = [build(c, device) for c in cases]
     models = models or [b[2] for b in built]
     return _timed(lambda: train_ensemble(models, [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
                                          [c.config["seed"] for c in cases], device=device, compile=compile))
 
 
-def bench_training(suite: str, scale: str, members: int, iterations: int, device=None, workers: int = 1) -> dict:
+def bench_training(suite: str, scale: str, members: int, iterations: int, device=None, workers: int = 1,
+                   repeats: int = 3) -> dict:
     """The per-model autograd loop against the ensemble on jets: eager and compiled, in this process
-    and (on the CPU, ``workers`` > 1) split among single-thread processes. Compiled rows are timed
-    after a one-iteration warm-up that traces them; the tracing time is reported on its own."""
+    and (on the CPU, ``workers`` > 1) split among single-thread processes, each timed ``repeats``
+    times from fresh models (``_rates``). Compiled rows are timed after a one-iteration warm-up that
+    traces them; the tracing time is reported on its own."""
 
     cases, cfg = _train_cases(suite, scale, members, iterations)
-    loop = _loop(cases, cfg, device)
+    loop = [_loop(cases, cfg, device) for _ in range(repeats)]
     its = len(cases) * iterations
-    out = {"members": len(cases), "iterations": iterations, "loop_it_s": its / loop,
+    out = {"members": len(cases), "iterations": iterations, "repeats": repeats, "loop_it_s": its / median(loop),
+           "loop_it_s_range": (its / max(loop), its / min(loop)),
            "labels": [c.label for c in cases], "batch": cfg["dsm_batch"], "residual_points": cfg["residual_points"]}
+    on_cpu = device is None or torch.device(device).type == "cpu"
     for name, compile in (("eager", False), ("compiled", True)):
         warm = _ensemble(cases, dict(cfg, iterations=1), device, compile) if compile else 0.0
-        seconds = _ensemble(cases, cfg, device, compile)
-        out[name] = {"it_s": its / seconds, "speedup": loop / seconds, "warmup_s": warm}
-        if device is None and workers > 1:
-            pool, warm = _pool_training(suite, scale, members, iterations, workers, compile)
-            out[f"pool_{name}"] = {"it_s": its / pool, "speedup": loop / pool, "warmup_s": warm}
+        out[name] = _rates(its, [_ensemble(cases, cfg, device, compile) for _ in range(repeats)], loop, warmup_s=warm)
+        if on_cpu and workers > 1:
+            pool, warm = _pool_training(suite, scale, members, iterations, workers, compile, repeats)
+            out[f"pool_{name}"] = _rates(its, pool, loop, warmup_s=warm)
     out["workers"] = workers
-    out["floor"] = matmul_floor(cases, cfg, workers if device is None else 1, its / loop)
-    if device is None:  # how much of the gain is the process settings alone
-        out["loop_settings"] = {"it_s": its / _loop_with_settings(suite, scale, members, iterations)}
+    if on_cpu:  # how much of the gain is the process settings alone, and what the matmuls allow
+        out["loop_settings"] = _rates(its, _loop_with_settings(suite, scale, members, iterations, repeats), loop)
+        out["floor"] = matmul_floor(cases, cfg, workers, its / median(loop))
     return out
+
+
+def _rates(its: int, seconds: list[float], loop: list[float], **extra) -> dict:
+    """Iterations/s and the speed-up over the baseline loop from repeated timings: medians, with
+    the range over the repeats (speed-up: slowest run against the fastest baseline run, and the
+    other way round)."""
+    return {"it_s": its / median(seconds), "it_s_range": (its / max(seconds), its / min(seconds)),
+            "speedup": median(loop) / median(seconds), "speedup_range": (min(loop) / max(seconds),
+                                                                      max(loop) / min(seconds)), **extra}
 
 
 def _loop(cases, cfg, device=None) -> float:
@@ -80,24 +92,21 @@ def _loop(cases, cfg, device=None) -> float:
                            for c, (tg, sde, m, me) in zip(cases, built)])
 
 
-def _train_loop(suite: str, scale: str, members: int, iterations: int, threads: int) -> float:
-    """Seconds for the baseline loop in this process, under the ensemble's process settings
-    (subnormals flushed, freed memory reused)."""
-    from .ensemble import flush_denormals, reuse_freed_memory
-
+def _train_loop(suite: str, scale: str, members: int, iterations: int, threads: int, repeats: int) -> list[float]:
+    """Seconds for the baseline loop in this process, ``repeats`` times, under the ensemble's process
+    settings (``ensemble.cpu_settings``)."""
     torch.set_num_threads(threads)
-    reuse_freed_memory()
-    with flush_denormals():
-        return _loop(*_train_cases(suite, scale, members, iterations))
+    with cpu_settings():
+        return [_loop(*_train_cases(suite, scale, members, iterations)) for _ in range(repeats)]
 
 
-def _loop_with_settings(suite: str, scale: str, members: int, iterations: int) -> float:
-    """The baseline loop again, in a fresh process (the settings stay in a process once made)."""
+def _loop_with_settings(suite: str, scale: str, members: int, iterations: int, repeats: int) -> list[float]:
+    """The baseline loop again, in a fresh process (freed memory stays reused in a process once set)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_train_loop, suite, scale, members, iterations, torch.get_num_threads()).result()
+        return pool.submit(_train_loop, suite, scale, members, iterations, torch.get_num_threads(), repeats).result()
 
 
 def matmul_floor(cases, cfg, processes: int, loop_it_s: float) -> dict:
@@ -105,14 +114,16 @@ def matmul_floor(cases, cfg, processes: int, loop_it_s: float) -> dict:
     products for the parameter gradient of DSM through a written-out score (forward 2, score 2,
     backward 8), and 6 more of (d + 3) x residual_points rows for each log-FP member (forward 2,
     backward 4). Spread over ``processes`` single-thread processes, the iterations/s that no
-    elementwise fusion can beat; ``bound`` is that over the loop's."""
+    elementwise fusion can beat; ``bound`` is that over the loop's. Timed under the ensemble's
+    process settings (``ensemble.cpu_settings``: the matmuls on the same kernels as the ensemble's)."""
     from .execute import training_cost
 
     width = cases[0].config["model"]["width"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     a, w = torch.randn(cfg["dsm_batch"], width), torch.randn(width, width)
-    one = min(_timed(lambda: [a @ w for _ in range(12)]) for _ in range(5)) / 12  # one DSM-batch matmul
+    with cpu_settings():
+        one = min(_timed(lambda: [a @ w for _ in range(12)]) for _ in range(5)) / 12  # one DSM-batch matmul
     seconds = sum(12 * one + 6 * one * (training_cost(c) - cfg["dsm_batch"]) / cfg["dsm_batch"] for c in cases)
     torch.set_num_threads(threads)
     it_s = len(cases) * processes / seconds
@@ -129,8 +140,8 @@ def _train_part(suite: str, scale: str, members: int, iterations: int, part: int
 
 
 def _pool_training(suite: str, scale: str, members: int, iterations: int, workers: int,
-                   compile: bool) -> tuple[float, float]:
-    """(seconds for the training itself, seconds of the warm-up): the pool is started and warmed up
+                   compile: bool, repeats: int) -> tuple[list[float], float]:
+    """(seconds for the training itself, ``repeats`` times; seconds of the warm-up): the pool is started and warmed up
     by one iteration first (process start, imports and tracing are one-off costs per run, not per
     iteration); the parts are split by ``execute.split_balanced``, as ``fpbench run --workers``."""
     import multiprocessing
@@ -140,13 +151,12 @@ def _pool_training(suite: str, scale: str, members: int, iterations: int, worker
         return zip(*[(suite, scale, members, its, k, workers, compile) for k in range(workers)])
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         warm = _timed(lambda: list(pool.map(_train_part, *parts(1))))
-        return _timed(lambda: list(pool.map(_train_part, *parts(iterations)))), warm
+        return [_timed(lambda: list(pool.map(_train_part, *parts(iterations)))) for _ in range(repeats)], warm
 
 
 def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, device=None) -> dict:
     """The autograd score with torch's defaults against the fast scores as the runner samples with
-    them (subnormals flushed)."""
-    from .ensemble import flush_denormals
+    them (under ``ensemble.cpu_settings``)."""
     from .jet import BatchedMLP, fast_score
     from .samplers import euler_ode, uniform_grid
 
@@ -156,7 +166,7 @@ def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, dev
     ts = uniform_grid(sde.T, steps)
     x_T = sde.prior_sample(n, 2, torch.Generator().manual_seed(0)).to(device)
     autograd = _timed(lambda: [euler_ode(lambda x, t, m=m: m.score(x, t), sde, x_T, ts) for m in models])
-    with flush_denormals():
+    with cpu_settings(device):
         one = _timed(lambda: [euler_ode(fast_score(m), sde, x_T, ts) for m in models])
     batched = BatchedMLP(models)
     e = len(models)
@@ -164,7 +174,7 @@ def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, dev
     def all_at_once(x, t):
         t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[:-1])
         return batched.score(x.reshape(e, n, 2), t.reshape(e, n)).reshape(-1, 2)
-    with flush_denormals():
+    with cpu_settings(device):
         together = _timed(lambda: euler_ode(all_at_once, sde, x_T.repeat(e, 1), ts))
     work = e * n * steps
     return {"members": e, "n": n, "steps": steps, "autograd_ps": work / autograd, "fast_ps": work / one,
@@ -189,12 +199,12 @@ def bench_w2(n: int = 60_000, solves: int = 5) -> dict:
 
 
 def run_bench(suite: str = "paper", scale: str = "quick", members: int = 12, iterations: int = 50,
-              n: int = 20_000, steps: int = 50, device=None, workers: int = 2) -> dict:
-    return {"training": bench_training(suite, scale, members, iterations, device, workers),
+              n: int = 20_000, steps: int = 50, device=None, workers: int = 2, repeats: int = 3) -> dict:
+    return {"training": bench_training(suite, scale, members, iterations, device, workers, repeats),
             "sampling": bench_sampling(suite, scale, members, n, steps, device), "w2": bench_w2(),
             "suite": suite, "scale": scale, "device": str(device or "cpu"), "threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor()}".strip(), "torch": torch.__version__,
-            "date": datetime.date.today().isoformat()}
+            "date": datetime.date.today().isoformat(), "onednn": onednn_keeps_float32()}
 
 
 def format_bench(r: dict) -> str:
@@ -202,7 +212,9 @@ def format_bench(r: dict) -> str:
     return "\n".join([
         "# Performance: fpbench's kernels against the straightforward ones, measured in one run", "",
         f"Measured {r['date']} by `fpbench bench` on {r['device']} ({r['machine']}, {r['threads']} torch threads, "
-        f"torch {r['torch']}); suite `{r['suite']}` at scale `{r['scale']}`.", "",
+        f"torch {r['torch']}); suite `{r['suite']}` at scale `{r['scale']}`. Training rows: the median of "
+        f"{t['repeats']} timings from fresh models, with their range in brackets (for a ratio: the slowest "
+        "run against the fastest baseline run, and the other way round).", "",
         "| what | baseline (per model, autograd) | fpbench | ratio |", "|---|---:|---:|---:|",
         *_training_rows(t),
         f"| sampling, particle-steps/s (Euler PF-ODE, {s['members']} models x {s['n']:,} particles x {s['steps']} "
@@ -214,11 +226,13 @@ def format_bench(r: dict) -> str:
         f"{w['authors_solves_s']:.2f} | {w['fast_solves_s']:.2f} (cached cost, supports only) | "
         f"{w['fast_solves_s'] / w['authors_solves_s']:.2f}x |", "",
         f"The two W2² computations agree to {w['max_difference']:.1e}. Training ratios are for the whole "
-        "iteration (data draws, DSM, the log-FP residual where w_R > 0, backward, Adam); the ensemble "
-        "flushes subnormal floats to zero while it trains (`fpbench.ensemble.flush_denormals`) and keeps "
-        "freed memory for reuse (`reuse_freed_memory`), the baseline runs with torch's and glibc's "
-        "defaults; the reference row shows what those settings alone do for the baseline. Sampling: the "
-        "fast scores run with subnormals flushed, as the runner samples; freed memory is reused in both "
+        "iteration (data draws, DSM, the log-FP residual where w_R > 0, backward, Adam). The ensemble "
+        "trains under `fpbench.ensemble.cpu_settings`: subnormal floats flushed to zero, freed memory kept "
+        "for reuse and, where a probe shows oneDNN keeps them float32"
+        f" ({'so on this CPU' if r.get('onednn') else 'not so on this CPU, so they stay on MKL'}), float32 "
+        "matmuls on oneDNN's kernels instead of MKL's; the baseline runs with torch's and glibc's "
+        "defaults, and the reference row shows what those settings alone do for the baseline. Sampling: the "
+        "fast scores run under the same settings, as the runner samples; freed memory is reused in both "
         "sampling columns (set by the training rows before them, for the rest of the process). "
         "Compiled rows exclude the one-off tracing, timed on its "
         f"own: {t['compiled']['warmup_s']:.0f} s in this process"
@@ -246,15 +260,23 @@ def _training_rows(t: dict) -> list[str]:
             "pool_eager": f"the ensemble split among {t['workers']} single-thread processes (`--executor process "
                           f"--workers {t['workers']}`), wall clock",
             "pool_compiled": "the same, compiled (`--executor process --workers "
-                             f"{t['workers']} --compile`), wall clock"}
-    lines = [f"| {label} | {t['loop_it_s']:.1f} | {t[name]['it_s']:.1f} | {t[name]['speedup']:.2f}x |"
+                             f"{t['workers']} --compile`), wall clock",
+            "loop_settings": "for reference: the baseline loop itself under the ensemble's process settings "
+                             "(`ensemble.cpu_settings`)"}
+    loop = _with_range(t["loop_it_s"], t["loop_it_s_range"], ".1f")
+    lines = [f"| {label} | {loop} | {_with_range(t[name]['it_s'], t[name]['it_s_range'], '.1f')} | "
+             f"{_with_range(t[name]['speedup'], t[name]['speedup_range'], '.2f', 'x')} |"
              for name, label in rows.items() if name in t]
-    if "loop_settings" in t:
-        lines.append(f"| for reference: the baseline loop itself under the ensemble's process settings (subnormals "
-                     f"flushed, freed memory reused) | {t['loop_it_s']:.1f} | {t['loop_settings']['it_s']:.1f} | "
-                     f"{t['loop_settings']['it_s'] / t['loop_it_s']:.2f}x |")
     if "floor" in t:
         f = t["floor"]
         lines.append(f"| bound: the big matmuls alone, on {f['processes']} single-thread process(es), no other work | "
-                     f"{t['loop_it_s']:.1f} | {f['it_s']:.1f} | {f['bound']:.2f}x |")
+                     f"{loop} | {f['it_s']:.1f} | {f['bound']:.2f}x |")
     return lines
+
+
+def _with_range(value: float, bounds: tuple[float, float], spec: str, unit: str = "") -> str:
+    """'median (low-high)', or the value alone where it was timed once."""
+    low, high = bounds
+    if low == high:
+        return f"{value:{spec}}{unit}"
+    return f"{value:{spec}}{unit} ({low:{spec}}-{high:{spec}})"

@@ -161,7 +161,7 @@ def _cmd_bench(args) -> int:
     from .bench import format_bench, run_bench
 
     text = format_bench(run_bench(args.suite, args.scale, args.members, args.iterations, args.n, args.steps,
-                                  _device(args.device), args.workers))
+                                  _device(args.device), args.workers, args.repeats))
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n", type=int, default=20_000, help="particles per model for the sampling benchmark")
     bench.add_argument("--steps", type=int, default=50, help="Euler steps for the sampling benchmark")
     bench.add_argument("--workers", type=int, default=2, help="processes for the process-pool training row")
+    bench.add_argument("--repeats", type=int, default=3, help="timings per training row (median and range reported)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default=None, help="also write the markdown here (e.g. reports/performance.md)")
     bench.set_defaults(func=_cmd_bench)

@@ -164,9 +164,77 @@ def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], l
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
         raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
-    reuse_freed_memory()
-    with flush_denormals():
+    with cpu_settings(device):
         return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile)
+
+
+@contextlib.contextmanager
+def cpu_settings(device=None):
+    """The process settings under which ensembles train and the runner samples: freed memory kept
+    for reuse, subnormals flushed, and (on the CPU) float32 matmuls on oneDNN where it computes them
+    in float32. The per-model baseline loop of ``fpbench.train`` runs without them."""
+    reuse_freed_memory()
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    with flush_denormals(), (onednn_float32_matmuls() if on_cpu else contextlib.nullcontext()):
+        yield
+
+
+@contextlib.contextmanager
+def onednn_float32_matmuls():
+    """Route float32 matmuls to oneDNN while the block runs, where oneDNN keeps them float32.
+
+    torch sends float32 mm/bmm to MKL unless ``torch.backends.mkldnn.matmul.fp32_precision`` is
+    ``"bf16"``, which hands them to oneDNN and *allows* it to round the inputs to bfloat16. Whether
+    oneDNN does depends on the CPU's bfloat16 matmul units: on the project's EPYC (AVX512-BF16, no
+    AMX) it computes in float32 with its AVX-512 kernels, where MKL runs its AVX2 Zen kernel; 2.1-3.1x
+    the GFLOP/s (one thread: (4000, 80) @ (80, 80) 530 -> 245 us, (20000, 80) @ (80, 80) 3525 -> 1120
+    us). ``onednn_keeps_float32`` checks by a probe that no bfloat16 rounding happens on this CPU;
+    where it would, or the flag does not exist (torch < 2.9), nothing changes. Sums over the batch
+    (weight gradients) are added in another order than MKL's, so results agree with MKL's to float32
+    rounding, not bit for bit. While the flag is set, torch's legacy ``get_float32_matmul_precision``
+    raises (mixed APIs); it is restored when the block ends."""
+    if not onednn_keeps_float32():
+        yield
+        return
+    flags = torch.backends.mkldnn.matmul
+    before = flags.fp32_precision
+    flags.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        flags.fp32_precision = before
+
+
+@functools.cache
+def onednn_keeps_float32() -> bool:
+    """Whether float32 matmuls under ``fp32_precision = "bf16"`` stay float32 on this CPU
+    (``float32_accurate``)."""
+    flags = getattr(torch.backends.mkldnn, "matmul", None)
+    if not torch.backends.mkldnn.is_available() or not hasattr(flags, "fp32_precision"):
+        return False
+    before = flags.fp32_precision
+    flags.fp32_precision = "bf16"
+    try:
+        return float32_accurate(torch.matmul)
+    finally:
+        flags.fp32_precision = before
+
+
+def float32_accurate(matmul) -> bool:
+    """Whether ``matmul`` computes float32 products to float32 accuracy. The probe's entries are
+    1 + u with 0 < u < 2^-9, which bfloat16 (8 significant bits) rounds to 1: bfloat16 inputs make
+    the products about 2^-9 too small, while float32 sums of at most 512 positive terms are within
+    512 * 2^-24 = 2^-15 of exact. Forward, transposed (weight-gradient) and batched forms are
+    probed; the tolerance is 2^-12."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (1 + torch.rand(2, 512, 64, generator=g) * 2**-9 for _ in range(2))
+    forms = {"mm": lambda mm, x, y: mm(x[0], y[0, :64]), "mm_transposed": lambda mm, x, y: mm(x[0].T, y[0]),
+             "bmm": lambda mm, x, y: mm(x, y.mT)}
+    for form in forms.values():
+        exact = form(torch.matmul, a.double(), b.double())
+        if ((form(matmul, a, b).double() - exact).abs() / exact).max() >= 2**-12:
+            return False
+    return True
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import torch
 
 from . import metrics as mx
 from . import operators as ops
-from .ensemble import flush_denormals, reuse_freed_memory
+from .ensemble import cpu_settings
 from .jet import fast_score
 from .losses import DSMBatch, dsm_batch, dsm_loss_terms
 from .methods import make_method
@@ -148,8 +148,7 @@ def _sampled(case, model, target, sde, out, device, progress, log):
     log(f"sample {case.label} [{case.key}] n={cfg['n']}")
     ts = _sample_grid(case, sde.T)
     began = time.perf_counter()
-    reuse_freed_memory()
-    with flush_denormals():  # the training's process settings: 2x the particle-steps/s of torch's defaults
+    with cpu_settings(device):  # the training's process settings
         x_ode, x_sde = sample_pair(fast_score(model), sde, cfg["n"], target.dim, ts,
                                    seed=case.config["seed"] + 10_000, scheme=cfg["scheme"], chunk=cfg["chunk"],
                                    dtype=getattr(torch, cfg["dtype"]), device=device)

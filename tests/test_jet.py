@@ -224,3 +224,32 @@ def test_thin_matmul_gradients_and_their_gradients_match_finite_differences():
     torch.testing.assert_close(ThinMatmul.apply(a, b), a @ b, rtol=1e-14, atol=0)
     assert torch.autograd.gradcheck(ThinMatmul.apply, (a, b))
     assert torch.autograd.gradgradcheck(ThinMatmul.apply, (a, b))  # the score-FP term of a potential needs it
+
+
+def test_the_float32_probe_tells_float32_from_bfloat16_rounding():
+    from fpbench.ensemble import float32_accurate
+
+    assert float32_accurate(torch.matmul)
+    assert not float32_accurate(lambda a, b: (a.bfloat16() @ b.bfloat16()).float())  # bfloat16 inputs
+    assert not float32_accurate(lambda a, b: a.bfloat16().float() @ b)  # one side rounded is enough
+
+
+def test_onednn_matmuls_keep_float32_accuracy_and_restore_the_flag():
+    from fpbench.ensemble import cpu_settings, onednn_float32_matmuls
+
+    g = torch.Generator().manual_seed(4)
+    a, w = torch.randn(4000, 80, generator=g), torch.randn(80, 80, generator=g)
+    forms = {"forward": lambda x, y: x @ y, "weight gradient": lambda x, y: x.T @ (x @ y)}
+    flags = getattr(torch.backends.mkldnn, "matmul", None)
+    before = getattr(flags, "fp32_precision", None)
+    with onednn_float32_matmuls():
+        got = {k: f(a, w) for k, f in forms.items()}
+    for k, f in forms.items():  # float32 rounding, relative to the sum of |terms|: 1e-6, not bfloat16's 1e-3
+        scale = f(a.double().abs(), w.double().abs())
+        assert ((got[k].double() - f(a.double(), w.double())).abs() / scale).max() < 1e-5, k
+    assert getattr(flags, "fp32_precision", None) == before
+    with pytest.raises(RuntimeError), onednn_float32_matmuls():
+        raise RuntimeError("an error inside the block")
+    assert getattr(flags, "fp32_precision", None) == before
+    with cpu_settings("cuda"):  # GPU runs keep torch's CPU matmuls as they are
+        assert getattr(flags, "fp32_precision", None) == before
