@@ -80,6 +80,8 @@ class BatchedMLP:
         if self._layers is not None:
             return self._layers
         nets = [m.net for m in self.models]
+        if len(nets) == 1:  # one member (the CPU's way): a view, no copy
+            return [(nets[0][i].weight.unsqueeze(0), nets[0][i].bias.unsqueeze(0)) for i in range(0, len(nets[0]), 2)]
         return [(torch.stack([n[i].weight for n in nets]), torch.stack([n[i].bias for n in nets]))
                 for i in range(0, len(nets[0]), 2)]
 
