@@ -253,3 +253,24 @@ def test_onednn_matmuls_keep_float32_accuracy_and_restore_the_flag():
     assert getattr(flags, "fp32_precision", None) == before
     with cpu_settings("cuda"):  # GPU runs keep torch's CPU matmuls as they are
         assert getattr(flags, "fp32_precision", None) == before
+
+
+def test_all_members_in_one_batched_call_train_as_one_at_a_time(monkeypatch):
+    """The GPU's way (member_chunk None: every member through one bmm per layer), run on the CPU,
+    against the CPU's (one member per call); float64, so only rounding can differ."""
+    import fpbench.ensemble as ens
+
+    specs = [("blob", 0.0, 1), ("checker", 1.0, 2), ("circles2", 10.0, 3)]
+    cfg, sde = dict(TRAIN_CFG, dtype="float64"), make_sde("ou")
+    runs = {}
+    for chunk in (1, None):
+        monkeypatch.setattr(ens, "member_chunk", lambda device, c=chunk: c)
+        group = [(m.double(), me) for m, me in (_fresh(s, w) for _, w, s in specs)]
+        results = train_ensemble([m for m, _ in group], [me for _, me in group], [make_target(n) for n, _, _ in specs],
+                                 sde, cfg, [s for *_, s in specs])
+        runs[chunk] = ([r.history for r in results], [list(m.parameters()) for m, _ in group])
+    for a, b in zip(runs[1][0], runs[None][0]):
+        assert [h["loss"] for h in a] == pytest.approx([h["loss"] for h in b], rel=1e-9)
+    for ps, qs in zip(runs[1][1], runs[None][1]):
+        for p, q in zip(ps, qs):
+            torch.testing.assert_close(p, q, rtol=1e-8, atol=1e-10)
