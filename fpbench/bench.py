@@ -20,7 +20,7 @@ import ot
 import torch
 
 from . import metrics as mx
-from .ensemble import cpu_settings, onednn_keeps_float32, train_ensemble
+from .ensemble import cpu_settings, on_cpu, onednn_keeps_float32, train_ensemble
 from .runner import build
 from .suite import expand, load_suite
 
@@ -39,12 +39,12 @@ def _train_cases(suite: str, scale: str, members: int, iterations: int):
     return cases, cfg
 
 
-def _ensemble(cases, cfg, device=None, compile: bool = False, models=None) -> float:
-    """Seconds to train ``cases`` as one ensemble (fresh models unless ``models`` are given)."""
+def _ensemble(cases, cfg, device=None, compile: bool = False) -> float:
+    """Seconds to train ``cases`` as one ensemble of fresh models."""
     built = [build(c, device) for c in cases]
-    models = models or [b[2] for b in built]
-    return _timed(lambda: train_ensemble(models, [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
-                                         [c.config["seed"] for c in cases], device=device, compile=compile))
+    return _timed(lambda: train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built],
+                                         built[0][1], cfg, [c.config["seed"] for c in cases], device=device,
+                                         compile=compile))
 
 
 def bench_training(suite: str, scale: str, members: int, iterations: int, device=None, workers: int = 1,
@@ -60,15 +60,14 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
     out = {"members": len(cases), "iterations": iterations, "repeats": repeats, "loop_it_s": its / median(loop),
            "loop_it_s_range": (its / max(loop), its / min(loop)),
            "labels": [c.label for c in cases], "batch": cfg["dsm_batch"], "residual_points": cfg["residual_points"]}
-    on_cpu = device is None or torch.device(device).type == "cpu"
     for name, compile in (("eager", False), ("compiled", True)):
         warm = _ensemble(cases, dict(cfg, iterations=1), device, compile) if compile else 0.0
         out[name] = _rates(its, [_ensemble(cases, cfg, device, compile) for _ in range(repeats)], loop, warmup_s=warm)
-        if on_cpu and workers > 1:
+        if on_cpu(device) and workers > 1:
             pool, warm = _pool_training(suite, scale, members, iterations, workers, compile, repeats)
             out[f"pool_{name}"] = _rates(its, pool, loop, warmup_s=warm)
     out["workers"] = workers
-    if on_cpu:  # how much of the gain is the process settings alone, and what the matmuls allow
+    if on_cpu(device):  # how much of the gain is the process settings alone, and what the matmuls allow
         out["loop_settings"] = _rates(its, _loop_with_settings(suite, scale, members, iterations, repeats), loop)
         out["floor"] = matmul_floor(cases, cfg, workers, its / median(loop))
     return out
@@ -96,8 +95,9 @@ def _train_loop(suite: str, scale: str, members: int, iterations: int, threads: 
     """Seconds for the baseline loop in this process, ``repeats`` times, under the ensemble's process
     settings (``ensemble.cpu_settings``)."""
     torch.set_num_threads(threads)
+    cases, cfg = _train_cases(suite, scale, members, iterations)
     with cpu_settings():
-        return [_loop(*_train_cases(suite, scale, members, iterations)) for _ in range(repeats)]
+        return [_loop(cases, cfg) for _ in range(repeats)]
 
 
 def _loop_with_settings(suite: str, scale: str, members: int, iterations: int, repeats: int) -> list[float]:

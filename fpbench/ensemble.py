@@ -174,9 +174,13 @@ def cpu_settings(device=None):
     for reuse, subnormals flushed, and (on the CPU) float32 matmuls on oneDNN where it computes them
     in float32. The per-model baseline loop of ``fpbench.train`` runs without them."""
     reuse_freed_memory()
-    on_cpu = device is None or torch.device(device).type == "cpu"
-    with flush_denormals(), (onednn_float32_matmuls() if on_cpu else contextlib.nullcontext()):
+    with flush_denormals(), (onednn_float32_matmuls() if on_cpu(device) else contextlib.nullcontext()):
         yield
+
+
+def on_cpu(device) -> bool:
+    """Whether ``device`` (None: torch's default, the CPU) is the CPU."""
+    return device is None or torch.device(device).type == "cpu"
 
 
 @contextlib.contextmanager
@@ -193,16 +197,8 @@ def onednn_float32_matmuls():
     (weight gradients) are added in another order than MKL's, so results agree with MKL's to float32
     rounding, not bit for bit. While the flag is set, torch's legacy ``get_float32_matmul_precision``
     raises (mixed APIs); it is restored when the block ends."""
-    if not onednn_keeps_float32():
+    with _onednn_bf16_flag() if onednn_keeps_float32() else contextlib.nullcontext():
         yield
-        return
-    flags = torch.backends.mkldnn.matmul
-    before = flags.fp32_precision
-    flags.fp32_precision = "bf16"
-    try:
-        yield
-    finally:
-        flags.fp32_precision = before
 
 
 @functools.cache
@@ -212,10 +208,18 @@ def onednn_keeps_float32() -> bool:
     flags = getattr(torch.backends.mkldnn, "matmul", None)
     if not torch.backends.mkldnn.is_available() or not hasattr(flags, "fp32_precision"):
         return False
+    with _onednn_bf16_flag():
+        return float32_accurate(torch.matmul)
+
+
+@contextlib.contextmanager
+def _onednn_bf16_flag():
+    """``torch.backends.mkldnn.matmul.fp32_precision = "bf16"`` while the block runs, then as before."""
+    flags = torch.backends.mkldnn.matmul
     before = flags.fp32_precision
     flags.fp32_precision = "bf16"
     try:
-        return float32_accurate(torch.matmul)
+        yield
     finally:
         flags.fp32_precision = before
 
