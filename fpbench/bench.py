@@ -115,7 +115,9 @@ def matmul_floor(cases, cfg, processes: int, loop_it_s: float) -> dict:
     backward 8), and 6 more of (d + 3) x residual_points rows for each log-FP member (forward 2,
     backward 4). Spread over ``processes`` single-thread processes, the iterations/s that no
     elementwise fusion can beat; ``bound`` is that over the loop's. Timed under the ensemble's
-    process settings (``ensemble.cpu_settings``: the matmuls on the same kernels as the ensemble's)."""
+    process settings (``ensemble.cpu_settings``: the matmuls on the same kernels as the ensemble's),
+    with the operands in cache; ``cold_us`` is one product with the caches flushed before it, as
+    inside training, where the operands come from memory."""
     from .execute import training_cost
 
     width = cases[0].config["model"]["width"]
@@ -124,10 +126,18 @@ def matmul_floor(cases, cfg, processes: int, loop_it_s: float) -> dict:
     a, w = torch.randn(cfg["dsm_batch"], width), torch.randn(width, width)
     with cpu_settings():
         one = min(_timed(lambda: [a @ w for _ in range(12)]) for _ in range(5)) / 12  # one DSM-batch matmul
+        cold = median(_cold_timed(lambda: a @ w) for _ in range(20))
     seconds = sum(12 * one + 6 * one * (training_cost(c) - cfg["dsm_batch"]) / cfg["dsm_batch"] for c in cases)
     torch.set_num_threads(threads)
     it_s = len(cases) * processes / seconds
-    return {"it_s": it_s, "bound": it_s / loop_it_s, "processes": processes}
+    return {"it_s": it_s, "bound": it_s / loop_it_s, "processes": processes, "warm_us": one * 1e6,
+            "cold_us": cold * 1e6, "shape": (cfg["dsm_batch"], width)}
+
+
+def _cold_timed(fn, flush_mb: int = 64) -> float:
+    """Seconds of ``fn`` right after writing ``flush_mb`` MB, more than the caches hold."""
+    torch.ones(flush_mb * 2**18).add_(1.0)
+    return _timed(fn)
 
 
 def _train_part(suite: str, scale: str, members: int, iterations: int, part: int, parts: int,
@@ -245,13 +255,14 @@ def _bound_note(t: dict) -> list[str]:
         return []
     best = max((v for k, v in t.items() if isinstance(v, dict) and "speedup" in v), key=lambda v: v["speedup"])
     f = t["floor"]
-    return ["", f"The big matmuls of the parameter gradient (12 products of the DSM batch through the 80 x 80 "
-            f"layers, 6 more per log-FP member), with no other work at all, would give {f['bound']:.2f}x on "
+    width = f["shape"][1]
+    return ["", f"The big matmuls of the parameter gradient (12 products of the DSM batch through the {width} x "
+            f"{width} layers, 6 more per log-FP member), with no other work at all, would give {f['bound']:.2f}x on "
             f"{f['processes']} process(es); the fastest row reaches {best['speedup']:.2f}x, "
             f"{best['speedup'] / f['bound']:.0%} of that bound. The bound times each product with its operands "
-            "in cache; inside training they come from memory (one (4000, 80) @ (80, 80) product on oneDNN, one "
-            "thread: 215 us in cache, 382 us with the caches flushed first, measured on the project's EPYC), "
-            "and profiles put the products at about half of a compiled member-iteration. The rest is elementwise "
+            f"in cache; inside training they come from memory (one ({f['shape'][0]}, {width}) @ "
+            f"({width}, {width}) product, one thread: {f['warm_us']:.0f} us in cache, "
+            f"{f['cold_us']:.0f} us with the caches flushed first, median of 20, in this run). The rest is elementwise "
             "work (softplus and its derivatives: exp and log on every activation), Adam and the data draws."]
 
 

@@ -102,6 +102,8 @@ def test_bench_reports_every_ratio():
     text = format_bench(r)
     assert r["training"]["eager"]["speedup"] > 0 and r["training"]["compiled"]["speedup"] > 0
     assert r["w2"]["max_difference"] < 1e-9
+    floor = r["training"]["floor"]
+    assert floor["cold_us"] > 0 and floor["warm_us"] > 0 and f"{floor['cold_us']:.0f} us with the caches" in text
     for row in ("training, iterations/s", "sampling, particle-steps/s", "grid W2² solves/s"):
         assert row in text
 
