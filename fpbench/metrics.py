@@ -48,6 +48,16 @@ class Grid:
 PAPER_GRID = Grid()
 
 
+def from_xy_order(weights, grid: Grid = PAPER_GRID) -> np.ndarray:
+    """A flattened histogram in ``numpy.meshgrid``'s default ``'xy'`` node order (node k at
+    x = lin[k % n], y = lin[k // n]: the order of the authors' published histograms, REFERENCE.md)
+    put in fpbench's order (node (i, j) at x = lin[i], y = lin[j], flat index i * n + j)."""
+    weights = np.asarray(weights)
+    if weights.shape != (grid.n**2,):
+        raise ValueError(f"a flattened {grid.n} x {grid.n} histogram has {grid.n**2} weights, got {weights.shape}")
+    return weights.reshape(grid.n, grid.n).T.ravel()
+
+
 def grid_histogram(x, grid: Grid = PAPER_GRID) -> np.ndarray:
     """Counts per node (flattened, node (i, j) at i * n + j): samples outside the box are dropped,
     the rest go to their nearest node. x: (n, 2) array or tensor."""

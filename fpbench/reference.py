@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .metrics import grid_w2_from_weights
+from .metrics import from_xy_order, grid_w2_from_weights
 from .models import PotentialMLP
 from .paper_values import TABLES, TARGETS, W_R
 
@@ -98,6 +98,8 @@ def _to_potential(net, path: Path) -> PotentialMLP:
 # ----- the published histograms -----------------------------------------------------------------
 
 def histogram(root: Path, kind: str, target: str, w_r: float | None = None) -> np.ndarray:
+    """A published histogram in fpbench's node order (``metrics.grid_histogram``): the files hold
+    their weights in ``meshgrid``'s 'xy' order, which is transposed here, the one place it is read."""
     d = root / "precomputed_dists"
     name = (f"weights_truth_64_3000000_{target}.npy" if kind == "truth"
             else f"weights_{kind}_64_3000000_100000_800_{target}_{w_r:.1f}.npy")
@@ -107,7 +109,7 @@ def histogram(root: Path, kind: str, target: str, w_r: float | None = None) -> n
     weights = np.load(path, allow_pickle=False)
     if weights.shape != (4096,) or not np.isfinite(weights).all() or weights.min() < 0:
         raise ReferenceError(f"unexpected histogram {path}: shape {weights.shape}")
-    return weights
+    return from_xy_order(weights)
 
 
 @dataclass(frozen=True)
@@ -192,14 +194,15 @@ def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: i
 
 def ode_nfe_sensitivity(root: Path, target_name: str, w_r: float, n: int, nfes=(200, 800), seed: int = 0) -> dict:
     """The published model's ODE samples at several step counts (the authors' refined grid), each
-    compared with the published ODE histogram and with the others: is a difference between our
-    re-sampling and theirs the step count?"""
+    compared with the published ODE histogram and with the others, and the noise floor at ``n``
+    (two independent p0 draws): how much of a difference from theirs is the step count?"""
     from . import metrics as mx
     from .samplers import refined_grid, sample_pair
     from .sde import make_sde
+    from .targets import make_target
 
     model = load_checkpoint(checkpoint_path(root, target_name, w_r), dtype=torch.float32)
-    sde = make_sde("ou")
+    sde, target = make_sde("ou"), make_target(target_name)
     hists = {}
     for nfe in nfes:
         x_ode, _ = sample_pair(lambda x, t: model.score(x, t), sde, n, 2, refined_grid(sde.T, nfe), seed + 1,
@@ -209,4 +212,5 @@ def ode_nfe_sensitivity(root: Path, target_name: str, w_r: float, n: int, nfes=(
     out = {"target": target_name, "w_r": w_r, "n": n, "nfes": list(nfes),
            "vs_published": {str(k): mx.grid_w2_from_weights(h, published) for k, h in hists.items()}}
     out["between"] = mx.grid_w2_from_weights(hists[nfes[0]], hists[nfes[-1]])
+    out["floor"] = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, 3, seed=seed + 3).mean
     return out

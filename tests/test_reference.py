@@ -106,3 +106,34 @@ def test_evaluating_a_published_model_gives_every_quantity_of_the_report():
         assert rec[key]["ci_low"] <= rec[key]["value"] <= rec[key]["ci_high"]
     assert rec["log_fp_residual"] > 0 and rec["curl_max"] < 1e-6  # a potential model is conservative
     assert 0 < rec["w2_ode_vs_published"] < 1 and rec["dsm_excess"] > -3 * rec["dsm_excess_se"]
+
+
+def _authors_histogram(points):
+    """Binned as the authors' code bins (REFERENCE.md), written out independently of fpbench:
+    nodes from ``np.meshgrid(lin, lin)`` with its default 'xy' indexing, flattened row by row, each
+    point counted at its nearest node by brute force."""
+    import numpy as np
+
+    lin = np.linspace(-3.5, 3.5, 64)
+    xx, yy = np.meshgrid(lin, lin)
+    nodes = np.stack([xx.ravel(), yy.ravel()], 1)
+    nearest = ((points[:, None, :] - nodes[None]) ** 2).sum(-1).argmin(1)
+    return np.bincount(nearest, minlength=4096).astype(float)
+
+
+def test_published_histograms_are_read_in_the_authors_axis_order(tmp_path):
+    """Points shifted along x only: read back from a published-style file, their histogram must be
+    fpbench's own histogram of the same points, and its mass must sit at x = 1.5, not at y = 1.5."""
+    import numpy as np
+
+    from fpbench.metrics import PAPER_GRID, grid_histogram, grid_w2_from_weights
+    from fpbench.reference import histogram
+
+    points = np.random.default_rng(0).normal(0, 0.2, (3000, 2)) + [1.5, 0.0]
+    (tmp_path / "precomputed_dists").mkdir()
+    np.save(tmp_path / "precomputed_dists" / "weights_truth_64_3000000_blob.npy", _authors_histogram(points))
+    read = histogram(tmp_path, "truth", "blob")
+    mean = (read[:, None] * PAPER_GRID.nodes()).sum(0) / read.sum()
+    assert abs(mean[0] - 1.5) < 0.05 and abs(mean[1]) < 0.05
+    assert np.array_equal(read, grid_histogram(points))
+    assert grid_w2_from_weights(read, grid_histogram(points)) < 1e-12
