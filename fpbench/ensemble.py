@@ -156,16 +156,18 @@ def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk,
 
 
 def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], labels: list[str] | None = None,
-                   device=None, checkpoint=None, compile: bool = False) -> list[TrainResult | TrainingError]:
+                   device=None, checkpoint=None, compile: bool = False,
+                   probe=None) -> list[TrainResult | TrainingError]:
     """Train ``models`` (same architecture, same train config) together, in place. Returns each
     member's TrainResult, or the TrainingError that stopped it. ``checkpoint`` (a path) is written
     atomically every ``checkpoint_every`` iterations and resumed from. ``compile``: the loss terms
-    through ``torch.compile`` (``compiled_terms``)."""
+    through ``torch.compile`` (``compiled_terms``). ``probe``: a pair (every, fn); fn(iteration, models)
+    is called after every ``every`` iterations (fpbench.budget records score profiles with it)."""
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
         raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
     with cpu_settings(device):
-        return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile)
+        return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe)
 
 
 @contextlib.contextmanager
@@ -275,7 +277,7 @@ def reuse_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
-def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile):
+def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe=None):
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     params = [p for m in models for p in m.parameters()]
@@ -313,6 +315,8 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
                 if e not in failures:
                     histories[e].append({"iteration": it, "loss": float(totals[e].detach()),
                                          **{k: float(v.detach()) for k, v in values[e].items()}})
+        if probe is not None and (it + 1) % probe[0] == 0:
+            probe[1](it + 1, models)
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
             _save_atomic({"iteration": it + 1, "models": [m.state_dict() for m in models],
                           "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],

@@ -1,0 +1,128 @@
+"""The budget study: the cheapest training schedule on a 2-core CPU under which the paper suite's 12
+potential models (3 targets x w_R in {0, 0.1, 1, 10}) learn their targets, by the convergence gate.
+
+The protocol is the paper's (loss L_DSM + w_R R~, eq. 20; a fresh Adam at each lr stage); a
+schedule varies only the number of steps, the lr stages, the DSM batch and the residual points
+(``SCHEDULES``, every setting the study chooses, in one place). For each schedule the 12 models
+(seed 0) train as one ensemble; every ``probe_every`` steps each member's score profile
+(``fpbench.convergence``) is recorded; at the end each member is sampled (``SAMPLE``) for the share
+of ODE and SDE samples inside the grid, and its final evidence and the gate's verdict are stored.
+
+``run_study`` writes ``<dir>/<schedule>.json`` per schedule (a rerun skips finished ones) and a
+log per schedule; ``fpbench.budget_report`` turns them into ``reports/budget.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+QUICK_STAGES = [[1e-3, 0.6], [1e-4, 0.3], [1e-5, 0.1]]
+_QUICK = {"lr_stages": QUICK_STAGES, "dsm_batch": 4000, "residual_points": 500}
+SCHEDULES: dict[str, dict] = {
+    "quick-4k": {**_QUICK, "iterations": 4000},  # the quick scale as it stands
+    "steps-12k": {**_QUICK, "iterations": 12000},  # 3x the steps at the same stage fractions
+    "steps-24k": {**_QUICK, "iterations": 24000},
+    "high-lr-12k": {**_QUICK, "iterations": 12000, "lr_stages": [[2e-3, 0.6], [1e-4, 0.3], [1e-5, 0.1]]},
+    "long-lr-12k": {**_QUICK, "iterations": 12000, "lr_stages": [[1e-3, 0.8], [1e-4, 0.15], [1e-5, 0.05]]},
+    "res2000-12k": {**_QUICK, "iterations": 12000, "residual_points": 2000},
+    "batch2000-12k": {**_QUICK, "iterations": 12000, "dsm_batch": 2000},
+}
+PROBE_EVERY = 1000
+PROBE_POINTS = 2000
+SAMPLE = {"n": 10_000, "nfe": 200}  # per member, for the shares inside the grid
+SUITE, SCALE, SEED = "paper", "quick", 0
+
+
+def study_cases(schedule: dict):
+    """The paper suite's cases at ``quick`` (seed 0) with the schedule's training settings."""
+    from .suite import Case, expand, load_suite
+
+    cases = []
+    for case in expand(load_suite(SUITE), SCALE, seeds=1):
+        cfg = copy.deepcopy(case.config)
+        cfg["train"].update(copy.deepcopy(schedule))
+        cfg["train"]["checkpoint_every"] = 10**9  # the study keeps no checkpoints
+        cases.append(Case(cfg))
+    return cases
+
+
+def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True) -> dict:
+    """Train the 12 models under ``SCHEDULES[name]``, recording their score profiles; write and
+    return the record."""
+    import torch
+
+    from .convergence import evidence, score_profile
+    from .ensemble import train_ensemble
+    from .runner import build
+
+    torch.set_num_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path, log_path = out / f"{name}.json", out / f"{name}.log"
+    if path.exists():
+        return json.loads(path.read_text())
+    cases = study_cases(SCHEDULES[name])
+    built = [build(c) for c in cases]
+    labels = [c.label for c in cases]
+    trajectories: dict[str, list] = {label: [] for label in labels}
+    began = time.perf_counter()
+
+    def probe(iteration, models):
+        for (target, sde, _, _), model, label in zip(built, models, labels):
+            gen = torch.Generator().manual_seed(iteration)
+            p = score_profile(lambda x, t, m=model: m.score(x, t), target, sde, PROBE_POINTS, gen)
+            trajectories[label].append({"iteration": iteration, **p})
+        elapsed = time.perf_counter() - began
+        worst = min(t[-1]["ratio_min_late"] for t in trajectories.values())
+        with open(log_path, "a") as fh:
+            fh.write(f"{name} step {iteration} {elapsed:.0f}s worst late ratio {worst:.3f}\n")
+
+    cfg = cases[0].config["train"]
+    results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
+                             [c.config["seed"] for c in cases], labels, compile=compile, probe=(PROBE_EVERY, probe))
+    train_seconds = time.perf_counter() - began
+    members = {}
+    for case, (target, sde, model, _), res in zip(cases, built, results):
+        if isinstance(res, Exception):
+            members[case.label] = {"failed": str(res)}
+            continue
+        members[case.label] = {"target": case.config["target"]["name"], "w_r": case.config["method"]["params"]["w_r"],
+                               **evidence(model, target, sde, res.history, SEED),
+                               **inside_grid(model, target, sde, case)}
+    record = {"name": name, "schedule": SCHEDULES[name], "threads": threads, "compile": compile,
+              "train_seconds": train_seconds, "member_steps_per_second": len(cases) * cfg["iterations"] / train_seconds,
+              "members": members, "trajectories": trajectories}
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def inside_grid(model, target, sde, case) -> dict:
+    """Shares of ``SAMPLE['n']`` ODE, SDE and p0 samples inside the paper's grid box."""
+    import torch
+
+    from .jet import fast_score
+    from .samplers import refined_grid, sample_pair
+
+    low, high, _ = case.config["metrics"]["grid"]
+    x_ode, x_sde = sample_pair(fast_score(model), sde, SAMPLE["n"], target.dim, refined_grid(sde.T, SAMPLE["nfe"]),
+                               seed=SEED + 10_000)
+    x_p0 = target.sample(SAMPLE["n"], torch.Generator().manual_seed(SEED + 20_000))
+    share = lambda x: float(((x >= low) & (x <= high)).all(-1).double().mean())
+    return {"inside_grid_ode": share(x_ode), "inside_grid_sde": share(x_sde), "inside_grid_p0": share(x_p0)}
+
+
+def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = True) -> list[dict]:
+    """Each schedule in its own single-thread process, ``workers`` at a time."""
+    unknown = [n for n in names if n not in SCHEDULES]
+    if unknown:
+        raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(SCHEDULES)}")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_schedule, n, out_dir, 1, compile) for n in names]
+        return [f.result() for f in futures]
