@@ -8,6 +8,10 @@ decidability before any test runs; both are measured, never assumed:
 - *trained*: claims about trained models (C1-C5) need baselines that have learned the target: the
   w_R = 0 models' W2^2(p_SDE, p0) minus the noise floor within ``TRAINED_FACTOR`` x Table 3's w_R = 0
   value for every target;
+- *converged*: claims about trained models (C1-C5) are decided only when every model passes the
+  convergence gate (``convergence_gate``: the oracle's score ratio and relative score error,
+  ``fpbench.convergence``, against the authors' published models, and the shares of samples inside
+  the grid); otherwise they are INCONCLUSIVE with the failing models' evidence, never PASS or FAIL;
 - *resolution*: claims on W2^2 differences (C1, C2, C3, C5) need the estimator's noise floor at
   the run's sample size below the paper's own effect (its table's difference between the compared
   w_R), for most targets: a difference smaller than the floor cannot be read.
@@ -28,6 +32,10 @@ from . import stats as st
 from .paper_values import TABLES, W_R, paper_value
 
 TRAINED_FACTOR = 10.0
+# The convergence gate's settings (keys of CLAIM_SETTINGS; the gate reads them from there).
+GATE_RATIO_BAND = "convergence gate: score ratio at every t >= 0.05 T within"
+GATE_ERROR_FACTOR = "convergence gate: relative score error at most (x the authors' model, same target and w_R)"
+GATE_GRID_LOSS = "convergence gate: ODE and SDE shares inside the grid at least (p0's share minus)"
 CLAIM_SETTINGS = {
     "alpha": st.ALPHA,
     "trend min effect (mean Spearman rho within blocks)": 0.5,
@@ -38,6 +46,9 @@ CLAIM_SETTINGS = {
     "curl: zero tolerance (x machine eps of the dtype)": 1e4,
     "oracle residual tolerance (float64, max |R~|)": 1e-8,
     "trained gate: (W2^2(SDE, p0) - floor) / Table 3 at w_R = 0 at most": TRAINED_FACTOR,
+    GATE_RATIO_BAND: (0.9, 1.1),
+    GATE_ERROR_FACTOR: 10.0,
+    GATE_GRID_LOSS: 0.05,
     "Fig. 4 normalisation": "L_DSM(model) / L_DSM(exact score) on the same batch",
 }
 
@@ -71,10 +82,13 @@ class ClaimOutcome:
     skipped: str | None = None
     measured: str = ""
     parts: dict = field(default_factory=dict)
+    inconclusive: bool = False  # not decided because the models failed the convergence gate
 
     @property
     def verdict(self) -> str:
-        return self.result.verdict if self.result else "SKIPPED"
+        if self.result:
+            return self.result.verdict
+        return st.INCONCLUSIVE if self.inconclusive else "SKIPPED"
 
 
 # --- frames ---------------------------------------------------------------------------------------
@@ -127,6 +141,57 @@ def trained_gate(df: pd.DataFrame) -> str | None:
     return None
 
 
+def reference_error(target: str, w_r) -> float:
+    """The authors' model's relative score error for (target, w_R) (``fpbench.authors_levels``); for
+    a w_R or a method they did not train, their largest on that target; for other targets, their largest."""
+    from .authors_levels import LEVELS
+
+    by_w = LEVELS.get(target) or {w: v for levels in LEVELS.values() for w, v in levels.items()}
+    if w_r in by_w:
+        return by_w[w_r]["rel_error"]
+    pool = LEVELS.get(target, {}).values() if target in LEVELS else [v for lv in LEVELS.values() for v in lv.values()]
+    return max(v["rel_error"] for v in pool)
+
+
+def convergence_checks(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model: its evidence and which of the gate's checks it fails (an empty ``fails`` passes)."""
+    low, high = CLAIM_SETTINGS[GATE_RATIO_BAND]
+    factor, loss = CLAIM_SETTINGS[GATE_ERROR_FACTOR], CLAIM_SETTINGS[GATE_GRID_LOSS]
+    rows = []
+    for _, r in df.iterrows():
+        level = reference_error(r["target"], r.get("param_w_r"))
+        fails = []
+        if not (low <= r["convergence.ratio_min_late"] and r["convergence.ratio_max_late"] <= high):
+            fails.append(f"score ratio {r['convergence.ratio_min_late']:.2f}-{r['convergence.ratio_max_late']:.2f} "
+                         f"outside [{low:g}, {high:g}]")
+        if not r["convergence.rel_error"] <= factor * level:
+            fails.append(f"relative score error {r['convergence.rel_error']:.3g} = "
+                         f"{r['convergence.rel_error'] / level:.0f}x the authors' {level:.2g}")
+        for kind in ("ode", "sde"):
+            share = r.get(f"inside_grid_{kind}")
+            if share is not None and np.isfinite(share) and share < r.get("inside_grid_p0", 1.0) - loss:
+                fails.append(f"{share:.0%} of {kind.upper()} samples inside the grid")
+        rows.append({"target": r["target"], "w_r": r.get("param_w_r"), "seed": r.get("seed"),
+                     "ratio_min_late": r["convergence.ratio_min_late"], "rel_error": r["convergence.rel_error"],
+                     "authors_rel_error": level, "fails": fails})
+    return pd.DataFrame(rows)
+
+
+def convergence_gate(df: pd.DataFrame) -> str | None:
+    """None when every model passes the convergence gate (module docstring), else the evidence."""
+    if "convergence.rel_error" not in df or df["convergence.rel_error"].isna().any():
+        return ("models not converged: no convergence evidence stored with these results (results from an older "
+                "fpbench: rerun `fpbench run` to add it)")
+    checks = convergence_checks(df)
+    failing = checks[checks["fails"].map(bool)]
+    if failing.empty:
+        return None
+    shown = "; ".join(f"{r.target} w_R = {r.w_r:g} seed {r.seed}: {', '.join(r.fails)}"
+                      for r in failing.head(6).itertuples())
+    more = f" (and {len(failing) - 6} more)" if len(failing) > 6 else ""
+    return f"models not converged: {len(failing)} of {len(checks)} models fail the convergence gate: {shown}{more}"
+
+
 def resolution_gate(df: pd.DataFrame, table: str, low_w: float, high_w: float) -> str | None:
     """None when the floor is below the paper's |table(high_w) - table(low_w)| for most targets (for
     targets the paper has no table for, below the measured difference)."""
@@ -159,8 +224,13 @@ def measured_effect_ratios(df: pd.DataFrame, table: str, low_w: float, high_w: f
 
 
 def _gated(claim: Claim, df: pd.DataFrame, *gates) -> ClaimOutcome | None:
+    """The first gate's reason as the outcome: INCONCLUSIVE for the convergence gate (checked first:
+    a collapsed model never yields a PASS or a FAIL), skipped for the others."""
     if df is None or df.empty:
         return ClaimOutcome(claim, skipped="no finished cases")
+    reason = convergence_gate(df)
+    if reason:
+        return ClaimOutcome(claim, skipped=reason, inconclusive=True)
     for gate in gates:
         reason = gate()
         if reason:

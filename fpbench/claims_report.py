@@ -22,7 +22,7 @@ def claims_table(outcomes: list[cl.ClaimOutcome]) -> pd.DataFrame:
     for o in outcomes:
         r = o.result
         if r is None:
-            rows.append((f"{o.claim.key} ({o.claim.source})", o.claim.paper_says, o.skipped, "—", "—", "—", "SKIPPED"))
+            rows.append((f"{o.claim.key} ({o.claim.source})", o.claim.paper_says, o.skipped, "—", "—", "—", o.verdict))
             continue
         p = (f"{r.pvalue:.2g}" if np.isfinite(r.pvalue) else f"excess test: {r.pvalue_opposite:.2g}"
              if np.isfinite(r.pvalue_opposite) else "— (deterministic)")
@@ -39,8 +39,9 @@ def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
              f"`pytest suites/paper --fpbench-scale {scale}` decides these same claims from the same results. "
              f"Tests are one-sided in the paper's direction at α = {ALPHA}; PASS needs p ≤ α and an effect of at "
              "least the stated size, FAIL needs a significant effect the other way or an interval that rules out the "
-             "needed size (fpbench/stats.py). Claims on trained models are skipped when the baselines have not learned "
-             "their target, and claims on W2² differences when the noise floor exceeds the paper's own effect. "
+             "needed size (fpbench/stats.py). Claims on trained models are INCONCLUSIVE when any model fails the "
+             "convergence gate (next section), skipped when the baselines have not learned their target, and claims "
+             "on W2² differences are skipped when the noise floor exceeds the paper's own effect. "
              "Tallies: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
              claims_table(outcomes).to_markdown(index=False), ""]
     details = [f"- **{o.claim.key}**: {o.result.detail}" for o in outcomes if o.result is not None and o.result.detail]
@@ -49,6 +50,37 @@ def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
     lines += ["Settings of the claim tests:", "",
               pd.DataFrame(list(cl.CLAIM_SETTINGS.items()), columns=["setting", "value"]).to_markdown(index=False), ""]
     return "\n".join(lines)
+
+
+def convergence_section(df: pd.DataFrame) -> str:
+    """Every model's convergence evidence against the exact score, and the gate's verdict on it."""
+    if "convergence.rel_error" not in df:
+        return "## Convergence of the trained models\n\nNo convergence evidence stored with these results.\n"
+    checks = cl.convergence_checks(df)
+    table = pd.DataFrame({
+        "target": checks["target"], "w_R": checks["w_r"], "seed": checks["seed"],
+        "score ratio, t ≥ 0.05 T (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(
+            df["convergence.ratio_min_late"], df["convergence.ratio_max_late"])],
+        "rel. score error": checks["rel_error"].to_numpy(), "authors' model": checks["authors_rel_error"].to_numpy(),
+        "ratio to authors'": (checks["rel_error"] / checks["authors_rel_error"]).to_numpy(),
+        "ODE / SDE in grid": [f"{a:.3f} / {b:.3f}" for a, b in zip(df.get("inside_grid_ode", np.nan),
+                                                                    df.get("inside_grid_sde", np.nan))],
+        "loss plateau": df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy(),
+        "gate": ["pass" if not f else "FAIL: " + "; ".join(f) for f in checks["fails"]]})
+    passed = int((~checks["fails"].map(bool)).sum())
+    low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
+    return "\n".join([
+        "## Convergence of the trained models", "",
+        "Measured against the exact score with x ~ p_t (fpbench/convergence.py): the score ratio "
+        "E[s_θ·s*]/E|s*|² (0 for the trivial log-FP solution u = 2t + c) at t ≥ 0.05 T, the relative score error "
+        "E|s_θ − s*|²/E|s*|² averaged over t = (0.001 ... 1) T, beside the same numbers for the authors' published "
+        "model of the same target and w_R (fpbench/authors_levels.py, `fpbench reference levels`); the shares of "
+        "samples inside the grid; the relative change of the mean loss over the last 20% of training (reported, "
+        f"not gated). The gate: ratio within [{low:g}, {high:g}], error at most "
+        f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors', ODE and SDE shares inside the grid at least "
+        f"p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.", "",
+        f"**{passed} of {len(checks)} models pass the gate.**", "",
+        table.sort_values(["target", "w_R", "seed"]).to_markdown(index=False, floatfmt=".3g"), ""])
 
 
 def calibration_section(cal: pd.DataFrame, figure: Path | None) -> str:

@@ -48,8 +48,9 @@ def _cmd_run(args) -> int:
     store = Store(results_root(args.results))
     _device(args.device)
     threads = args.threads or default_threads(args.executor, args.workers)
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
     tasks = plan(cases, store.root, args.device, threads, args.workers, ensemble=args.ensemble,
-                 compile=args.compile)
+                 compile=args.compile, deadline=deadline)
     print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) in {len(tasks)} task(s) "
           f"-> {store.root} (executor {args.executor}, workers {args.workers})")
     slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus, args.slurm_cluster)
@@ -57,15 +58,20 @@ def _cmd_run(args) -> int:
     with make_executor(args.executor, args.workers, args.scheduler, slurm, store.root / "slurm") as executor:
         outcomes = run_tasks(tasks, executor)
     failed = [o for o in outcomes if o.status == "failed"]
-    print(f"finished {len(outcomes) - len(failed)} of {len(outcomes)} case(s) in {time.perf_counter() - began:.0f} s; "
+    stopped = [o for o in outcomes if o.status == "stopped"]
+    done = len(outcomes) - len(failed) - len(stopped)
+    print(f"finished {done} of {len(outcomes)} case(s) in {time.perf_counter() - began:.0f} s; "
           f"next: fpbench report {args.suite} --scale {args.scale}")
+    for o in failed:
+        print(f"failed {o.label} [{o.key}]: {o.error}", file=sys.stderr)
     if failed:
-        for o in failed:
-            print(f"failed {o.label} [{o.key}]: {o.error}", file=sys.stderr)
         print(f"fpbench: {len(failed)} case(s) failed (reasons in their failed.json; a rerun retries them)",
               file=sys.stderr)
-        return 3
-    return 0
+    if stopped:
+        print(f"fpbench: stopped at the time budget (--max-minutes {args.max_minutes:g}) with {len(stopped)} case(s) "
+              "unfinished; the same command resumes them from their checkpoints", file=sys.stderr)
+        return 4
+    return 3 if failed else 0
 
 
 def _run_cases(args):
@@ -169,6 +175,24 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_budget(args) -> int:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from .budget import run_study
+    from .budget_report import write_budget_report
+    from .store import results_root
+
+    study_dir = Path(args.dir) if args.dir else results_root(args.results) / "budget"
+    if args.action == "run":
+        run_study(args.schedules.split(","), str(study_dir), args.workers, compile=not args.no_compile)
+    command = "fpbench budget run " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if args.action == "run" \
+        else "fpbench budget " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    print(f"wrote {write_budget_report(study_dir, Path(args.out), command)}")
+    return 0
+
+
 def _cmd_reference(args) -> int:
     from pathlib import Path
 
@@ -184,6 +208,11 @@ def _cmd_reference(args) -> int:
         matched = sum(c.matches for c in cells)
         print(f"{matched} of {len(cells)} cells equal the paper to the printed digits")
         return 0 if matched == len(cells) else 1
+    if args.action == "levels":
+        from .reference import convergence_levels, write_levels_module
+
+        print(f"wrote {write_levels_module(convergence_levels(root))}")
+        return 0
     from .reference_report import evaluate_all, write_reference_report
 
     cache = results_root(args.results) / "reference"
@@ -223,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "on the suite's targets, beside its own methods; repeatable")
     run.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                      help="train every case on its own (default: same-shape cases train as one ensemble)")
+    run.add_argument("--max-minutes", type=float, default=None,
+                     help="stop starting training iterations and cases after this many minutes (checkpoints kept; "
+                          "the same command resumes; exit status 4 when stopped)")
     run.add_argument("--compile", action="store_true",
                      help="the ensembles' loss terms through torch.compile (needs a C++ compiler; a one-off "
                           "tracing cost per process, then faster iterations: reports/performance.md)")
@@ -276,8 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default=None, help="also write the markdown here (e.g. reports/performance.md)")
     bench.set_defaults(func=_cmd_bench)
 
+    budget = sub.add_parser("budget", help="the budget study: training schedules against the convergence gate")
+    budget.add_argument("action", choices=["run", "report"], help="run: train the schedules (resumable), then "
+                        "write the report; report: the report from finished schedules")
+    budget.add_argument("--schedules", default="steps-12k,high-lr-12k",
+                        help="comma-separated names of fpbench.budget.SCHEDULES")
+    budget.add_argument("--workers", type=int, default=2, help="schedules trained at once, one thread each")
+    budget.add_argument("--no-compile", action="store_true", help="eager loss terms (no C++ compiler needed)")
+    budget.add_argument("--dir", default=None, help="the study's records (default RESULTS/budget)")
+    budget.add_argument("--results", default=None)
+    budget.add_argument("--out", default="reports/budget.md")
+    budget.set_defaults(func=_cmd_budget)
+
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
-    ref.add_argument("action", choices=["tables", "evaluate"])
+    ref.add_argument("action", choices=["tables", "evaluate", "levels"],
+                     help="tables: Tables 1-3 from the histograms; evaluate: the 12 models re-sampled -> report; "
+                          "levels: the models' convergence evidence -> fpbench/authors_levels.py (the gate's "
+                          "yardstick)")
     ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
     ref.add_argument("--n", type=int, default=200_000, help="fresh samples per sampler")
     ref.add_argument("--nfe", type=int, default=800, help="the authors' grid: nfe coarse steps, last 10 refined")

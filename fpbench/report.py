@@ -290,7 +290,8 @@ def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_r
     cal_fig = cr.calibration_figure(cal, fig_dir / f"{stem}-calibration.png")
     figs = [p for p in (cr.fig1(curl_records, store, fig_dir / f"{stem}-fig1.png"),
                         cr.fig3(records, store, fig_dir / f"{stem}-fig3.png")) if p is not None]
-    lines = [cr.claims_section(outcomes, scale), cr.why_section(df, outcomes), cr.calibration_section(cal, cal_fig)]
+    lines = [cr.claims_section(outcomes, scale), cr.convergence_section(df), cr.why_section(df, outcomes),
+             cr.calibration_section(cal, cal_fig)]
     return lines, figs, missing
 
 

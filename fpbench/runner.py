@@ -15,6 +15,7 @@ import torch
 
 from . import metrics as mx
 from . import operators as ops
+from .convergence import evidence
 from .ensemble import cpu_settings
 from .jet import fast_score
 from .losses import DSMBatch, dsm_batch, dsm_loss_terms
@@ -41,21 +42,22 @@ def build(case: Case, device=None):
     return target, sde, model.to(device), method
 
 
-def run_case(case: Case, store: Store, device=None, progress: bool = False, log=print) -> dict:
-    """Run one case to completion (or skip it if done); returns its metrics record."""
+def run_case(case: Case, store: Store, device=None, progress: bool = False, log=print, deadline=None) -> dict:
+    """Run one case to completion (or skip it if done); returns its metrics record. Past ``deadline``
+    (a ``train.Deadline``) training stops with ``TimeBudgetReached``, its checkpoint kept."""
     key, out = case.key, store.case_dir(case.key)
     if store.is_done(key):
         log(f"skip   {case.label} [{key}] (done)")
-        return store.metrics(key)
+        return _with_convergence(case, store, device)
     out.mkdir(parents=True, exist_ok=True)
     store.clear_failure(key)  # a rerun retries a failed case
     write_json(out / "config.json", case.config)
     target, sde, model, method = build(case, device)
-    train_info = _trained(case, model, method, target, sde, out, device, progress, log)
+    train_info = _trained(case, model, method, target, sde, out, device, progress, log, deadline)
     model.eval()
     hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
     record = {"key": key, "config": case.config, "train": train_info, "sample_seconds": sample_seconds,
-              "metrics": evaluate(case, model, target, sde, hist, store, device),
+              "metrics": evaluate(case, model, target, sde, hist, store, device, train_info["history"]),
               "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
     write_json(out / "metrics.json", record)
     log(f"done   {case.label} [{key}]")
@@ -80,7 +82,8 @@ def ensemble_key(case: Case) -> str | None:
     return json.dumps([cfg["sde"], cfg["model"], cfg["train"], dim], sort_keys=True)
 
 
-def train_groups(cases: list[Case], store: Store, device=None, log=print, compile: bool = False) -> dict[str, str]:
+def train_groups(cases: list[Case], store: Store, device=None, log=print, compile: bool = False,
+                 deadline=None) -> dict[str, str]:
     """Train, as ensembles, the untrained cases that share an ``ensemble_key``; each member's weights
     and history land in its own case directory. A member whose loss turns non-finite fails alone:
     it is marked failed in the store and returned as {key: reason}; the others finish."""
@@ -101,7 +104,8 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print, compil
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
                                  members[0].config["train"], [c.config["seed"] for c in members],
-                                 [c.label for c in members], device, checkpoint=ckpt, compile=compile)
+                                 [c.label for c in members], device, checkpoint=ckpt, compile=compile,
+                                 deadline=deadline)
         for case, (_, _, model, _), res in zip(members, built, results):
             out = store.case_dir(case.key)
             out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +128,7 @@ def _save_trained(model, info: dict, out) -> None:
     write_json(out / "train.json", info)
 
 
-def _trained(case, model, method, target, sde, out, device, progress, log) -> dict:
+def _trained(case, model, method, target, sde, out, device, progress, log, deadline=None) -> dict:
     weights, info_path = out / "model.pt", out / "train.json"
     if weights.exists() and info_path.exists():
         model.load_state_dict(torch.load(weights, weights_only=True))
@@ -132,7 +136,7 @@ def _trained(case, model, method, target, sde, out, device, progress, log) -> di
     log(f"train  {case.label} [{case.key}]")
     ckpt = out / "checkpoint.pt"
     result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
-                   checkpoint=ckpt, progress=progress, device=device)
+                   checkpoint=ckpt, progress=progress, device=device, deadline=deadline)
     info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history}
     _save_trained(model, info, out)
     ckpt.unlink(missing_ok=True)
@@ -230,8 +234,24 @@ def point_noise_floors(case: Case, target, store: Store, n: int | None = None) -
     return floors
 
 
-def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=None) -> dict:
-    """W2^2 (ODE-SDE, ODE-p0, SDE-p0) with floor and intervals; R~, R^s, L_DSM and curl of the model."""
+def _with_convergence(case: Case, store: Store, device=None) -> dict:
+    """A finished case's record; one stored by an fpbench older than the convergence gate gets its
+    evidence now, from its trained weights and history (no sampling), and is stored again."""
+    record = store.metrics(case.key)
+    if "convergence" not in record["metrics"]:
+        out = store.case_dir(case.key)
+        target, sde, model, _ = build(case, device)
+        model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+        record["metrics"]["convergence"] = evidence(model, target, sde, read_json(out / "train.json")["history"],
+                                                    case.config["seed"], getattr(torch, case.config["train"]["dtype"]),
+                                                    device)
+        write_json(out / "metrics.json", record)
+    return record
+
+
+def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=None, history=()) -> dict:
+    """W2^2 (ODE-SDE, ODE-p0, SDE-p0) with floor and intervals; R~, R^s, L_DSM and curl of the model;
+    its convergence evidence against the exact score (``fpbench.convergence``)."""
     cfg, grid = case.config["metrics"], _grid(case)
     n, seed = case.config["sample"]["n"], case.config["seed"]
     if distance(case) == "grid":
@@ -245,6 +265,8 @@ def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=No
         out = point_estimates(case, hist, floors)
         out["floor"], out["floor_sliced"] = floors["exact"].to_dict(), floors["sliced"].to_dict()
     out.update(model_diagnostics(case, model, target, sde, device))
+    out["convergence"] = evidence(model, target, sde, list(history), case.config["seed"],
+                                  getattr(torch, case.config["train"]["dtype"]), device)
     out.update(discretisation(case, lambda x, t: model.score(x, t), sde, target.dim, device))
     out["oracle"] = oracle(case, target, sde, store)
     return out

@@ -4,6 +4,7 @@ data that cannot decide a claim are skipped with the reason."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fpbench import claims
 from fpbench.paper_values import TABLES, TARGETS, W_R
@@ -11,6 +12,10 @@ from fpbench.stats import FAIL, INCONCLUSIVE, PASS
 
 RESIDUAL = {0.0: 20.0, 0.1: 0.8, 1.0: 0.2, 10.0: 0.06}  # R~ falls with w_R
 DSM_RATIO = {0.0: 1.01, 0.1: 1.02, 1.0: 1.05, 10.0: 1.3}  # normalised L_DSM rises with w_R
+
+
+CONVERGED = {"convergence.ratio_min_late": 0.99, "convergence.ratio_max_late": 1.01, "convergence.rel_error": 1e-3,
+             "inside_grid_ode": 0.99, "inside_grid_sde": 0.99, "inside_grid_p0": 1.0}
 
 
 def fabricate(seeds=3, noise=0.1, floor=5e-4, reverse=(), seed=0) -> pd.DataFrame:
@@ -24,7 +29,7 @@ def fabricate(seeds=3, noise=0.1, floor=5e-4, reverse=(), seed=0) -> pd.DataFram
                 row = {"target": target, "param_w_r": w, "seed": s, "floor.mean": floor, "w2_ode_sde.n": 60000,
                        "log_fp_residual": RESIDUAL[w] * np.exp(rng.normal(0, noise)),
                        "dsm_loss": 5.0 * DSM_RATIO[w] * np.exp(rng.normal(0, noise / 20)), "dsm_loss_exact": 5.0,
-                       "curl_max_t0": 1e-5 * np.exp(rng.normal(0, 1))}
+                       "curl_max_t0": 1e-5 * np.exp(rng.normal(0, 1)), **CONVERGED}
                 for table, by_w in TABLES.items():
                     source_w = W_R[len(W_R) - 1 - wi] if table in reverse else w
                     row[f"{table}.value"] = by_w[source_w][ti] * np.exp(rng.normal(0, noise)) + floor
@@ -127,3 +132,60 @@ def test_trained_gate_beyond_the_paper_measures_the_excess_in_floors():
         return pd.DataFrame([{"target": "gmm(d=8)", "param_w_r": 0.0, "w2_sde_p0.value": value, "floor.mean": 1.0}])
     assert claims.trained_gate(frame(5.0)) is None
     assert "25x the noise floor" in claims.trained_gate(frame(26.0))
+
+
+def _evidence_of(scale: float) -> dict:
+    """The convergence evidence, measured by fpbench.convergence, of the exact score times ``scale``
+    for blob under the paper's OU: scale 1 is the oracle, a small scale a collapsed model."""
+    from fpbench.convergence import score_profile
+    from fpbench.sde import make_sde
+    from fpbench.targets import make_target
+
+    target, sde = make_target("blob"), make_sde("ou")
+    p = score_profile(lambda x, t: scale * target.score(x, t, sde), target, sde, n=500, dtype=torch.float64)
+    return {f"convergence.{k}": p[k] for k in ("ratio_min_late", "ratio_max_late", "rel_error")}
+
+
+@pytest.mark.parametrize("claim", [claims.claim_c1, claims.claim_c2, claims.claim_c3, claims.claim_c4,
+                                   claims.claim_c5])
+def test_a_collapsed_model_makes_the_model_claims_inconclusive_not_fail(claim):
+    """Data on which every claim would FAIL (tables reversed, residual and loss rising together),
+    with the w_R = 10 models' evidence that of a score shrunk toward zero (u = 2t + c): the verdict
+    is INCONCLUSIVE with the gate's reason; with the oracle's evidence the same data FAIL."""
+    df = fabricate(reverse=("w2_ode_sde", "w2_sde_p0"))
+    df["dsm_loss"] = 5.0 * (1 + 0.01 * df["log_fp_residual"])
+    df.loc[df["param_w_r"].isin([0.1, 1.0]), "w2_ode_p0.value"] *= 4
+    exact = _evidence_of(1.0)
+    assert exact["convergence.rel_error"] < 1e-12 and abs(exact["convergence.ratio_min_late"] - 1) < 1e-12
+    for column, value in exact.items():
+        df[column] = value
+    assert claim(df).verdict == FAIL
+    collapsed = _evidence_of(0.2)
+    assert abs(collapsed["convergence.ratio_max_late"] - 0.2) < 1e-9  # the profile measures the shrinkage
+    for column, value in collapsed.items():
+        df.loc[df["param_w_r"] == 10.0, column] = value
+    outcome = claim(df)
+    assert outcome.verdict == INCONCLUSIVE and outcome.result is None
+    assert "models not converged" in outcome.skipped and "score ratio 0.20-0.20" in outcome.skipped
+
+
+def test_the_convergence_gate_reads_its_printed_settings(monkeypatch):
+    """Changing the printed error factor changes the gate: the settings shown are the ones used."""
+    df = fabricate()
+    df["convergence.rel_error"] = 5 * df.apply(lambda r: claims.reference_error(r["target"], r["param_w_r"]), axis=1)
+    assert claims.convergence_gate(df) is None
+    monkeypatch.setitem(claims.CLAIM_SETTINGS, claims.GATE_ERROR_FACTOR, 2.0)
+    assert "5x the authors'" in claims.convergence_gate(df)
+
+
+def test_samples_outside_the_grid_fail_the_gate():
+    df = fabricate()
+    df.loc[df["param_w_r"] == 10.0, "inside_grid_ode"] = 0.01
+    reason = claims.convergence_gate(df)
+    assert reason.startswith("models not converged: 9 of 36") and "1% of ODE samples inside the grid" in reason
+
+
+def test_results_without_convergence_evidence_are_inconclusive():
+    df = fabricate().drop(columns=["convergence.rel_error"])
+    outcome = claims.claim_c1(df)
+    assert outcome.verdict == INCONCLUSIVE and "no convergence evidence" in outcome.skipped

@@ -137,3 +137,14 @@ def test_published_histograms_are_read_in_the_authors_axis_order(tmp_path):
     assert abs(mean[0] - 1.5) < 0.05 and abs(mean[1]) < 0.05
     assert np.array_equal(read, grid_histogram(points))
     assert grid_w2_from_weights(read, grid_histogram(points)) < 1e-12
+
+
+@needs_artefacts
+def test_the_gates_reference_levels_are_the_published_models_measured_now():
+    """fpbench/authors_levels.py is what `fpbench reference levels` measures (blob's four models here)."""
+    from fpbench.authors_levels import LEVELS
+    from fpbench.reference import convergence_levels
+
+    measured = convergence_levels(ROOT, targets=("blob",))["blob"]
+    for w_r, values in measured.items():
+        assert values == pytest.approx(LEVELS["blob"][w_r], rel=1e-4), w_r
