@@ -1,0 +1,145 @@
+"""``reports/budget.md``: the budget study (``fpbench.budget``) read back, every number from its
+records: per schedule the cost, the convergence gate's verdict on each of the 12 models, and the
+score-ratio and score-error trajectories over training."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import claims as cl
+from .budget import PROBE_EVERY, SAMPLE, SCHEDULES
+
+
+def load_records(study_dir: Path) -> list[dict]:
+    """Finished schedules under ``study_dir``, in ``SCHEDULES`` order."""
+    records = []
+    for name in SCHEDULES:
+        path = Path(study_dir) / f"{name}.json"
+        if path.exists():
+            records.append(json.loads(path.read_text()))
+    return records
+
+
+def members_frame(record: dict) -> pd.DataFrame:
+    """One row per trained member, with the columns the convergence gate reads."""
+    rows = []
+    for label, m in record["members"].items():
+        if "failed" in m:
+            continue
+        rows.append({"label": label, "target": m["target"], "param_w_r": m["w_r"], "seed": 0,
+                     "convergence.ratio_min_late": m["ratio_min_late"],
+                     "convergence.ratio_max_late": m["ratio_max_late"], "convergence.rel_error": m["rel_error"],
+                     "convergence.loss_plateau": m["loss_plateau"], "inside_grid_ode": m["inside_grid_ode"],
+                     "inside_grid_sde": m["inside_grid_sde"], "inside_grid_p0": m["inside_grid_p0"]})
+    return pd.DataFrame(rows)
+
+
+def trajectories_frame(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for rec in records:
+        for label, points in rec["trajectories"].items():
+            target, w_r = label.split("/")[0], float(label.split("w_r=")[1].split(")")[0])
+            level = cl.reference_error(target, w_r)
+            rows += [{"schedule": rec["name"], "target": target, "w_R": w_r, "step": p["iteration"],
+                      "smallest score ratio, t ≥ 0.05 T": p["ratio_min_late"],
+                      "relative score error / authors'": p["rel_error"] / level} for p in points]
+    return pd.DataFrame(rows)
+
+
+def summary_frame(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for rec in records:
+        checks = cl.convergence_checks(members_frame(rec))
+        s = rec["schedule"]
+        rows.append({"schedule": rec["name"], "steps": s["iterations"],
+                     "lr stages (lr, fraction)": " / ".join(f"{lr:g} x {f:g}" for lr, f in s["lr_stages"]),
+                     "DSM batch": s["dsm_batch"], "residual points": s["residual_points"],
+                     "training s (1 thread)": round(rec["train_seconds"]),
+                     "member-steps/s": round(rec["member_steps_per_second"], 1),
+                     "models passing the gate": f"{int((~checks['fails'].map(bool)).sum())} of {len(checks)}",
+                     "smallest late ratio": checks["ratio_min_late"].min(),
+                     "largest error / authors'": (checks["rel_error"] / checks["authors_rel_error"]).max()})
+    return pd.DataFrame(rows)
+
+
+def figure(traj: pd.DataFrame, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = traj.melt(id_vars=["schedule", "target", "w_R", "step"], var_name="quantity", value_name="value")
+    long["w_R"] = long["w_R"].map(lambda w: f"{w:g}")
+    grid = sns.relplot(data=long, x="step", y="value", hue="w_R", style="schedule", row="quantity", col="target",
+                       kind="line", marker="o", height=2.6, aspect=1.3, facet_kws={"sharey": "row"})
+    for ax in grid.axes[1]:
+        ax.set_yscale("log")
+    grid.set_titles("{col_name}: {row_name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(out, dpi=100)
+    plt.close(grid.figure)
+    return out
+
+
+def conclusion(summary: pd.DataFrame) -> str:
+    """The cheapest schedule whose 12 models all pass, or the measured distance from it."""
+    passing = summary[summary["models passing the gate"].str.startswith("12 of 12")]
+    if not passing.empty:
+        best = passing.sort_values("training s (1 thread)").iloc[0]
+        return (f"The cheapest schedule tried under which all 12 models pass the gate is **{best['schedule']}** "
+                f"({best['steps']:,} steps, {best['training s (1 thread)']:,} s of training on one thread).")
+    closest = summary.sort_values("largest error / authors'").iloc[0]
+    worst_error = closest["largest error / authors'"]
+    return (f"**No schedule tried so far trains all 12 models past the gate.** The closest is {closest['schedule']}: "
+            f"{closest['models passing the gate']} models pass, the smallest late score ratio is "
+            f"{closest['smallest late ratio']:.2f} and the largest relative score error is "
+            f"{worst_error:.0f}x the authors' model's. Claims on models trained this way "
+            "are INCONCLUSIVE, not decided.")
+
+
+def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
+    records = load_records(study_dir)
+    if not records:
+        raise ValueError(f"no finished schedule under {study_dir}; run `fpbench budget run` first")
+    summary = summary_frame(records)
+    fig = figure(trajectories_frame(records), out.parent / "figures" / "budget-trajectories.png")
+    low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
+    lines = ["# fpbench budget study: how much training the paper's 12 models need on a CPU", "",
+             f"Generated {datetime.date.today().isoformat()} from `{study_dir}` by:", "", "```bash", command, "```", "",
+             "The paper's protocol (loss L_DSM + w_R R̃, eq. 20; a fresh Adam per lr stage; the authors' network) "
+             "on its three targets at w_R ∈ {0, 0.1, 1, 10}, seed 0, all 12 models trained as one ensemble per "
+             "schedule, one schedule per single-thread process (two at a time on the 2-core machine). Every "
+             f"{PROBE_EVERY:,} steps each model's score is compared with the exact score (fpbench/convergence.py); "
+             f"at the end each model is also sampled ({SAMPLE['n']:,} ODE and SDE samples, nfe = {SAMPLE['nfe']}) "
+             "for the shares inside the grid. The gate is the one the claims use (fpbench/claims.py): score ratio "
+             f"within [{low:g}, {high:g}] at t ≥ 0.05 T, relative score error at most "
+             f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors' published model of the same target and "
+             f"w_R, and ODE/SDE shares inside the grid at least p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.",
+             "", conclusion(summary), "", "## Schedules", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]
+    for rec in records:
+        frame, checks = members_frame(rec), cl.convergence_checks(members_frame(rec))
+        table = pd.DataFrame({
+            "target": checks["target"], "w_R": checks["w_r"],
+            "late score ratio (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(frame["convergence.ratio_min_late"],
+                                                                                frame["convergence.ratio_max_late"])],
+            "rel. score error": checks["rel_error"], "x authors'": checks["rel_error"] / checks["authors_rel_error"],
+            "ODE / SDE in grid": [f"{a:.3f} / {b:.3f}" for a, b in zip(frame["inside_grid_ode"],
+                                                                        frame["inside_grid_sde"])],
+            "loss plateau": frame["convergence.loss_plateau"],
+            "gate": ["pass" if not f else "FAIL: " + "; ".join(f) for f in checks["fails"]]})
+        lines += [f"### {rec['name']}", "", table.to_markdown(index=False, floatfmt=".3g"), ""]
+    lines += ["## Trajectories", "", "The smallest score ratio over t ≥ 0.05 T (1: the exact score's size; the "
+              "collapse toward u = 2t + c drives it toward 0) and the relative score error over the authors' model's, "
+              "per probe.", "", f"![trajectories](figures/{fig.name})", ""]
+    last = trajectories_frame(records).sort_values("step").groupby(["schedule", "target", "w_R"]).tail(4)
+    pivot = last.pivot_table(index=["schedule", "target", "w_R"], columns="step",
+                             values="smallest score ratio, t ≥ 0.05 T")
+    lines += ["Smallest late score ratio at the last four probes:", "", pivot.to_markdown(floatfmt=".3f"), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    return out

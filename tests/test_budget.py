@@ -1,0 +1,26 @@
+"""The budget study end to end on a tiny schedule: records, the gate on every member, the report."""
+
+import json
+
+from fpbench import budget, budget_report
+
+
+def test_a_tiny_study_records_trajectories_and_reports_the_gate(tmp_path, monkeypatch):
+    monkeypatch.setitem(budget.SCHEDULES, "tiny", {"iterations": 4, "lr_stages": budget.QUICK_STAGES,
+                                                   "dsm_batch": 64, "residual_points": 32})
+    monkeypatch.setattr(budget, "PROBE_EVERY", 2)
+    monkeypatch.setattr(budget, "PROBE_POINTS", 50)
+    monkeypatch.setattr(budget, "SAMPLE", {"n": 200, "nfe": 10})
+    record = budget.run_schedule("tiny", str(tmp_path), compile=False)
+    assert len(record["members"]) == 12 and record["member_steps_per_second"] > 0
+    for label, points in record["trajectories"].items():
+        assert [p["iteration"] for p in points] == [2, 4], label
+        assert 0 < points[-1]["rel_error"] and len(points[-1]["ratio"]) == 7
+    assert json.loads((tmp_path / "tiny.json").read_text())["name"] == "tiny"
+    assert budget.run_schedule("tiny", str(tmp_path), compile=False)["train_seconds"] == record["train_seconds"]
+
+    out = budget_report.write_budget_report(tmp_path, tmp_path / "budget.md", "fpbench budget report")
+    text = out.read_text()
+    assert "No schedule tried so far trains all 12 models past the gate" in text  # 4 steps learn nothing
+    assert text.count("FAIL: score ratio") == 12 and "0 of 12" in text
+    assert (tmp_path / "figures" / "budget-trajectories.png").stat().st_size > 0
