@@ -27,7 +27,7 @@ from .jet import BatchedMLP, supports
 from .losses import DSMBatch, dsm_batch, dsm_loss_terms
 from .methods import Method
 from .residuals import Box, _collocation, log_fp_residual_from, score_fp_residual, score_fp_residual_from
-from .train import TrainingError, TrainResult, _lr_at, _save_atomic, stage_boundaries
+from .train import TrainingError, TrainResult, _lr_at, _save_atomic, stage_boundaries, stop_at_deadline
 
 
 def can_ensemble(method, model) -> bool:
@@ -157,17 +157,19 @@ def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk,
 
 def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], labels: list[str] | None = None,
                    device=None, checkpoint=None, compile: bool = False,
-                   probe=None) -> list[TrainResult | TrainingError]:
+                   probe=None, deadline=None) -> list[TrainResult | TrainingError]:
     """Train ``models`` (same architecture, same train config) together, in place. Returns each
     member's TrainResult, or the TrainingError that stopped it. ``checkpoint`` (a path) is written
     atomically every ``checkpoint_every`` iterations and resumed from. ``compile``: the loss terms
     through ``torch.compile`` (``compiled_terms``). ``probe``: a pair (every, fn); fn(iteration, models)
-    is called after every ``every`` iterations (fpbench.budget records score profiles with it)."""
+    is called after every ``every`` iterations (fpbench.budget records score profiles with it).
+    ``deadline``: a ``train.Deadline``; past it the checkpoint is written and ``TimeBudgetReached`` raised."""
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
         raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
     with cpu_settings(device):
-        return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe)
+        return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe,
+                               deadline)
 
 
 @contextlib.contextmanager
@@ -277,7 +279,8 @@ def reuse_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
-def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe=None):
+def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe=None,
+                    deadline=None):
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     params = [p for m in models for p in m.parameters()]
@@ -292,6 +295,10 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
         opt.load_state_dict(state["optimizer"])
     began = time.perf_counter()
     for it in range(start, cfg["iterations"]):
+        snapshot = lambda it=it: {"iteration": it, "models": [m.state_dict() for m in models],
+                               "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
+                               "histories": histories, "failures": {str(k): v for k, v in failures.items()}}
+        stop_at_deadline(deadline, checkpoint, snapshot, f"ensemble of {len(models)}", it)
         alive = [e for e in range(len(models)) if e not in failures]
         if not alive:
             break
@@ -318,9 +325,7 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
         if probe is not None and (it + 1) % probe[0] == 0:
             probe[1](it + 1, models)
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
-            _save_atomic({"iteration": it + 1, "models": [m.state_dict() for m in models],
-                          "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
-                          "histories": histories, "failures": {str(k): v for k, v in failures.items()}}, checkpoint)
+            _save_atomic(snapshot(it + 1), checkpoint)
     seconds = time.perf_counter() - began + state.get("seconds", 0.0)
     return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), cfg["iterations"])
             for e, h in enumerate(histories)]

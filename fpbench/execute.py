@@ -39,13 +39,14 @@ class Task:
     threads: int | None = None
     ensemble: bool = True
     compile: bool = False  # the ensembles' loss terms through torch.compile
+    deadline: float | None = None  # time.time() after which no training iteration or case starts
 
 
 @dataclass
 class Outcome:
     key: str
     label: str
-    status: str  # "done", "failed"
+    status: str  # "done", "failed", "stopped" (the time budget ended; a rerun resumes it)
     error: str = ""
 
 
@@ -60,7 +61,7 @@ class SlurmOptions:
 
 
 def plan(cases: list, results, device=None, threads: int | None = None, workers: int = 1,
-         ensemble: bool = True, compile: bool = False) -> list[Task]:
+         ensemble: bool = True, compile: bool = False, deadline: float | None = None) -> list[Task]:
     """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone."""
     from .runner import ensemble_key
 
@@ -71,8 +72,9 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
         (groups.setdefault(key, []) if key else singles).append(case)
     tasks = []
     for members in groups.values():
-        tasks += [Task(part, str(results), device, threads, True, compile) for part in split_balanced(members, workers)]
-    tasks += [Task([c], str(results), device, threads, ensemble) for c in singles]
+        tasks += [Task(part, str(results), device, threads, True, compile, deadline)
+                  for part in split_balanced(members, workers)]
+    tasks += [Task([c], str(results), device, threads, ensemble, deadline=deadline) for c in singles]
     return tasks
 
 
@@ -108,6 +110,7 @@ def run_task(task: Task, log=print) -> list[Outcome]:
 
     from .runner import run_case, train_groups
     from .store import Store
+    from .train import Deadline, TimeBudgetReached
 
     if task.threads:
         torch.set_num_threads(task.threads)
@@ -117,19 +120,29 @@ def run_task(task: Task, log=print) -> list[Outcome]:
         # float32 throughout; TF32 would round the residuals' matmul inputs to 10 mantissa bits
         torch.backends.cuda.matmul.allow_tf32 = False
     failed: dict[str, str] = {}
+    deadline = Deadline(task.deadline) if task.deadline is not None else None
+    stopped = [Outcome(c.key, c.label, "stopped") for c in task.cases]
     if task.ensemble:
         try:
-            failed.update(train_groups(task.cases, store, device, log=log, compile=task.compile))
+            failed.update(train_groups(task.cases, store, device, log=log, compile=task.compile, deadline=deadline))
+        except TimeBudgetReached as err:
+            log(str(err))
+            return stopped
         except Exception as err:  # the ensemble as a whole broke: its cases train one by one below
             log(f"ensemble training failed ({type(err).__name__}: {err}); training its cases one by one")
     outcomes = []
-    for case in task.cases:
+    for i, case in enumerate(task.cases):
         if case.key in failed:
             outcomes.append(Outcome(case.key, case.label, "failed", failed[case.key]))
             continue
+        if deadline is not None and deadline.reached() and not store.is_done(case.key):
+            return outcomes + stopped[i:]
         try:
-            run_case(case, store, device, progress=False, log=log)
+            run_case(case, store, device, progress=False, log=log, deadline=deadline)
             outcomes.append(Outcome(case.key, case.label, "done"))
+        except TimeBudgetReached as err:
+            log(str(err))
+            return outcomes + stopped[i:]
         except Exception as err:  # one case fails alone
             store.mark_failed(case.key, case.label, err)
             outcomes.append(Outcome(case.key, case.label, "failed", f"{type(err).__name__}: {err}"))

@@ -6,6 +6,9 @@ random draw comes from one generator seeded with ``seed``. A checkpoint (model, 
 generator, iteration) is written atomically every ``checkpoint_every`` iterations, so a killed
 run resumes with bit-identical numbers. A NaN or inf loss, a method that raises, or a loss that
 is not a scalar tensor stops the case with ``TrainingError`` naming the case and the iteration.
+A ``Deadline`` (``fpbench run --max-minutes``) stops training before the first iteration that starts
+after it: the checkpoint is written at that iteration and ``TimeBudgetReached`` is raised; a later
+run resumes from there with the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,29 @@ from .methods import TrainContext
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss)."""
+
+
+class TimeBudgetReached(Exception):
+    """The run's time budget ended during training; the checkpoint holds the state to resume from."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A wall-clock time (``time.time()`` seconds) after which no training iteration starts."""
+
+    at: float
+
+    def reached(self) -> bool:
+        return time.time() >= self.at
+
+
+def stop_at_deadline(deadline: Deadline | None, checkpoint: Path | None, state, what: str, iteration: int) -> None:
+    """At a passed deadline: write ``state()`` to ``checkpoint`` and raise ``TimeBudgetReached``."""
+    if deadline is None or not deadline.reached():
+        return
+    if checkpoint is not None:
+        _save_atomic(state(), checkpoint)
+    raise TimeBudgetReached(f"{what}: stopped at the time budget before iteration {iteration}")
 
 
 @dataclass
@@ -51,7 +77,8 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
-          checkpoint: Path | None = None, progress: bool = False, device=None) -> TrainResult:
+          checkpoint: Path | None = None, progress: bool = False, device=None,
+          deadline: Deadline | None = None) -> TrainResult:
     """Train ``model`` in place with ``method`` on ``target`` under ``sde``; ``cfg`` is the train config."""
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
@@ -66,6 +93,9 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
     began = time.perf_counter()
     bar = _progress(cfg["iterations"], start, case, progress)
     for it in range(start, cfg["iterations"]):
+        snapshot = lambda it=it: {"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "generator": gen.get_state(), "history": history}
+        stop_at_deadline(deadline, checkpoint, snapshot, case, it)
         new_stage, lr = _lr_at(it, bounds)
         if new_stage != stage:  # the authors start a fresh Adam at each stage
             stage, opt = new_stage, torch.optim.Adam(model.parameters(), lr=lr)
@@ -80,8 +110,7 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
             history.append({"iteration": it, "loss": loss.item(), **terms})
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
-            _save_atomic({"iteration": it + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "generator": gen.get_state(), "history": history}, checkpoint)
+            _save_atomic(snapshot(it + 1), checkpoint)
         bar.update(1)
     bar.close()
     return TrainResult(history, time.perf_counter() - began + state.get("seconds", 0.0), cfg["iterations"])

@@ -1,0 +1,85 @@
+"""``fpbench run --max-minutes``: training stops at a deadline with its checkpoint written, and a later
+run resumes it to the numbers of an uninterrupted run (paper scale in chunks on a lent GPU)."""
+
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from fpbench.cli import main
+from fpbench.ensemble import train_ensemble
+from fpbench.methods import make_method
+from fpbench.models import PotentialMLP
+from fpbench.sde import make_sde
+from fpbench.store import read_json
+from fpbench.targets import make_target
+from fpbench.train import Deadline, TimeBudgetReached, train
+
+from .test_pipeline import GOOD, TRAIN_CFG, _write_suite
+
+
+@dataclass(frozen=True)
+class AfterChecks(Deadline):
+    """A deadline reached at the ``limit``-th check: stops training at a chosen iteration."""
+
+    limit: int = 0
+    calls: list = field(default_factory=list)
+
+    def reached(self) -> bool:
+        self.calls.append(1)
+        return len(self.calls) > self.limit
+
+
+def _models(n=2):
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        out.append(PotentialMLP(width=16, depth=2))
+    return out
+
+
+def _ensemble(models, checkpoint=None, deadline=None):
+    sde, targets = make_sde("ou"), [make_target("blob"), make_target("checker")]
+    methods = [make_method("fp", w_r=0.0), make_method("fp", w_r=1.0)]
+    return train_ensemble(models, methods, targets, sde, TRAIN_CFG, [0, 1], checkpoint=checkpoint, deadline=deadline)
+
+
+def test_an_ensemble_stopped_at_the_deadline_resumes_bit_identically(tmp_path):
+    reference = _models()
+    _ensemble(reference)
+    stopped, ckpt = _models(), tmp_path / "ensemble.pt"
+    with pytest.raises(TimeBudgetReached, match="before iteration 7"):
+        _ensemble(stopped, ckpt, AfterChecks(0.0, limit=7))
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 7  # written at the stop, between checkpoints
+    resumed = _models()
+    results = _ensemble(resumed, ckpt)
+    for a, b in zip(reference, resumed):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    assert [h["iteration"] for h in results[0].history] == list(range(12))
+
+
+def test_one_model_stopped_at_the_deadline_resumes_bit_identically(tmp_path):
+    def run(checkpoint=None, deadline=None):
+        torch.manual_seed(0)
+        model = PotentialMLP(width=16, depth=2)
+        train(model, make_method("fp", w_r=1.0), make_target("blob"), make_sde("ou"), TRAIN_CFG, 0,
+              checkpoint=checkpoint, deadline=deadline)
+        return model
+
+    reference, ckpt = run(), tmp_path / "model.pt"
+    with pytest.raises(TimeBudgetReached):
+        run(ckpt, AfterChecks(0.0, limit=5))
+    resumed = run(ckpt)
+    assert all(torch.equal(p, q) for p, q in zip(reference.parameters(), resumed.parameters()))
+
+
+def test_the_cli_stops_with_status_4_and_the_same_command_resumes(tmp_path, capsys):
+    suite = _write_suite(tmp_path, GOOD)
+    results = tmp_path / "r"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(results), "--max-minutes", "0", "--quiet"]) == 4
+    assert "stopped at the time budget" in capsys.readouterr().err
+    assert not list(results.glob("*/metrics.json")) and list(results.glob("ensembles/*.pt"))
+    assert main(["run", suite, "--scale", "smoke", "--results", str(results), "--max-minutes", "30", "--quiet"]) == 0
+    assert len(list(results.glob("*/metrics.json"))) == 2
+    assert all(read_json(p)["metrics"]["convergence"]["times"] for p in results.glob("*/metrics.json"))
