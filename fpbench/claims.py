@@ -83,6 +83,7 @@ class ClaimOutcome:
     measured: str = ""
     parts: dict = field(default_factory=dict)
     inconclusive: bool = False  # not decided because the models failed the convergence gate
+    p_holm: float = math.nan  # the p-value adjusted across the report's claims (Holm); the verdict uses it
 
     @property
     def verdict(self) -> str:
@@ -420,10 +421,24 @@ def claim_c7b(oracles: pd.DataFrame) -> ClaimOutcome:
 
 def evaluate_claims(paper_df: pd.DataFrame, oracles: pd.DataFrame, curl_df: pd.DataFrame | None,
                     sde: str = "ou") -> list[ClaimOutcome]:
-    """Every claim, in order, on one scale's results (``oracles``: ``oracle_frame`` of its records)."""
+    """Every claim, in order, on one scale's results (``oracles``: ``oracle_frame`` of its records),
+    decided on p-values adjusted across the family (``adjust_family``)."""
     targets = sorted(paper_df["target"].unique()) if paper_df is not None and not paper_df.empty else []
-    return [claim_c1(paper_df), claim_c2(paper_df), claim_c3(paper_df), claim_c4(paper_df), claim_c5(paper_df),
-            claim_c6(paper_df, curl_df), claim_c7a(targets, sde), claim_c7b(oracles)]
+    return adjust_family([claim_c1(paper_df), claim_c2(paper_df), claim_c3(paper_df), claim_c4(paper_df),
+                          claim_c5(paper_df), claim_c6(paper_df, curl_df), claim_c7a(targets, sde),
+                          claim_c7b(oracles)])
+
+
+def adjust_family(outcomes: list[ClaimOutcome]) -> list[ClaimOutcome]:
+    """Holm's adjustment across the claims that ran a test with a p-value in the claimed direction
+    (deterministic checks and undecided claims are not in the family); each verdict is then decided
+    on its adjusted p (``stats.with_adjusted_p``). Returns the same outcomes, updated."""
+    adjusted = st.holm([o.result.pvalue if o.result is not None else math.nan for o in outcomes])
+    for outcome, p in zip(outcomes, adjusted):
+        outcome.p_holm = float(p)
+        if outcome.result is not None:
+            outcome.result = st.with_adjusted_p(outcome.result, p)
+    return outcomes
 
 
 # --- calibration: false positives on null data, power on a planted effect of the paper's size ------
@@ -483,7 +498,32 @@ def calibration(paper_df: pd.DataFrame, curl_df: pd.DataFrame | None = None, ora
         rows.append(_curl_calibration(paper_df, curl_df, reps, seed))
     if oracles is not None and not oracles.empty and (oracles["floor_sd"] > 0).all():
         rows.append(_oracle_calibration(oracles, reps, seed))
-    return pd.DataFrame(rows)
+    pairs = [(r.pop("_test", None), r.pop("_null", None), r["wrong verdict"]) for r in rows]
+    frame = pd.DataFrame(rows)
+    frame.attrs["family"] = family_false_positives([(t, n) for t, n, wrong in pairs if t is not None
+                                                    and wrong == st.PASS], reps, seed)
+    return frame
+
+
+def family_false_positives(tests: list, reps: int, seed: int) -> dict:
+    """Under the global null (every claim's null data at once): the rate of at least one false PASS
+    among the claims, with raw p-values and with Holm's adjustment, each with its exact 95% interval."""
+    from scipy import stats as sps
+
+    if not tests:
+        return {}
+    rng = np.random.default_rng(seed + 7)
+    raw = holm = 0
+    for _ in range(reps):
+        results = [test(*null(rng)) for test, null in tests]
+        adjusted = st.holm([r.pvalue for r in results])
+        raw += any(r.verdict == st.PASS for r in results)
+        holm += any(st.with_adjusted_p(r, p).verdict == st.PASS for r, p in zip(results, adjusted))
+    out = {"claims": len(tests), "reps": reps}
+    for name, k in (("raw", raw), ("holm", holm)):
+        ci = sps.binomtest(k, reps).proportion_ci(confidence_level=0.95, method="exact")
+        out[name], out[f"{name}_ci"] = k / reps, (float(ci.low), float(ci.high))
+    return out
 
 
 def _correlation_calibration(df: pd.DataFrame, reps: int, seed: int) -> list[dict]:
@@ -551,4 +591,4 @@ def _calibrated(key, null_name, test, null, wrong, planted_name, planted, reps, 
     return {"claim": key, "null data": null_name, "wrong verdict": wrong, "rate under null": null_rates[wrong],
             "rate under null, 95% CI": null_rates[f"{wrong}_ci"], "planted effect": planted_name,
             "right verdict": right, "power": planted_rates[right], "power, 95% CI": planted_rates[f"{right}_ci"],
-            "reps": reps}
+            "reps": reps, "_test": test, "_null": null}

@@ -24,12 +24,12 @@ def claims_table(outcomes: list[cl.ClaimOutcome]) -> pd.DataFrame:
         if r is None:
             rows.append((f"{o.claim.key} ({o.claim.source})", o.claim.paper_says, o.skipped, "—", "—", "—", o.verdict))
             continue
-        p = (f"{r.pvalue:.2g}" if np.isfinite(r.pvalue) else f"excess test: {r.pvalue_opposite:.2g}"
-             if np.isfinite(r.pvalue_opposite) else "— (deterministic)")
+        p = (f"{r.pvalue:.2g} (Holm {o.p_holm:.2g})" if np.isfinite(r.pvalue) else
+             f"excess test: {r.pvalue_opposite:.2g}" if np.isfinite(r.pvalue_opposite) else "— (deterministic)")
         rows.append((f"{o.claim.key} ({o.claim.source})", o.claim.paper_says, o.measured, f"{r.statistic:.4g}", p,
                      f"{r.effect_name} = {r.effect:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}] (needs ≥ {r.min_effect:.3g})",
                      f"**{r.verdict}**"))
-    return pd.DataFrame(rows, columns=["claim", "what the paper says", "what we measured", "statistic", "p",
+    return pd.DataFrame(rows, columns=["claim", "what the paper says", "what we measured", "statistic", "p (raw, Holm)",
                                        "effect [95% CI]", "verdict"])
 
 
@@ -39,7 +39,9 @@ def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
              f"`pytest suites/paper --fpbench-scale {scale}` decides these same claims from the same results. "
              f"Tests are one-sided in the paper's direction at α = {ALPHA}; PASS needs p ≤ α and an effect of at "
              "least the stated size, FAIL needs a significant effect the other way or an interval that rules out the "
-             "needed size (fpbench/stats.py). Claims on trained models are INCONCLUSIVE when any model fails the "
+             "needed size (fpbench/stats.py), with p adjusted by Holm's step-down method across the claims of this "
+             "report that ran a test (a PASS must hold after the adjustment). Claims on trained models are "
+             "INCONCLUSIVE when any model fails the "
              "convergence gate (next section), skipped when the baselines have not learned their target, and claims "
              "on W2² differences are skipped when the noise floor exceeds the paper's own effect. "
              "Tallies: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
@@ -98,10 +100,21 @@ def calibration_section(cal: pd.DataFrame, figure: Path | None) -> str:
              "of log values) give the power. Intervals are exact binomial (Clopper-Pearson). C7a is a deterministic "
              "round-off check (no sampling noise) and has no calibration.", "",
              f"False-positive rates consistent with ≤ α for every claim: **{'yes' if ok else 'no'}**.", "",
+             *_family_lines(cal.attrs.get("family", {})),
              table.to_markdown(index=False, floatfmt=".3f"), ""]
     if figure is not None:
         lines += [f"![calibration](figures/{figure.name})", ""]
     return "\n".join(lines)
+
+
+def _family_lines(family: dict) -> list[str]:
+    if not family:
+        return []
+    ci = lambda k: f"[{family[k + '_ci'][0]:.3f}, {family[k + '_ci'][1]:.3f}]"  # noqa: E731
+    return [f"Family-wise: under the global null (every claim's null data at once, {family['reps']} sets, "
+            f"{family['claims']} claims whose wrong verdict is a PASS), at least one false PASS in "
+            f"**{family['raw']:.3f}** {ci('raw')} of the sets with raw p-values and **{family['holm']:.3f}** "
+            f"{ci('holm')} with Holm's adjustment (target ≤ α = {ALPHA}).", ""]
 
 
 def why_section(df: pd.DataFrame, outcomes: list[cl.ClaimOutcome]) -> str:

@@ -280,6 +280,34 @@ def within_noise(measured: np.ndarray, allowance: np.ndarray, noise_sd: np.ndarr
                      f"smallest effect of interest {detectable:.3g}")
 
 
+# --- the family of a report's claims ---------------------------------------------------------------
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of one family of p-values (NaN entries are not in the family and
+    stay NaN): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)). Rejecting
+    where the adjusted p <= alpha keeps the family-wise error rate at most alpha."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, index in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[index]))
+        out[index] = running
+    return out
+
+
+def with_adjusted_p(test: ClaimTest, p_adjusted: float) -> ClaimTest:
+    """``test`` decided on its family-adjusted p-value: a PASS whose adjusted p exceeds alpha becomes
+    INCONCLUSIVE (FAIL and INCONCLUSIVE stand: the adjustment guards against false PASSes)."""
+    if not np.isfinite(p_adjusted) or test.verdict != PASS or p_adjusted <= test.alpha:
+        return test
+    note = f"PASS at the raw p = {test.pvalue:.3g}, not after Holm's adjustment (p = {p_adjusted:.3g})"
+    return ClaimTest(**{**test.to_dict(), "verdict": INCONCLUSIVE,
+                        "detail": f"{test.detail}; {note}" if test.detail else note})
+
+
 # --- calibration -------------------------------------------------------------------------------------
 
 def calibrate(test, make_data, reps: int = 200, seed: int = 0) -> dict:

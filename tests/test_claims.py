@@ -189,3 +189,12 @@ def test_results_without_convergence_evidence_are_inconclusive():
     df = fabricate().drop(columns=["convergence.rel_error"])
     outcome = claims.claim_c1(df)
     assert outcome.verdict == INCONCLUSIVE and "no convergence evidence" in outcome.skipped
+
+
+def test_claims_are_decided_on_holm_adjusted_p_values():
+    outcomes = claims.evaluate_claims(fabricate(), None, None)
+    tested = [o for o in outcomes if o.result is not None and np.isfinite(o.result.pvalue)]
+    assert len(tested) >= 5
+    raw = np.array([o.result.pvalue for o in tested])
+    assert np.all(np.array([o.p_holm for o in tested]) >= raw - 1e-15)
+    assert all(o.verdict == PASS for o in tested if o.claim.key in ("C1", "C3", "C4"))

@@ -108,3 +108,40 @@ def test_calibration_false_positive_rate_and_power_of_the_trend_test():
     paper = np.array([0.0116, 0.0031, 0.0029, 0.0022])
     planted = st.calibrate(test, lambda r: (paper * np.exp(r.normal(0, 0.3, (9, 4))),), reps=100)
     assert planted["PASS"] >= 0.8
+
+
+# ----- Holm's adjustment across a report's claims ------------------------------------------------
+
+def test_holm_matches_the_worked_example_and_leaves_nan_out_of_the_family():
+    from fpbench.stats import holm
+
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 -> max(0.06, 0.04) = 0.06
+    adjusted = holm([0.01, 0.04, float("nan"), 0.03, 0.005])
+    assert np.allclose(adjusted[[0, 1, 3, 4]], [0.03, 0.06, 0.06, 0.02]) and np.isnan(adjusted[2])
+    assert holm([0.9, 0.8]).tolist() == [1.0, 1.0] and holm([0.01, 0.7]).tolist() == [0.02, 0.7]
+
+
+def _uniform_p_test(u):
+    from fpbench.stats import ALPHA, INCONCLUSIVE, PASS, ClaimTest
+
+    return ClaimTest("u", u, u, 1 - u, 1.0, "e", 0.5, 1.5, 10, ALPHA, 0.0, PASS if u <= ALPHA else INCONCLUSIVE)
+
+
+def test_a_pass_that_does_not_survive_holm_is_inconclusive():
+    from fpbench.stats import INCONCLUSIVE, PASS, with_adjusted_p
+
+    test = _uniform_p_test(0.03)
+    assert with_adjusted_p(test, 0.04).verdict == PASS
+    adjusted = with_adjusted_p(test, 0.09)
+    assert adjusted.verdict == INCONCLUSIVE and "Holm" in adjusted.detail and adjusted.pvalue == 0.03
+
+
+def test_family_wise_false_positives_exceed_alpha_raw_and_not_with_holm():
+    """Five independent tests with uniform p under the null: at least one raw false PASS in
+    1 - 0.95^5 = 0.226 of the sets; with Holm at most alpha."""
+    from fpbench.claims import family_false_positives
+
+    tests = [(_uniform_p_test, lambda rng: (rng.uniform(),)) for _ in range(5)]
+    rates = family_false_positives(tests, reps=2000, seed=0)
+    assert rates["raw_ci"][0] < 0.226 < rates["raw_ci"][1]
+    assert rates["holm_ci"][0] <= 0.05 and rates["holm"] < 0.07

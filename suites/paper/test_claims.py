@@ -2,6 +2,7 @@
 
 A PASS passes; a FAIL fails with the statistic, p-value and effect (the claim does not reproduce on
 these results); a claim the data cannot decide, or an INCONCLUSIVE test, is skipped with its reason.
+Every claim is decided on its p-value adjusted by Holm's method across the claims (``claims.evaluate_claims``).
 
     pytest suites/paper -rs                              # smoke scale (CI)
     pytest suites/paper -rs --fpbench-scale quick        # the laptop-scale results
@@ -26,37 +27,41 @@ def decide(outcome: claims.ClaimOutcome) -> None:
 
 
 @pytest.fixture(scope="module")
-def paper(claim_results):
-    return claim_results["paper"][0]
+def outcomes(claim_results) -> dict:
+    """Every claim decided at once, so that Holm's adjustment sees the whole family."""
+    paper, records = claim_results["paper"]
+    decided = claims.evaluate_claims(paper, claims.oracle_frame(records, claim_results["store"]),
+                                     claim_results["curl"][0])
+    return {o.claim.key: o for o in decided}
 
 
-def test_c1_table1_gap_shrinks_with_w_r(paper):
-    decide(claims.claim_c1(paper))
+def test_c1_table1_gap_shrinks_with_w_r(outcomes):
+    decide(outcomes["C1"])
 
 
-def test_c2_table2_moderate_w_r_improves_ode(paper):
-    decide(claims.claim_c2(paper))
+def test_c2_table2_moderate_w_r_improves_ode(outcomes):
+    decide(outcomes["C2"])
 
 
-def test_c3_table3_sde_degrades_with_w_r(paper):
-    decide(claims.claim_c3(paper))
+def test_c3_table3_sde_degrades_with_w_r(outcomes):
+    decide(outcomes["C3"])
 
 
-def test_c4_fig4_residual_trades_off_against_dsm(paper):
-    decide(claims.claim_c4(paper))
+def test_c4_fig4_residual_trades_off_against_dsm(outcomes):
+    decide(outcomes["C4"])
 
 
-def test_c5_fig5_theorem1_residual_bounds_gap(paper):
-    decide(claims.claim_c5(paper))
+def test_c5_fig5_theorem1_residual_bounds_gap(outcomes):
+    decide(outcomes["C5"])
 
 
-def test_c6_fig1_free_score_networks_have_curl(claim_results, paper):
-    decide(claims.claim_c6(paper, claim_results["curl"][0]))
+def test_c6_fig1_free_score_networks_have_curl(outcomes):
+    decide(outcomes["C6"])
 
 
-def test_c7a_exact_score_has_zero_residual(paper):
-    decide(claims.claim_c7a(sorted(paper["target"].unique())))
+def test_c7a_exact_score_has_zero_residual(outcomes):
+    decide(outcomes["C7a"])
 
 
-def test_c7b_exact_score_has_no_gap(claim_results):
-    decide(claims.claim_c7b(claims.oracle_frame(claim_results["paper"][1], claim_results["store"])))
+def test_c7b_exact_score_has_no_gap(outcomes):
+    decide(outcomes["C7b"])
