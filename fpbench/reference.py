@@ -158,7 +158,6 @@ def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: i
     from .models import ExactScore
     from .operators import curl
     from .residuals import PAPER_BOX, log_fp_residual_mc
-    from .samplers import refined_grid, sample_pair
     from .sde import make_sde
     from .targets import make_target
 
@@ -177,9 +176,7 @@ def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: i
     x = PAPER_BOX.sample(2000, 2, gen, torch.float64)
     out["curl_max"] = float(curl(lambda xx, tt: model.score(xx, tt, create_graph=True), x,
                                  torch.full((2000,), 0.01, dtype=torch.float64)).abs().max())
-    model32 = model.float()
-    x_ode, x_sde = sample_pair(lambda xx, tt: model32.score(xx, tt), sde, n, 2, refined_grid(sde.T, nfe), seed + 1,
-                               chunk=100_000)
+    x_ode, x_sde = _sampled(model.float(), sde, n, nfe, seed + 1)
     h = {"ode": mx.grid_histogram(x_ode), "sde": mx.grid_histogram(x_sde),
          "p0": mx.grid_histogram(target.sample(n, torch.Generator().manual_seed(seed + 2)))}
     floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, floor_reps, seed=seed + 3)
@@ -192,12 +189,27 @@ def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: i
     return out
 
 
+def _sampled(model, sde, n: int, nfe: int, seed: int, ode_only: bool = False):
+    """(ODE, SDE) samples of a published model on the authors' refined grid, sampled as the runner
+    samples fpbench's own models (the jet score, under the training's CPU settings); with
+    ``ode_only`` the ODE's alone, from the same prior draws, and None."""
+    from .ensemble import cpu_settings
+    from .jet import fast_score
+    from .samplers import ODE_SAMPLERS, refined_grid, sample_pair
+
+    ts = refined_grid(sde.T, nfe)
+    with cpu_settings():
+        if ode_only:
+            x_T = sde.prior_sample(n, 2, torch.Generator().manual_seed(seed * 1_000_003), dtype=torch.float32)
+            return ODE_SAMPLERS["euler"](fast_score(model), sde, x_T, ts.double()).detach(), None
+        return sample_pair(fast_score(model), sde, n, 2, ts, seed, chunk=100_000)
+
+
 def ode_nfe_sensitivity(root: Path, target_name: str, w_r: float, n: int, nfes=(200, 800), seed: int = 0) -> dict:
     """The published model's ODE samples at several step counts (the authors' refined grid), each
     compared with the published ODE histogram and with the others, and the noise floor at ``n``
     (two independent p0 draws): how much of a difference from theirs is the step count?"""
     from . import metrics as mx
-    from .samplers import refined_grid, sample_pair
     from .sde import make_sde
     from .targets import make_target
 
@@ -205,9 +217,7 @@ def ode_nfe_sensitivity(root: Path, target_name: str, w_r: float, n: int, nfes=(
     sde, target = make_sde("ou"), make_target(target_name)
     hists = {}
     for nfe in nfes:
-        x_ode, _ = sample_pair(lambda x, t: model.score(x, t), sde, n, 2, refined_grid(sde.T, nfe), seed + 1,
-                               chunk=100_000)
-        hists[nfe] = mx.grid_histogram(x_ode)
+        hists[nfe] = mx.grid_histogram(_sampled(model, sde, n, nfe, seed + 1, ode_only=True)[0])
     published = histogram(root, "ode", target_name, w_r)
     out = {"target": target_name, "w_r": w_r, "n": n, "nfes": list(nfes),
            "vs_published": {str(k): mx.grid_w2_from_weights(h, published) for k, h in hists.items()}}
