@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--results", default=None)
     comp.add_argument("--out", default=None, help="report file (default reports/SUITE-SCALE.md)")
     comp.add_argument("--quiet", action="store_true")
+    comp.add_argument("--max-minutes", type=float, default=None,
+                      help="as for run: stop in time (exit 4, no report); the same command resumes")
     comp.set_defaults(func=_cmd_compare, ensemble=True, compile=False, executor="inprocess", workers=1, threads=None,
                       scheduler=None, slurm_partition=None, slurm_gpus=0, slurm_time=60, slurm_cpus=2,
                       slurm_cluster="slurm")
