@@ -61,7 +61,7 @@ def _cmd_run(args) -> int:
     stopped = [o for o in outcomes if o.status == "stopped"]
     done = len(outcomes) - len(failed) - len(stopped)
     print(f"finished {done} of {len(outcomes)} case(s) in {time.perf_counter() - began:.0f} s; "
-          f"next: fpbench report {args.suite} --scale {args.scale}")
+          f"next: {_report_hint(args)}")
     for o in failed:
         print(f"failed {o.label} [{o.key}]: {o.error}", file=sys.stderr)
     if failed:
@@ -72,6 +72,20 @@ def _cmd_run(args) -> int:
               "unfinished; the same command resumes them from their checkpoints", file=sys.stderr)
         return 4
     return 3 if failed else 0
+
+
+def _report_hint(args) -> str:
+    """The report command for this run, with the options the user gave that the report also takes."""
+    import shlex
+
+    parts = ["fpbench", "report", args.suite, "--scale", args.scale]
+    if getattr(args, "seeds", None) is not None:
+        parts += ["--seeds", str(args.seeds)]
+    if args.results:
+        parts += ["--results", args.results]
+    for method in getattr(args, "method", None) or []:
+        parts += ["--method", method]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _run_cases(args):
@@ -229,7 +243,10 @@ def _cmd_reference(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fpbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="residuals of the exact densities (the oracle self-check)")
     check.add_argument("--points", type=int, default=500)
@@ -241,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite's cases at a scale (resumes; finished cases are skipped)")
     run.add_argument("suite", help="suite name (suites/NAME.toml) or path")
     run.add_argument("--scale", required=True)
-    run.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the scale's)")
+    run.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds (default: the scale's)")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     run.add_argument("--results", default=None, help="results root (default $FPBENCH_RESULTS or ./results)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -288,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write reports/SUITE-SCALE.md from the results")
     report.add_argument("suite")
     report.add_argument("--scale", required=True)
-    report.add_argument("--seeds", type=int, default=None)
+    report.add_argument("--seeds", type=_positive_int, default=None)
     report.add_argument("--calibration-reps", type=int, default=1000,
                         help="synthetic data sets per claim test in the calibration section (default 1000)")
     report.add_argument("--results", default=None)
@@ -343,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--results", default=None)
     show.set_defaults(func=_cmd_show)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into a one-line error, exit 2)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,18 @@ PAPER_DEFAULTS: dict[str, dict] = {
     },
 }
 
+# The type and smallest allowed value of every numeric setting; ``suite.validate_suite`` checks each
+# scale's resolved values against these, so a bad value is an error before anything trains.
+SETTING_RANGES: dict[str, dict[str, tuple[type, float]]] = {
+    "train": {"iterations": (int, 1), "dsm_batch": (int, 1), "residual_points": (int, 0), "t_eps": (float, 0.0),
+              "residual_t0": (float, 0.0), "log_every": (int, 1), "checkpoint_every": (int, 1)},
+    "sample": {"n": (int, 1), "nfe": (int, 1), "fine_steps": (int, 0), "coarse_in_fine": (int, 0), "eps": (float, 0.0),
+               "chunk": (int, 1)},
+    "metrics": {"n_boot": (int, 1), "floor_reps": (int, 1), "residual_points": (int, 1), "dsm_points": (int, 1),
+                "curl_points": (int, 1), "disc_points": (int, 1), "oracle_n": (int, 1), "point_n": (int, 2),
+                "n_projections": (int, 1)},
+}
+
 # Where the paper's text and the authors' code differ; the code produced the tables.
 TEXT_VS_CODE = [
     ("network", "2 hidden layers of 80, softplus", "3 softplus layers of 80, softplus beta = 100"),

@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PAPER_DEFAULTS, deep_merge
+from .config import PAPER_DEFAULTS, SETTING_RANGES, deep_merge
 from .methods import make_method
 from .models import MODELS
 from .sde import SDES
@@ -117,8 +117,33 @@ def validate_suite(data: dict, path: Path) -> None:
         _check_keys(scale, {"seeds", *SECTIONS}, f"{path}: [scales.{name}]")
         for section in SECTIONS:
             _check_keys(scale.get(section, {}), _allowed(section), f"{path}: [scales.{name}.{section}]")
+        _check_values(data, scale, f"{path}: [scales.{name}]")
     for section in SECTIONS:
         _check_keys(data.get(section, {}), _allowed(section), f"{path}: [{section}]")
+
+
+def _check_values(data: dict, scale: dict, where: str) -> None:
+    """Every resolved numeric setting of a scale has its declared type and range (config.SETTING_RANGES),
+    the lr stages are positive with fractions summing to 1, and there is at least one seed."""
+    seeds = scale.get("seeds", 1)
+    if type(seeds) is not int or seeds < 1:
+        raise SuiteError(f"{where}: seeds = {seeds!r}; it must be a whole number >= 1")
+    for section, ranges in SETTING_RANGES.items():
+        resolved = deep_merge(deep_merge(PAPER_DEFAULTS[section], data.get(section, {})), scale.get(section, {}))
+        for key, (kind, low) in ranges.items():
+            if key not in resolved:
+                continue
+            value = resolved[key]
+            ok_type = type(value) is int if kind is int else isinstance(value, (int, float)) and type(value) is not bool
+            if not ok_type or not value >= low:
+                what = "a whole number" if kind is int else "a number"
+                raise SuiteError(f"{where}: {section}.{key} = {value!r}; it must be {what} >= {low:g}")
+    stages = deep_merge(PAPER_DEFAULTS["train"], deep_merge(data.get("train", {}), scale.get("train", {})))["lr_stages"]
+    valid = all(isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in s)
+                for s in stages)
+    if not valid or abs(sum(s[1] for s in stages) - 1) > 1e-6:
+        raise SuiteError(f"{where}: train.lr_stages = {stages!r}; each stage is [lr > 0, fraction > 0] and the "
+                         "fractions sum to 1")
 
 
 def _allowed(section: str) -> set:

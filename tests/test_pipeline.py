@@ -146,6 +146,13 @@ def test_suite_expands_into_hashed_cases(tmp_path):
     (lambda s: s.replace("iterations = 20", "iterationz = 20"), r"unknown key\(s\) \['iterationz'\]"),
     (lambda s: s.replace('method = "fp"', 'method = "fp"\nscore_models = "no-such-suite"'),
      "score_models: unknown suite 'no-such-suite'"),
+    (lambda s: s.replace("iterations = 20", "iterations = 0"), r"train.iterations = 0; it must be a whole number >= 1"),
+    (lambda s: s.replace("iterations = 20", "iterations = -5"), r"train.iterations = -5"),
+    (lambda s: s.replace("dsm_batch = 64", "dsm_batch = 6.4"), r"train.dsm_batch = 6.4; it must be a whole number"),
+    (lambda s: s.replace("n = 500", "n = 0"), r"sample.n = 0"),
+    (lambda s: s.replace("n_boot = 2", "n_boot = true"), r"metrics.n_boot = True"),
+    (lambda s: s.replace("[scales.smoke]\nseeds = 1", "[scales.smoke]\nseeds = 0"), r"seeds = 0"),
+    (lambda s: s.replace("iterations = 20,", "iterations = 20, lr_stages = [[1e-3, 0.5]],"), "fractions sum to 1"),
 ])
 def test_malformed_suites_fail_with_a_message_naming_the_cause(tmp_path, mutation, message):
     with pytest.raises(SuiteError, match=message):
@@ -327,3 +334,20 @@ def test_cli_ensemble_run_matches_the_one_by_one_run(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert a[key]["log_fp_residual"] == pytest.approx(b[key]["log_fp_residual"], rel=1e-4)
+
+
+def test_bad_counts_on_the_command_line_are_one_line_errors(tmp_path, capsys):
+    suite = _write_suite(tmp_path, GOOD)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", suite, "--scale", "smoke", "--seeds", "0", "--results", str(tmp_path / "r")])
+    assert exit_info.value.code == 2 and "'0' is not a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def test_version_and_the_report_hint_keeps_the_users_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("fpbench 0.")
+    suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 4"))
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "my results"), "--quiet"]) == 0
+    assert f"next: fpbench report {suite} --scale smoke --results '{tmp_path / 'my results'}'" in capsys.readouterr().out
