@@ -350,4 +350,5 @@ def test_version_and_the_report_hint_keeps_the_users_options(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("fpbench 0.")
     suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 4"))
     assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "my results"), "--quiet"]) == 0
-    assert f"next: fpbench report {suite} --scale smoke --results '{tmp_path / 'my results'}'" in capsys.readouterr().out
+    hint = f"next: fpbench report {suite} --scale smoke --results '{tmp_path / 'my results'}'"
+    assert hint in capsys.readouterr().out
