@@ -147,10 +147,9 @@ def reference_error(target: str, w_r) -> float:
     a w_R or a method they did not train, their largest on that target; for other targets, their largest."""
     from .authors_levels import LEVELS
 
-    by_w = LEVELS.get(target) or {w: v for levels in LEVELS.values() for w, v in levels.items()}
-    if w_r in by_w:
-        return by_w[w_r]["rel_error"]
-    pool = LEVELS.get(target, {}).values() if target in LEVELS else [v for lv in LEVELS.values() for v in lv.values()]
+    if target in LEVELS and w_r in LEVELS[target]:
+        return LEVELS[target][w_r]["rel_error"]
+    pool = LEVELS[target].values() if target in LEVELS else [v for lv in LEVELS.values() for v in lv.values()]
     return max(v["rel_error"] for v in pool)
 
 

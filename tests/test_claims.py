@@ -198,3 +198,11 @@ def test_claims_are_decided_on_holm_adjusted_p_values():
     raw = np.array([o.result.pvalue for o in tested])
     assert np.all(np.array([o.p_holm for o in tested]) >= raw - 1e-15)
     assert all(o.verdict == PASS for o in tested if o.claim.key in ("C1", "C3", "C4"))
+
+
+def test_the_reference_error_falls_back_to_the_largest_authors_level():
+    from fpbench.authors_levels import LEVELS
+
+    assert claims.reference_error("blob", 1.0) == LEVELS["blob"][1.0]["rel_error"]
+    assert claims.reference_error("blob", 3.0) == max(v["rel_error"] for v in LEVELS["blob"].values())
+    assert claims.reference_error("gmm", 0.0) == max(v["rel_error"] for lv in LEVELS.values() for v in lv.values())
