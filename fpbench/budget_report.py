@@ -110,7 +110,9 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
     fig = figure(trajectories_frame(records), out.parent / "figures" / "budget-trajectories.png")
     low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
     lines = ["# fpbench budget study: how much training the paper's 12 models need on a CPU", "",
-             f"Generated {datetime.date.today().isoformat()} from `{study_dir}` by:", "", "```bash", command, "```", "",
+             f"Generated {datetime.date.today().isoformat()} from `{study_dir}` by `{command}`. The study itself "
+             "(hours on 2 cores; a rerun skips finished schedules):", "", "```bash",
+             "fpbench budget run --schedules " + ",".join(r["name"] for r in records), "```", "",
              "The paper's protocol (loss L_DSM + w_R R̃, eq. 20; a fresh Adam per lr stage; the authors' network) "
              "on its three targets at w_R ∈ {0, 0.1, 1, 10}, seed 0, all 12 models trained as one ensemble per "
              "schedule, one schedule per single-thread process (two at a time on the 2-core machine). Every "
