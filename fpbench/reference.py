@@ -195,14 +195,11 @@ def _sampled(model, sde, n: int, nfe: int, seed: int, ode_only: bool = False):
     ``ode_only`` the ODE's alone, from the same prior draws, and None."""
     from .ensemble import cpu_settings
     from .jet import fast_score
-    from .samplers import ODE_SAMPLERS, refined_grid, sample_pair
+    from .samplers import refined_grid, sample_pair
 
-    ts = refined_grid(sde.T, nfe)
     with cpu_settings():
-        if ode_only:
-            x_T = sde.prior_sample(n, 2, torch.Generator().manual_seed(seed * 1_000_003), dtype=torch.float32)
-            return ODE_SAMPLERS["euler"](fast_score(model), sde, x_T, ts.double()).detach(), None
-        return sample_pair(fast_score(model), sde, n, 2, ts, seed, chunk=100_000)
+        return sample_pair(fast_score(model), sde, n, 2, refined_grid(sde.T, nfe), seed, chunk=100_000,
+                           sde_too=not ode_only)
 
 
 def ode_nfe_sensitivity(root: Path, target_name: str, w_r: float, n: int, nfes=(200, 800), seed: int = 0) -> dict:

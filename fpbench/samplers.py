@@ -175,11 +175,12 @@ SDE_SAMPLERS = {"euler": euler_maruyama, "heun": heun_sde}
 
 
 def sample_pair(score, sde, n: int, dim: int, ts: torch.Tensor, seed: int, scheme: str = "euler",
-                chunk: int = 100_000, dtype=torch.float32, device=None, progress=None):
+                chunk: int = 100_000, dtype=torch.float32, device=None, progress=None, sde_too: bool = True):
     """n ODE and n SDE samples of one model from the same prior points x_T ~ pi.
 
     Chunk c uses generators seeded (seed, c), so the result does not depend on chunk order.
-    Returns (x_ode, x_sde) as CPU tensors of shape (n, dim).
+    Returns (x_ode, x_sde) as CPU tensors of shape (n, dim); with ``sde_too`` False, (x_ode, None)
+    (the same ODE samples, the SDE not run).
     """
     if scheme not in ODE_SAMPLERS:
         raise ValueError(f"unknown sampler scheme {scheme!r}; known: {', '.join(ODE_SAMPLERS)}")
@@ -190,7 +191,8 @@ def sample_pair(score, sde, n: int, dim: int, ts: torch.Tensor, seed: int, schem
         gen = torch.Generator().manual_seed(seed * 1_000_003 + c)
         x_T = sde.prior_sample(size, dim, gen, dtype=dtype, device=device)
         odes.append(ODE_SAMPLERS[scheme](score, sde, x_T, ts).detach().cpu())
-        sdes.append(SDE_SAMPLERS[scheme](score, sde, x_T, ts, gen).detach().cpu())
+        if sde_too:
+            sdes.append(SDE_SAMPLERS[scheme](score, sde, x_T, ts, gen).detach().cpu())
         if progress is not None:
             progress(size)
-    return torch.cat(odes), torch.cat(sdes)
+    return torch.cat(odes), torch.cat(sdes) if sde_too else None
