@@ -294,10 +294,11 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
     if state["optimizer"] is not None:
         opt.load_state_dict(state["optimizer"])
     began = time.perf_counter()
+    # the state a checkpoint holds before iteration ``it`` (``opt`` is read when called: a new stage replaces it)
+    snapshot = lambda it: {"iteration": it, "models": [m.state_dict() for m in models],
+                           "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
+                           "histories": histories, "failures": {str(k): v for k, v in failures.items()}}
     for it in range(start, cfg["iterations"]):
-        snapshot = lambda it=it: {"iteration": it, "models": [m.state_dict() for m in models],
-                               "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
-                               "histories": histories, "failures": {str(k): v for k, v in failures.items()}}
         stop_at_deadline(deadline, checkpoint, snapshot, f"ensemble of {len(models)}", it)
         alive = [e for e in range(len(models)) if e not in failures]
         if not alive:

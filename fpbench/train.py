@@ -41,11 +41,11 @@ class Deadline:
 
 
 def stop_at_deadline(deadline: Deadline | None, checkpoint: Path | None, state, what: str, iteration: int) -> None:
-    """At a passed deadline: write ``state()`` to ``checkpoint`` and raise ``TimeBudgetReached``."""
+    """At a passed deadline: write ``state(iteration)`` to ``checkpoint`` and raise ``TimeBudgetReached``."""
     if deadline is None or not deadline.reached():
         return
     if checkpoint is not None:
-        _save_atomic(state(), checkpoint)
+        _save_atomic(state(iteration), checkpoint)
     raise TimeBudgetReached(f"{what}: stopped at the time budget before iteration {iteration}")
 
 
@@ -92,9 +92,10 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         opt.load_state_dict(state["optimizer"])
     began = time.perf_counter()
     bar = _progress(cfg["iterations"], start, case, progress)
+    # the state a checkpoint holds before iteration ``it`` (``opt`` is read when called: a new stage replaces it)
+    snapshot = lambda it: {"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                           "generator": gen.get_state(), "history": history}
     for it in range(start, cfg["iterations"]):
-        snapshot = lambda it=it: {"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "generator": gen.get_state(), "history": history}
         stop_at_deadline(deadline, checkpoint, snapshot, case, it)
         new_stage, lr = _lr_at(it, bounds)
         if new_stage != stage:  # the authors start a fresh Adam at each stage
