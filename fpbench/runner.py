@@ -242,11 +242,16 @@ def _with_convergence(case: Case, store: Store, device=None) -> dict:
         out = store.case_dir(case.key)
         target, sde, model, _ = build(case, device)
         model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
-        record["metrics"]["convergence"] = evidence(model, target, sde, read_json(out / "train.json")["history"],
-                                                    case.config["seed"], getattr(torch, case.config["train"]["dtype"]),
-                                                    device)
+        record["metrics"]["convergence"] = _convergence(case, model, target, sde,
+                                                        read_json(out / "train.json")["history"], device)
         write_json(out / "metrics.json", record)
     return record
+
+
+def _convergence(case: Case, model, target, sde, history: list, device=None) -> dict:
+    """The case's convergence evidence (``fpbench.convergence``) in its training dtype."""
+    return evidence(model, target, sde, history, case.config["seed"], getattr(torch, case.config["train"]["dtype"]),
+                    device)
 
 
 def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=None, history=()) -> dict:
@@ -265,8 +270,7 @@ def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=No
         out = point_estimates(case, hist, floors)
         out["floor"], out["floor_sliced"] = floors["exact"].to_dict(), floors["sliced"].to_dict()
     out.update(model_diagnostics(case, model, target, sde, device))
-    out["convergence"] = evidence(model, target, sde, list(history), case.config["seed"],
-                                  getattr(torch, case.config["train"]["dtype"]), device)
+    out["convergence"] = _convergence(case, model, target, sde, list(history), device)
     out.update(discretisation(case, lambda x, t: model.score(x, t), sde, target.dim, device))
     out["oracle"] = oracle(case, target, sde, store)
     return out
