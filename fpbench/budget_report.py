@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import claims as cl
 from .budget import PROBE_EVERY, SAMPLE, SCHEDULES
+from .claims_report import convergence_table
 
 
 def load_records(study_dir: Path) -> list[dict]:
@@ -124,17 +125,8 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
              f"w_R, and ODE/SDE shares inside the grid at least p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.",
              "", conclusion(summary), "", "## Schedules", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]
     for rec in records:
-        frame, checks = members_frame(rec), cl.convergence_checks(members_frame(rec))
-        table = pd.DataFrame({
-            "target": checks["target"], "w_R": checks["w_r"],
-            "late score ratio (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(frame["convergence.ratio_min_late"],
-                                                                                frame["convergence.ratio_max_late"])],
-            "rel. score error": checks["rel_error"], "x authors'": checks["rel_error"] / checks["authors_rel_error"],
-            "ODE / SDE in grid": [f"{a:.3f} / {b:.3f}" for a, b in zip(frame["inside_grid_ode"],
-                                                                        frame["inside_grid_sde"])],
-            "loss plateau": frame["convergence.loss_plateau"],
-            "gate": ["pass" if not f else "FAIL: " + "; ".join(f) for f in checks["fails"]]})
-        lines += [f"### {rec['name']}", "", table.to_markdown(index=False, floatfmt=".3g"), ""]
+        lines += [f"### {rec['name']}", "", convergence_table(members_frame(rec)).to_markdown(index=False,
+                                                                                       floatfmt=".3g"), ""]
     lines += ["## Trajectories", "", "The smallest score ratio over t ≥ 0.05 T (1: the exact score's size; the "
               "collapse toward u = 2t + c drives it toward 0) and the relative score error over the authors' model's, "
               "per probe.", "", f"![trajectories](figures/{fig.name})", ""]

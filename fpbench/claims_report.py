@@ -54,12 +54,11 @@ def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
     return "\n".join(lines)
 
 
-def convergence_section(df: pd.DataFrame) -> str:
-    """Every model's convergence evidence against the exact score, and the gate's verdict on it."""
-    if "convergence.rel_error" not in df:
-        return "## Convergence of the trained models\n\nNo convergence evidence stored with these results.\n"
+def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model (rows of a results frame with its ``convergence.*`` columns): the evidence beside the
+    authors' level, and the gate's verdict; sorted by target, w_R and seed."""
     checks = cl.convergence_checks(df)
-    table = pd.DataFrame({
+    return pd.DataFrame({
         "target": checks["target"], "w_R": checks["w_r"], "seed": checks["seed"],
         "score ratio, t ≥ 0.05 T (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(
             df["convergence.ratio_min_late"], df["convergence.ratio_max_late"])],
@@ -68,7 +67,15 @@ def convergence_section(df: pd.DataFrame) -> str:
         "ODE / SDE in grid": [f"{a:.3f} / {b:.3f}" for a, b in zip(df.get("inside_grid_ode", np.nan),
                                                                     df.get("inside_grid_sde", np.nan))],
         "loss plateau": df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy(),
-        "gate": ["pass" if not f else "FAIL: " + "; ".join(f) for f in checks["fails"]]})
+        "gate": ["pass" if not f else "FAIL: " + "; ".join(f) for f in checks["fails"]]}
+    ).sort_values(["target", "w_R", "seed"])
+
+
+def convergence_section(df: pd.DataFrame) -> str:
+    """Every model's convergence evidence against the exact score, and the gate's verdict on it."""
+    if "convergence.rel_error" not in df:
+        return "## Convergence of the trained models\n\nNo convergence evidence stored with these results.\n"
+    checks, table = cl.convergence_checks(df), convergence_table(df)
     passed = int((~checks["fails"].map(bool)).sum())
     low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
     return "\n".join([
@@ -82,7 +89,7 @@ def convergence_section(df: pd.DataFrame) -> str:
         f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors', ODE and SDE shares inside the grid at least "
         f"p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.", "",
         f"**{passed} of {len(checks)} models pass the gate.**", "",
-        table.sort_values(["target", "w_R", "seed"]).to_markdown(index=False, floatfmt=".3g"), ""])
+        table.to_markdown(index=False, floatfmt=".3g"), ""])
 
 
 def calibration_section(cal: pd.DataFrame, figure: Path | None) -> str:

@@ -191,7 +191,6 @@ def _cmd_bench(args) -> int:
 
 def _cmd_budget(args) -> int:
     import shlex
-    import sys
     from pathlib import Path
 
     from .budget import run_study
@@ -201,8 +200,8 @@ def _cmd_budget(args) -> int:
     study_dir = Path(args.dir) if args.dir else results_root(args.results) / "budget"
     if args.action == "run":
         run_study(args.schedules.split(","), str(study_dir), args.workers, compile=not args.no_compile)
-    command = "fpbench budget run " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if args.action == "run" \
-        else "fpbench budget " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    report = ["fpbench", "budget", "report", "--dir", study_dir, "--out", args.out]
+    command = " ".join(shlex.quote(str(p)) for p in report)
     print(f"wrote {write_budget_report(study_dir, Path(args.out), command)}")
     return 0
 
