@@ -9,7 +9,9 @@ schedule varies only the number of steps, the lr stages, the DSM batch and the r
 of ODE and SDE samples inside the grid, and its final evidence and the gate's verdict are stored.
 
 ``run_study`` writes ``<dir>/<schedule>.json`` per schedule (a rerun skips finished ones) and a
-log per schedule; ``fpbench.budget_report`` turns them into ``reports/budget.md``.
+log per schedule; ``fpbench.budget_report`` turns them into ``reports/budget.md``. A schedule that
+is interrupted resumes: the ensemble's checkpoint (``<schedule>.ckpt``) is written at every probe,
+and the probes recorded so far (``<schedule>.probes.jsonl``) are kept up to its iteration.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def study_cases(schedule: dict):
     for case in expand(load_suite(SUITE), SCALE, seeds=1):
         cfg = copy.deepcopy(case.config)
         cfg["train"].update(copy.deepcopy(schedule))
-        cfg["train"]["checkpoint_every"] = 10**9  # the study keeps no checkpoints
+        cfg["train"]["checkpoint_every"] = PROBE_EVERY  # resumable at every probe
         cases.append(Case(cfg))
     return cases
 
@@ -68,23 +70,30 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     cases = study_cases(SCHEDULES[name])
     built = [build(c) for c in cases]
     labels = [c.label for c in cases]
-    trajectories: dict[str, list] = {label: [] for label in labels}
+    checkpoint, probes_path = out / f"{name}.ckpt", out / f"{name}.probes.jsonl"
+    resumed_at = _checkpoint_iteration(checkpoint)
+    trajectories, offset = _recorded_probes(probes_path, labels, resumed_at)
     began = time.perf_counter()
 
     def probe(iteration, models):
+        elapsed = offset + time.perf_counter() - began
+        line = {"iteration": iteration, "elapsed_s": elapsed, "profiles": {}}
         for (target, sde, _, _), model, label in zip(built, models, labels):
             gen = torch.Generator().manual_seed(iteration)
             p = score_profile(lambda x, t, m=model: m.score(x, t), target, sde, PROBE_POINTS, gen)
             trajectories[label].append({"iteration": iteration, **p})
-        elapsed = time.perf_counter() - began
+            line["profiles"][label] = p
+        with open(probes_path, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
         worst = min(t[-1]["ratio_min_late"] for t in trajectories.values())
         with open(log_path, "a") as fh:
             fh.write(f"{name} step {iteration} {elapsed:.0f}s worst late ratio {worst:.3f}\n")
 
     cfg = cases[0].config["train"]
     results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
-                             [c.config["seed"] for c in cases], labels, compile=compile, probe=(PROBE_EVERY, probe))
-    train_seconds = time.perf_counter() - began
+                             [c.config["seed"] for c in cases], labels, checkpoint=checkpoint, compile=compile,
+                             probe=(PROBE_EVERY, probe))
+    train_seconds = offset + time.perf_counter() - began
     members = {}
     for case, (target, sde, model, _), res in zip(cases, built, results):
         if isinstance(res, Exception):
@@ -97,7 +106,26 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
               "train_seconds": train_seconds, "member_steps_per_second": len(cases) * cfg["iterations"] / train_seconds,
               "members": members, "trajectories": trajectories}
     path.write_text(json.dumps(record, indent=1))
+    checkpoint.unlink(missing_ok=True)
     return record
+
+
+def _checkpoint_iteration(checkpoint: Path) -> int:
+    """The iteration an interrupted schedule resumes from (0: none)."""
+    import torch
+
+    return torch.load(checkpoint, weights_only=True)["iteration"] if checkpoint.exists() else 0
+
+
+def _recorded_probes(path: Path, labels: list[str], upto: int) -> tuple[dict, float]:
+    """The probes an interrupted schedule recorded up to its checkpoint's iteration ``upto`` (later
+    ones are re-run), and the training seconds they had taken. The file is rewritten with just those."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    kept = [line for line in lines if line["iteration"] <= upto]
+    path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+    trajectories = {label: [{"iteration": line["iteration"], **line["profiles"][label]} for line in kept]
+                    for label in labels}
+    return trajectories, (kept[-1]["elapsed_s"] if kept else 0.0)
 
 
 def inside_grid(model, target, sde, case) -> dict:

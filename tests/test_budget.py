@@ -24,3 +24,34 @@ def test_a_tiny_study_records_trajectories_and_reports_the_gate(tmp_path, monkey
     assert "No schedule tried so far trains all 12 models past the gate" in text  # 4 steps learn nothing
     assert text.count("FAIL: score ratio") == 12 and "0 of 12" in text
     assert (tmp_path / "figures" / "budget-trajectories.png").stat().st_size > 0
+
+
+def test_an_interrupted_schedule_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch):
+    from fpbench import convergence
+
+    monkeypatch.setitem(budget.SCHEDULES, "tiny", {"iterations": 4, "lr_stages": budget.QUICK_STAGES,
+                                                   "dsm_batch": 64, "residual_points": 32})
+    monkeypatch.setattr(budget, "PROBE_EVERY", 2)
+    monkeypatch.setattr(budget, "PROBE_POINTS", 50)
+    monkeypatch.setattr(budget, "SAMPLE", {"n": 200, "nfe": 10})
+    whole = budget.run_schedule("tiny", str(tmp_path / "whole"), compile=False)
+
+    calls, profile = [], convergence.score_profile
+
+    def killed_in_the_second_probe(*args):
+        calls.append(1)
+        if len(calls) > 14:  # 12 members per probe: the second probe dies part-way through
+            raise KeyboardInterrupt
+        return profile(*args)
+
+    monkeypatch.setattr(convergence, "score_profile", killed_in_the_second_probe)
+    try:
+        budget.run_schedule("tiny", str(tmp_path / "cut"), compile=False)
+    except KeyboardInterrupt:
+        pass
+    assert (tmp_path / "cut" / "tiny.ckpt").exists() and not (tmp_path / "cut" / "tiny.json").exists()
+    monkeypatch.setattr(convergence, "score_profile", profile)
+    resumed = budget.run_schedule("tiny", str(tmp_path / "cut"), compile=False)
+    assert resumed["trajectories"] == whole["trajectories"]
+    assert resumed["members"] == whole["members"]
+    assert not (tmp_path / "cut" / "tiny.ckpt").exists()
