@@ -31,9 +31,10 @@ from .train import TrainingError, TrainResult, _lr_at, _save_atomic, stage_bound
 
 
 def can_ensemble(method, model) -> bool:
-    """Built-in loss terms on an fpbench MLP (the log-FP term only on a potential model)."""
+    """fpbench's own loss terms (``Method.uses_builtin_terms``), combined by ``Method.loss``, on an
+    fpbench MLP (the log-FP term only on a potential model). Anything else trains one by one."""
     own = type(method).loss_terms is Method.loss_terms and type(method).loss is Method.loss
-    if not own or not supports(model):
+    if not own or not method.uses_builtin_terms() or not supports(model):
         return False
     return getattr(model, "is_potential", False) or not method.weights.get("log_fp", 0)
 
@@ -102,6 +103,8 @@ def jet_terms(layers, spec, sde, weighting: str, term: str, *tensors) -> torch.T
     if term == "log_fp":  # eq. 20
         _, u_t, grad_u, lap_u = batched.potential_derivatives(x, t)
         r2 = log_fp_residual_from(u_t.reshape(-1), grad_u.reshape(-1, d), lap_u.reshape(-1), sde, xf, tf) ** 2
+    elif term != "score_fp":
+        raise ValueError(f"the ensemble path has no jet for loss term {term!r}; it computes only dsm, log_fp, score_fp")
     else:  # eq. 32 for a score network
         s, s_t, jac, grad_div = (v.reshape(e * n, *v.shape[2:]) for v in batched.score_derivatives(x, t))
         r2 = score_fp_residual_from(s, s_t, jac, grad_div, sde, xf, tf).pow(2).sum(-1)

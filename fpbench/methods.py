@@ -5,7 +5,8 @@ L_DSM + w_R * R~(theta, phi_theta, 0)) and ``score_fp`` (L_DSM + w * R^s, eq. 32
 A method of your own is one class, referenced from a suite file as ``"package.module:ClassName"``
 or registered by name in the ``fpbench.methods`` entry-point group:
 subclass ``Method`` and override ``loss_terms`` (or add terms to ``TERMS``); the runner, store and
-report do not change.
+report do not change. Methods made of fpbench's own terms train as ensembles on jets; any other
+(an added term, an overridden ``loss``) trains by the per-model loop, which computes it as written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import torch
 
@@ -56,6 +58,10 @@ def _score_fp_term(model, ctx: TrainContext) -> torch.Tensor:
 
 
 TERMS = {"dsm": _dsm_term, "log_fp": _log_fp_term, "score_fp": _score_fp_term}
+# The terms as fpbench defines them. The ensemble path (fpbench.ensemble) computes exactly these, by
+# jets; a term added to TERMS, or a built-in name bound to another function, is computed by the
+# per-model loop only (``uses_builtin_terms``), never replaced by a jet of another term.
+BUILTIN_TERMS = MappingProxyType(dict(TERMS))
 
 
 class Method:
@@ -72,6 +78,10 @@ class Method:
     def loss_terms(self, model, ctx: TrainContext) -> dict[str, torch.Tensor]:
         """Unweighted values of the terms in use."""
         return {k: TERMS[k](model, ctx) for k, w in self.weights.items() if w != 0}
+
+    def uses_builtin_terms(self) -> bool:
+        """Whether every term in use is one of fpbench's own, as defined in ``BUILTIN_TERMS``."""
+        return all(TERMS.get(k) is BUILTIN_TERMS.get(k) is not None for k, w in self.weights.items() if w != 0)
 
     def loss(self, model, ctx: TrainContext) -> tuple[torch.Tensor, dict[str, float]]:
         terms = self.loss_terms(model, ctx)
