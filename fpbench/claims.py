@@ -36,12 +36,18 @@ TRAINED_FACTOR = 10.0
 GATE_RATIO_BAND = "convergence gate: score ratio at every t >= 0.05 T within"
 GATE_ERROR_FACTOR = "convergence gate: relative score error at most (x the authors' model, same target and w_R)"
 GATE_GRID_LOSS = "convergence gate: ODE and SDE shares inside the grid at least (p0's share minus)"
+# The tests' settings (keys of CLAIM_SETTINGS; every test, and its calibration, reads them from there).
+ALPHA = "alpha"
+TREND_MIN_EFFECT = "trend min effect (mean Spearman rho within blocks)"
+PAIRED_MIN_EFFECT = "paired min effect (mean log ratio)"
+CORRELATION_MIN_EFFECT = "correlation min effect (Spearman rho)"
+BOUND_MAX_SPREAD = "bound: max spread of C across targets"
 CLAIM_SETTINGS = {
-    "alpha": st.ALPHA,
-    "trend min effect (mean Spearman rho within blocks)": 0.5,
-    "paired min effect (mean log ratio)": round(math.log(1.1), 4),
-    "correlation min effect (Spearman rho)": 0.3,
-    "bound: max spread of C across targets": 10.0,
+    ALPHA: st.ALPHA,
+    TREND_MIN_EFFECT: 0.5,
+    PAIRED_MIN_EFFECT: round(math.log(1.1), 4),
+    CORRELATION_MIN_EFFECT: 0.3,
+    BOUND_MAX_SPREAD: 10.0,
     "curl: min separation (decades)": 2.0,
     "curl: zero tolerance (x machine eps of the dtype)": 1e4,
     "oracle residual tolerance (float64, max |R~|)": 1e-8,
@@ -51,6 +57,13 @@ CLAIM_SETTINGS = {
     GATE_GRID_LOSS: 0.05,
     "Fig. 4 normalisation": "L_DSM(model) / L_DSM(exact score) on the same batch",
 }
+
+
+def test_settings(min_effect: str | None = None, **named: str) -> dict:
+    """Keyword arguments for a ``fpbench.stats`` test from ``CLAIM_SETTINGS``: alpha, the min effect
+    under ``min_effect``'s key, and ``name=key`` pairs."""
+    kw = {"alpha": CLAIM_SETTINGS[ALPHA]} | {name: CLAIM_SETTINGS[key] for name, key in named.items()}
+    return kw | ({"min_effect": CLAIM_SETTINGS[min_effect]} if min_effect else {})
 
 
 @dataclass(frozen=True)
@@ -250,7 +263,8 @@ def _trend_claim(df: pd.DataFrame, key: str) -> ClaimOutcome:
     gated = _gated(claim, df, lambda: trained_gate(df), lambda: resolution_gate(df, table, 0.0, 10.0))
     if gated:
         return gated
-    result = st.ordered_trend(_by_level(df, f"{table}.value").to_numpy(), increasing=increasing)
+    result = st.ordered_trend(_by_level(df, f"{table}.value").to_numpy(), increasing=increasing,
+                                **test_settings(TREND_MIN_EFFECT))
     return ClaimOutcome(claim, result, measured=f"{what} per w_R " + _cell_means(df, f"{table}.value"))
 
 
@@ -275,9 +289,10 @@ def claim_c2(df: pd.DataFrame) -> ClaimOutcome:
     if missing:
         return ClaimOutcome(claim, skipped=f"w_R = {missing} not in the results")
     best_moderate = table[[0.1, 1.0]].min(axis=1)
-    parts = {"w_R = 0.1 below 0": st.paired_comparison(table[0.1], table[0.0]),
-             "w_R = 1 below 0": st.paired_comparison(table[1.0], table[0.0]),
-             "w_R = 10 above the best of 0.1, 1": st.paired_comparison(best_moderate, table[10.0])}
+    kw = test_settings(PAIRED_MIN_EFFECT)
+    parts = {"w_R = 0.1 below 0": st.paired_comparison(table[0.1], table[0.0], **kw),
+             "w_R = 1 below 0": st.paired_comparison(table[1.0], table[0.0], **kw),
+             "w_R = 10 above the best of 0.1, 1": st.paired_comparison(best_moderate, table[10.0], **kw)}
     result = st.all_of(parts, "intersection-union of three paired sign-flip tests")
     return ClaimOutcome(claim, result, measured="mean W2²(ODE, p0) per w_R " + _cell_means(df, "w2_ode_p0.value"),
                         parts=parts)
@@ -295,7 +310,8 @@ def claim_c4(df: pd.DataFrame) -> ClaimOutcome:
     gated = _gated(claim, df, lambda: trained_gate(df))
     if gated:
         return gated
-    result = st.rank_correlation(df["log_fp_residual"], normalised_dsm(df), positive=False, groups=df["target"])
+    result = st.rank_correlation(df["log_fp_residual"], normalised_dsm(df), positive=False, groups=df["target"],
+                                  **test_settings(CORRELATION_MIN_EFFECT))
     return ClaimOutcome(claim, result, measured=f"{len(df)} models; normalised L_DSM from "
                         f"{normalised_dsm(df).min():.3f} to {normalised_dsm(df).max():.3f}")
 
@@ -307,9 +323,11 @@ def claim_c5(df: pd.DataFrame) -> ClaimOutcome:
     if gated:
         return gated
     w2 = np.sqrt(df["w2_ode_sde.value"].clip(lower=0))
-    parts = {"rank correlation": st.rank_correlation(df["log_fp_residual"], w2, positive=True, groups=df["target"]),
-             "bound W2 <= C R~": st.bound_constant(w2, df["log_fp_residual"], df["target"], exponent=1.0)}
-    sqrt_bound = st.bound_constant(w2, df["log_fp_residual"], df["target"], exponent=0.5)
+    bound = test_settings(max_spread=BOUND_MAX_SPREAD)
+    parts = {"rank correlation": st.rank_correlation(df["log_fp_residual"], w2, positive=True, groups=df["target"],
+                                                     **test_settings(CORRELATION_MIN_EFFECT)),
+             "bound W2 <= C R~": st.bound_constant(w2, df["log_fp_residual"], df["target"], exponent=1.0, **bound)}
+    sqrt_bound = st.bound_constant(w2, df["log_fp_residual"], df["target"], exponent=0.5, **bound)
     result = st.all_of(parts, "intersection-union: rank correlation and a stable bound constant")
     return ClaimOutcome(claim, result, parts=parts | {"bound W2 <= C sqrt(R~) (reported)": sqrt_bound},
                         measured=f"{len(df)} models; {parts['bound W2 <= C R~'].detail}; with sqrt(R~): "
@@ -318,8 +336,9 @@ def claim_c5(df: pd.DataFrame) -> ClaimOutcome:
 
 # --- C6, C7 ---------------------------------------------------------------------------------------
 
-def threshold_check(values: np.ndarray, tolerance: float, what: str, alpha: float = st.ALPHA) -> st.ClaimTest:
+def threshold_check(values: np.ndarray, tolerance: float, what: str) -> st.ClaimTest:
     """A deterministic check that every value is at most ``tolerance`` (no sampling noise involved)."""
+    alpha = CLAIM_SETTINGS[ALPHA]
     worst = float(np.max(values))
     effect = math.log10(tolerance / max(worst, np.finfo(float).tiny))
     verdict = st.PASS if worst <= tolerance else st.FAIL
@@ -339,7 +358,8 @@ def claim_c6(paper_df: pd.DataFrame, curl_df: pd.DataFrame, dtype: str = "float3
         return ClaimOutcome(claim, skipped="no finished potential model (suite `paper`)")
     tolerance = CLAIM_SETTINGS["curl: zero tolerance (x machine eps of the dtype)"] * float(np.finfo(dtype).eps)
     parts = {"score models above potentials' float noise": st.separation(
-                 curl_df["curl_mean_t0"], paper_df["curl_max_t0"], CLAIM_SETTINGS["curl: min separation (decades)"]),
+                 curl_df["curl_mean_t0"], paper_df["curl_max_t0"], CLAIM_SETTINGS["curl: min separation (decades)"],
+                 alpha=CLAIM_SETTINGS[ALPHA]),
              "potential models' curl is zero": threshold_check(paper_df["curl_max_t0"], tolerance,
                                                                "|curl| (potential)")}
     result = st.all_of(parts, "separation of curls and zero curl of potentials")
@@ -396,7 +416,7 @@ def oracle_allowance(oracles: pd.DataFrame) -> tuple[np.ndarray, float, float]:
     from scipy import stats as sps
 
     allowance = (oracles["floor_mean"] + (np.sqrt(oracles["disc_ode"]) + np.sqrt(oracles["disc_sde"])) ** 2).to_numpy()
-    resolution = float(sps.norm.isf(st.ALPHA / len(oracles)) * oracles["floor_sd"].max())
+    resolution = float(sps.norm.isf(CLAIM_SETTINGS[ALPHA] / len(oracles)) * oracles["floor_sd"].max())
     return allowance, resolution, min(TABLES["w2_ode_sde"][0.0])
 
 
@@ -411,7 +431,8 @@ def claim_c7b(oracles: pd.DataFrame) -> ClaimOutcome:
     if (oracles["floor_sd"] <= 0).any():
         return ClaimOutcome(claim, skipped="the floor was measured from a single replicate: no noise estimate")
     allowance, resolution, detectable = oracle_allowance(oracles)
-    result = st.within_noise(oracles["w2_ode_sde"], allowance, oracles["floor_sd"], resolution, detectable)
+    result = st.within_noise(oracles["w2_ode_sde"], allowance, oracles["floor_sd"], resolution, detectable,
+                             alpha=CLAIM_SETTINGS[ALPHA])
     measured = "; ".join(f"{t}: {r.w2_ode_sde:.4f} (floor {r.floor_mean:.4f} ± {r.floor_sd:.4f}, allowance "
                          f"{a:.4f}, n = {int(r.n):,}, {int(r.floor_reps)} floor pairs)"
                          for (t, r), a in zip(oracles.iterrows(), allowance))
@@ -472,7 +493,7 @@ def calibration(paper_df: pd.DataFrame, curl_df: pd.DataFrame | None = None, ora
         for key, (table, increasing, _what) in TREND_CLAIMS.items():
             column = f"{table}.value"
             real, sigma = _by_level(paper_df, column).to_numpy(), seed_noise(paper_df, column)
-            test = lambda t, inc=increasing: st.ordered_trend(t, inc, **fast)
+            test = lambda t, inc=increasing: st.ordered_trend(t, inc, **fast, **test_settings(TREND_MIN_EFFECT))
             rows.append(_calibrated(key, "w_R labels shuffled within each block", test,
                                     lambda r, real=real: (_shuffle_levels(real, r),), st.PASS,
                                     f"Table {key[1]} values x exp(N(0, {sigma:.2f}))",
@@ -482,10 +503,10 @@ def calibration(paper_df: pd.DataFrame, curl_df: pd.DataFrame | None = None, ora
             real, sigma = _by_level(paper_df, "w2_ode_p0.value"), seed_noise(paper_df, "w2_ode_p0.value")
 
             def c2(t):
-                t = pd.DataFrame(t, columns=real.columns)
-                parts = {"a": st.paired_comparison(t[0.1], t[0.0], **fast),
-                         "b": st.paired_comparison(t[1.0], t[0.0], **fast),
-                         "c": st.paired_comparison(t[[0.1, 1.0]].min(axis=1), t[10.0], **fast)}
+                t, kw = pd.DataFrame(t, columns=real.columns), fast | test_settings(PAIRED_MIN_EFFECT)
+                parts = {"a": st.paired_comparison(t[0.1], t[0.0], **kw),
+                         "b": st.paired_comparison(t[1.0], t[0.0], **kw),
+                         "c": st.paired_comparison(t[[0.1, 1.0]].min(axis=1), t[10.0], **kw)}
                 return st.all_of(parts, "C2")
             rows.append(_calibrated("C2", "w_R labels shuffled within each block", c2,
                                     lambda r: (_shuffle_levels(real.to_numpy(), r),), st.PASS,
@@ -541,7 +562,8 @@ def _correlation_calibration(df: pd.DataFrame, reps: int, seed: int) -> list[dic
         sigma = seed_noise(df, column)
 
         def test(y, pos=positive):
-            return st.rank_correlation(x, y, pos, groups, n_perm=1000, n_boot=200)
+            return st.rank_correlation(x, y, pos, groups, n_perm=1000, n_boot=200,
+                                       **test_settings(CORRELATION_MIN_EFFECT))
 
         def null(r, y=y_real):
             return (st.permute_within_groups(y, groups, r),)
@@ -557,7 +579,8 @@ def _curl_calibration(paper_df, curl_df, reps, seed) -> dict:
     potential, score = paper_df["curl_max_t0"].to_numpy(), curl_df["curl_mean_t0"].to_numpy()
 
     def test(a, b):
-        return st.separation(a, b, CLAIM_SETTINGS["curl: min separation (decades)"], n_boot=200)
+        return st.separation(a, b, CLAIM_SETTINGS["curl: min separation (decades)"], n_boot=200,
+                             alpha=CLAIM_SETTINGS[ALPHA])
 
     return _calibrated("C6", "both groups resampled from the potential models' curls", test,
                        lambda r: (r.choice(potential, len(score)), r.choice(potential, len(potential))), st.PASS,
@@ -570,7 +593,7 @@ def _oracle_calibration(oracles: pd.DataFrame, reps: int, seed: int) -> dict:
     mean, sd = oracles["floor_mean"].to_numpy(), oracles["floor_sd"].to_numpy()
 
     def test(measured):
-        return st.within_noise(measured, allowance, sd, resolution, detectable)
+        return st.within_noise(measured, allowance, sd, resolution, detectable, alpha=CLAIM_SETTINGS[ALPHA])
 
     return _calibrated("C7b", "gap = noise only (floor mean + N(0, floor sd))", test,
                        lambda r: (mean + r.normal(0, sd),), st.FAIL,

@@ -12,7 +12,7 @@ import torch
 
 from . import claims as cl
 from . import operators as ops
-from .stats import ALPHA, FAIL
+from .stats import FAIL
 from .store import Store
 from .suite import Case
 
@@ -34,10 +34,10 @@ def claims_table(outcomes: list[cl.ClaimOutcome]) -> pd.DataFrame:
 
 
 def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
-    counts = pd.Series([o.verdict for o in outcomes]).value_counts()
+    counts, alpha = pd.Series([o.verdict for o in outcomes]).value_counts(), cl.CLAIM_SETTINGS[cl.ALPHA]
     lines = ["## The paper's claims as tests", "",
              f"`pytest suites/paper --fpbench-scale {scale}` decides these same claims from the same results. "
-             f"Tests are one-sided in the paper's direction at α = {ALPHA}; PASS needs p ≤ α and an effect of at "
+             f"Tests are one-sided in the paper's direction at α = {alpha}; PASS needs p ≤ α and an effect of at "
              "least the stated size, FAIL needs a significant effect the other way or an interval that rules out the "
              "needed size (fpbench/stats.py), with p adjusted by Holm's step-down method across the claims of this "
              "report that ran a test (a PASS must hold after the adjustment). Claims on trained models are "
@@ -98,12 +98,12 @@ def calibration_section(cal: pd.DataFrame, figure: Path | None) -> str:
     table = cal.copy()
     for col in ("rate under null, 95% CI", "power, 95% CI"):
         table[col] = table[col].map(lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]")
-    computed = cal[cal["reps"] > 0]
-    ok = (computed["rate under null, 95% CI"].map(lambda ci: ci[0]) <= ALPHA).all() and not computed.empty
+    computed, alpha = cal[cal["reps"] > 0], cl.CLAIM_SETTINGS[cl.ALPHA]
+    ok = (computed["rate under null, 95% CI"].map(lambda ci: ci[0]) <= alpha).all() and not computed.empty
     lines = ["## Calibration of the claim tests", "",
              "Each claim's test on synthetic data built from this run: *null* data with no effect (labels shuffled "
              "within blocks, or values redrawn from the noise alone) give the rate of a wrong verdict, which must be "
-             f"at most α = {ALPHA}; data with the paper's effect planted at the noise measured here (seed-to-seed sd "
+             f"at most α = {alpha}; data with the paper's effect planted at the noise measured here (seed-to-seed sd "
              "of log values) give the power. Intervals are exact binomial (Clopper-Pearson). C7a is a deterministic "
              "round-off check (no sampling noise) and has no calibration.", "",
              f"False-positive rates consistent with ≤ α for every claim: **{'yes' if ok else 'no'}**.", "",
@@ -121,7 +121,7 @@ def _family_lines(family: dict) -> list[str]:
     return [f"Family-wise: under the global null (every claim's null data at once, {family['reps']} sets, "
             f"{family['claims']} claims whose wrong verdict is a PASS), at least one false PASS in "
             f"**{family['raw']:.3f}** {ci('raw')} of the sets with raw p-values and **{family['holm']:.3f}** "
-            f"{ci('holm')} with Holm's adjustment (target ≤ α = {ALPHA}).", ""]
+            f"{ci('holm')} with Holm's adjustment (target ≤ α = {cl.CLAIM_SETTINGS[cl.ALPHA]}).", ""]
 
 
 def why_section(df: pd.DataFrame, outcomes: list[cl.ClaimOutcome]) -> str:
@@ -167,7 +167,7 @@ def calibration_figure(cal: pd.DataFrame, path: Path) -> Path | None:
                       cal.assign(kind="power on the planted effect", rate=cal["power"])], ignore_index=True)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     sns.barplot(data=long, x="claim", y="rate", hue="kind", ax=ax)
-    ax.axhline(ALPHA, color="k", ls="--", lw=1, label=f"α = {ALPHA}")
+    ax.axhline(cl.CLAIM_SETTINGS[cl.ALPHA], color="k", ls="--", lw=1, label=f"α = {cl.CLAIM_SETTINGS[cl.ALPHA]}")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Claim tests on synthetic data ({int(cal['reps'].max())} sets each)", fontsize=9)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))

@@ -206,3 +206,25 @@ def test_the_reference_error_falls_back_to_the_largest_authors_level():
     assert claims.reference_error("blob", 1.0) == LEVELS["blob"][1.0]["rel_error"]
     assert claims.reference_error("blob", 3.0) == max(v["rel_error"] for v in LEVELS["blob"].values())
     assert claims.reference_error("gmm", 0.0) == max(v["rel_error"] for lv in LEVELS.values() for v in lv.values())
+
+
+@pytest.mark.parametrize("key,value,claim,part", [
+    ("TREND_MIN_EFFECT", 1.5, "C1", None), ("PAIRED_MIN_EFFECT", 0.7, "C2", "w_R = 1 below 0"),
+    ("CORRELATION_MIN_EFFECT", 0.95, "C4", None), ("CORRELATION_MIN_EFFECT", 0.95, "C5", "rank correlation")])
+def test_a_printed_claim_setting_is_the_one_the_test_uses(monkeypatch, key, value, claim, part):
+    df = fabricate()
+    before = next(o for o in claims.evaluate_claims(df, None, None) if o.claim.key == claim)
+    monkeypatch.setitem(claims.CLAIM_SETTINGS, getattr(claims, key), value)
+    after = next(o for o in claims.evaluate_claims(df, None, None) if o.claim.key == claim)
+    test = after.parts[part] if part else after.result
+    assert test.min_effect == value
+    if claim in ("C1", "C4"):  # clear effects on the fabricated data (C1: rho = 1), never this large
+        assert before.verdict == PASS and after.verdict != PASS
+
+
+def test_the_printed_alpha_and_spread_are_the_ones_the_tests_use(monkeypatch):
+    monkeypatch.setitem(claims.CLAIM_SETTINGS, claims.ALPHA, 0.01)
+    monkeypatch.setitem(claims.CLAIM_SETTINGS, claims.BOUND_MAX_SPREAD, 3.0)
+    c5 = next(o for o in claims.evaluate_claims(fabricate(), None, None) if o.claim.key == "C5")
+    assert all(t.alpha == 0.01 for t in c5.parts.values())
+    assert "log10(3 / spread)" in c5.parts["bound W2 <= C R~"].effect_name
