@@ -120,13 +120,14 @@ def _cell_means(df: pd.DataFrame, column: str) -> str:
 
 
 def undecidable_as_skip(claim_fn):
-    """A claim whose test cannot be computed on these results (too few complete blocks or units,
-    a diverged cell) is skipped with the test's reason instead of raising."""
+    """A claim whose test cannot be computed on these results (``stats.UndecidableError``: too few
+    complete blocks or units, a diverged cell) is skipped with the test's reason instead of raising.
+    Any other exception is a bug and propagates."""
     @functools.wraps(claim_fn)
     def wrapper(*args, **kwargs):
         try:
             return claim_fn(*args, **kwargs)
-        except ValueError as err:
+        except st.UndecidableError as err:
             key = claim_fn.__name__.removeprefix("claim_").upper()
             return ClaimOutcome(CLAIMS[key], skipped=f"the test cannot be computed on these results: {err}")
     return wrapper
@@ -409,7 +410,6 @@ def oracle_frame(records: list[dict], store=None) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-@undecidable_as_skip
 def oracle_allowance(oracles: pd.DataFrame) -> tuple[np.ndarray, float, float]:
     """(per-target allowance floor + (sqrt(disc_ODE) + sqrt(disc_SDE))^2, the resolution of a z test at
     alpha / targets on the floor's sd, the smallest effect of interest: Table 1's smallest w_R = 0 gap)."""
@@ -605,7 +605,7 @@ def _calibrated(key, null_name, test, null, wrong, planted_name, planted, reps, 
     try:
         null_rates = st.calibrate(test, null, reps, seed)
         planted_rates = st.calibrate(test, planted, reps, seed + 1)
-    except ValueError as err:  # too little data for the test itself
+    except st.UndecidableError as err:  # too little data for the test itself
         nan = (float("nan"), float("nan"))
         return {"claim": key, "null data": f"not computable: {err}", "wrong verdict": wrong, "rate under null": nan[0],
                 "rate under null, 95% CI": nan, "planted effect": "—", "right verdict": right, "power": nan[0],

@@ -50,7 +50,7 @@ def _cmd_run(args) -> int:
     threads = args.threads or default_threads(args.executor, args.workers)
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
     tasks = plan(cases, store.root, args.device, threads, args.workers, ensemble=args.ensemble,
-                 compile=args.compile, deadline=deadline)
+                 compile=args.compile, deadline=deadline, progress=not args.quiet)
     print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) in {len(tasks)} task(s) "
           f"-> {store.root} (executor {args.executor}, workers {args.workers})")
     slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus, args.slurm_cluster)
@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fpbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="residuals of the exact densities (the oracle self-check)")
     check.add_argument("--points", type=int, default=500)
@@ -296,9 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--quiet", action="store_true")
     comp.add_argument("--max-minutes", type=float, default=None,
                       help="as for run: stop in time (exit 4, no report); the same command resumes")
-    comp.set_defaults(func=_cmd_compare, ensemble=True, compile=False, executor="inprocess", workers=1, threads=None,
-                      scheduler=None, slurm_partition=None, slurm_gpus=0, slurm_time=60, slurm_cpus=2,
-                      slurm_cluster="slurm")
+    comp.set_defaults(func=_cmd_compare, **_defaults_not_in(run, comp))  # run's execution defaults, declared once
 
 
     report = sub.add_parser("report", help="write reports/SUITE-SCALE.md from the results")
@@ -361,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _defaults_not_in(parser: argparse.ArgumentParser, other: argparse.ArgumentParser) -> dict:
+    """``parser``'s option defaults for the destinations ``other`` does not declare itself."""
+    declared = {a.dest for a in other._actions}
+    return {a.dest: a.default for a in parser._actions if a.dest not in declared and a.dest != "help"}
+
+
 def _positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (argparse turns the ValueError into a one-line error, exit 2)."""
     value = int(text)
@@ -374,9 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, ValueError, FileNotFoundError) as err:
-        print(f"fpbench: error: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"fpbench: error: {err} (--debug shows the traceback)", file=sys.stderr)
         return 2
     except TrainingError as err:
+        if args.debug:
+            raise
         print(f"fpbench: training failed: {err}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:

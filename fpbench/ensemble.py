@@ -27,7 +27,7 @@ from .jet import BatchedMLP, supports
 from .losses import DSMBatch, dsm_batch, dsm_loss_terms
 from .methods import Method
 from .residuals import Box, _collocation, log_fp_residual_from, score_fp_residual, score_fp_residual_from
-from .train import TrainingError, TrainResult, _lr_at, _save_atomic, stage_boundaries, stop_at_deadline
+from .train import TrainingError, TrainResult, _lr_at, _save_atomic, progress_bar, stage_boundaries, stop_at_deadline
 
 
 def can_ensemble(method, model) -> bool:
@@ -160,19 +160,20 @@ def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk,
 
 def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], labels: list[str] | None = None,
                    device=None, checkpoint=None, compile: bool = False,
-                   probe=None, deadline=None) -> list[TrainResult | TrainingError]:
+                   probe=None, deadline=None, progress: bool = False) -> list[TrainResult | TrainingError]:
     """Train ``models`` (same architecture, same train config) together, in place. Returns each
     member's TrainResult, or the TrainingError that stopped it. ``checkpoint`` (a path) is written
     atomically every ``checkpoint_every`` iterations and resumed from. ``compile``: the loss terms
     through ``torch.compile`` (``compiled_terms``). ``probe``: a pair (every, fn); fn(iteration, models)
     is called after every ``every`` iterations (fpbench.budget records score profiles with it).
-    ``deadline``: a ``train.Deadline``; past it the checkpoint is written and ``TimeBudgetReached`` raised."""
+    ``deadline``: a ``train.Deadline``; past it the checkpoint is written and ``TimeBudgetReached`` raised.
+    ``progress``: a bar over the iterations on a terminal."""
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
         raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
     with cpu_settings(device):
         return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe,
-                               deadline)
+                               deadline, progress)
 
 
 @contextlib.contextmanager
@@ -283,7 +284,7 @@ def reuse_freed_memory() -> bool:
 
 
 def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe=None,
-                    deadline=None):
+                    deadline=None, progress=False):
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     params = [p for m in models for p in m.parameters()]
@@ -301,7 +302,9 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
     snapshot = lambda it: {"iteration": it, "models": [m.state_dict() for m in models],
                            "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
                            "histories": histories, "failures": {str(k): v for k, v in failures.items()}}
+    bar = progress_bar(cfg["iterations"], f"train {len(models)} as one ensemble", progress, initial=start)
     for it in range(start, cfg["iterations"]):
+        bar.update(1)
         stop_at_deadline(deadline, checkpoint, snapshot, f"ensemble of {len(models)}", it)
         alive = [e for e in range(len(models)) if e not in failures]
         if not alive:
@@ -330,6 +333,7 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
             probe[1](it + 1, models)
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
             _save_atomic(snapshot(it + 1), checkpoint)
+    bar.close()
     seconds = time.perf_counter() - began + state.get("seconds", 0.0)
     return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), cfg["iterations"])
             for e, h in enumerate(histories)]

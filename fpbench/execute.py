@@ -40,6 +40,7 @@ class Task:
     ensemble: bool = True
     compile: bool = False  # the ensembles' loss terms through torch.compile
     deadline: float | None = None  # time.time() after which no training iteration or case starts
+    progress: bool = False  # bars on a terminal for training steps and sampling chunks
 
 
 @dataclass
@@ -61,7 +62,8 @@ class SlurmOptions:
 
 
 def plan(cases: list, results, device=None, threads: int | None = None, workers: int = 1,
-         ensemble: bool = True, compile: bool = False, deadline: float | None = None) -> list[Task]:
+         ensemble: bool = True, compile: bool = False, deadline: float | None = None,
+         progress: bool = False) -> list[Task]:
     """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone."""
     from .runner import ensemble_key
 
@@ -72,9 +74,10 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
         (groups.setdefault(key, []) if key else singles).append(case)
     tasks = []
     for members in groups.values():
-        tasks += [Task(part, str(results), device, threads, True, compile, deadline)
+        tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress)
                   for part in split_balanced(members, workers)]
-    tasks += [Task([c], str(results), device, threads, ensemble, deadline=deadline) for c in singles]
+    tasks += [Task([c], str(results), device, threads, ensemble, deadline=deadline, progress=progress)
+              for c in singles]
     return tasks
 
 
@@ -124,7 +127,8 @@ def run_task(task: Task, log=print) -> list[Outcome]:
     stopped = [Outcome(c.key, c.label, "stopped") for c in task.cases]
     if task.ensemble:
         try:
-            failed.update(train_groups(task.cases, store, device, log=log, compile=task.compile, deadline=deadline))
+            failed.update(train_groups(task.cases, store, device, log=log, compile=task.compile, deadline=deadline,
+                                       progress=task.progress))
         except TimeBudgetReached as err:
             log(str(err))
             return stopped
@@ -138,7 +142,7 @@ def run_task(task: Task, log=print) -> list[Outcome]:
         if deadline is not None and deadline.reached() and not store.is_done(case.key):
             return outcomes + stopped[i:]
         try:
-            run_case(case, store, device, progress=False, log=log, deadline=deadline)
+            run_case(case, store, device, progress=task.progress, log=log, deadline=deadline)
             outcomes.append(Outcome(case.key, case.label, "done"))
         except TimeBudgetReached as err:
             log(str(err))

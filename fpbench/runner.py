@@ -27,7 +27,7 @@ from .sde import make_sde
 from .store import Store, read_json, write_json, write_npz
 from .suite import Case
 from .targets import make_target
-from .train import train
+from .train import progress_bar, train
 
 
 def build(case: Case, device=None):
@@ -83,7 +83,7 @@ def ensemble_key(case: Case) -> str | None:
 
 
 def train_groups(cases: list[Case], store: Store, device=None, log=print, compile: bool = False,
-                 deadline=None) -> dict[str, str]:
+                 deadline=None, progress: bool = False) -> dict[str, str]:
     """Train, as ensembles, the untrained cases that share an ``ensemble_key``; each member's weights
     and history land in its own case directory. A member whose loss turns non-finite fails alone:
     it is marked failed in the store and returned as {key: reason}; the others finish."""
@@ -105,7 +105,7 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print, compil
         results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
                                  members[0].config["train"], [c.config["seed"] for c in members],
                                  [c.label for c in members], device, checkpoint=ckpt, compile=compile,
-                                 deadline=deadline)
+                                 deadline=deadline, progress=progress)
         for case, (_, _, model, _), res in zip(members, built, results):
             out = store.case_dir(case.key)
             out.mkdir(parents=True, exist_ok=True)
@@ -152,10 +152,10 @@ def _sampled(case, model, target, sde, out, device, progress, log):
     log(f"sample {case.label} [{case.key}] n={cfg['n']}")
     ts = _sample_grid(case, sde.T)
     began = time.perf_counter()
-    with cpu_settings(device):  # the training's process settings
+    with cpu_settings(device), progress_bar(cfg["n"], f"sample {case.label}", progress) as bar:
         x_ode, x_sde = sample_pair(fast_score(model), sde, cfg["n"], target.dim, ts,
                                    seed=case.config["seed"] + 10_000, scheme=cfg["scheme"], chunk=cfg["chunk"],
-                                   dtype=getattr(torch, cfg["dtype"]), device=device)
+                                   dtype=getattr(torch, cfg["dtype"]), device=device, progress=bar.update)
     seconds = time.perf_counter() - began
     x_p0 = target.sample(cfg["n"], torch.Generator().manual_seed(case.config["seed"] + 20_000))
     samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}

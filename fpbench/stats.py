@@ -55,6 +55,11 @@ class ClaimTest:
                 f"alpha = {self.alpha:g}" + (f"; {self.detail}" if self.detail else ""))
 
 
+class UndecidableError(ValueError):
+    """The data cannot decide a test (too few complete blocks, pairs, units or groups). Any other
+    exception raised while deciding a claim is a bug, and surfaces as one."""
+
+
 def decide(pvalue: float, pvalue_opposite: float, effect: float, ci_high: float, alpha: float,
            min_effect: float) -> str:
     """The verdict rule of the module docstring."""
@@ -85,7 +90,7 @@ def ordered_trend(table: np.ndarray, increasing: bool, alpha: float = ALPHA, min
     table = table[np.all(np.isfinite(table), axis=1)]
     m, k = table.shape
     if m < 2 or k < 3:
-        raise ValueError(f"a trend test needs >= 2 complete blocks and >= 3 levels; got {m} x {k}")
+        raise UndecidableError(f"a trend test needs >= 2 complete blocks and >= 3 levels; got {m} x {k}")
     order = np.arange(1, k + 1)
     claimed = order if increasing else order[::-1]
     method = "exact" if m * k <= 40 else "asymptotic"
@@ -113,7 +118,7 @@ def paired_comparison(first: np.ndarray, second: np.ndarray, alpha: float = ALPH
     diff = np.log(second[keep]) - np.log(first[keep])
     n = len(diff)
     if n < 1:
-        raise ValueError("a paired comparison needs at least one complete pair")
+        raise UndecidableError("a paired comparison needs at least one complete pair")
     kwargs = {"permutation_type": "samples", "vectorized": True, "n_resamples": 2**16,
               "random_state": seed}
 
@@ -173,7 +178,7 @@ def rank_correlation(x: np.ndarray, y: np.ndarray, positive: bool, groups: np.nd
     keep = np.isfinite(x) & np.isfinite(y)
     x, y, groups = x[keep], y[keep], groups[keep]
     if len(x) < 3:
-        raise ValueError(f"a rank correlation needs at least 3 complete units; got {len(x)}")
+        raise UndecidableError(f"a rank correlation needs at least 3 complete units; got {len(x)}")
     sign = 1.0 if positive else -1.0
     rho = float(_spearman_stat(x, y))
     rng = np.random.default_rng(seed)
@@ -208,7 +213,7 @@ def bound_constant(w2: np.ndarray, residual: np.ndarray, groups: np.ndarray, exp
     w2, residual, groups = w2[keep].astype(float), residual[keep].astype(float), groups[keep]
     labels = np.unique(groups)
     if len(labels) < 2:
-        raise ValueError("the bound's stability needs at least two groups")
+        raise UndecidableError("the bound's stability needs at least two groups")
     ratio = w2 / residual**exponent
 
     def spread(r, g):

@@ -91,7 +91,7 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
     if state.get("optimizer") is not None:
         opt.load_state_dict(state["optimizer"])
     began = time.perf_counter()
-    bar = _progress(cfg["iterations"], start, case, progress)
+    bar = progress_bar(cfg["iterations"], f"train {case}", progress, initial=start)
     # the state a checkpoint holds before iteration ``it`` (``opt`` is read when called: a new stage replaces it)
     snapshot = lambda it: {"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
                            "generator": gen.get_state(), "history": history}
@@ -142,7 +142,8 @@ def _resume(checkpoint: Path | None, model, gen) -> dict:
     return state
 
 
-def _progress(total: int, start: int, case: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0):
+    """A tqdm bar on stderr while ``enabled`` and stderr is a terminal (off in logs and under ``--quiet``)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, desc=f"train {case}", disable=not enabled, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, disable=None if enabled else True, leave=False)

@@ -14,3 +14,36 @@ def test_fpbench_check_prints_the_table_and_succeeds(capsys):
     out = capsys.readouterr().out
     for name in ("blob", "circles2", "checker", "gmm", "ou", "vp", "ve", "max |R~|"):
         assert name in out
+
+
+def test_an_error_is_one_line_and_debug_shows_its_traceback(capsys):
+    import pytest
+
+    assert main(["run", "no-such-suite", "--scale", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown suite 'no-such-suite'" in err and "--debug" in err
+    with pytest.raises(ValueError, match="unknown suite 'no-such-suite'"):
+        main(["--debug", "run", "no-such-suite", "--scale", "smoke"])
+
+
+def test_compare_runs_with_the_execution_defaults_that_run_declares():
+    from fpbench.cli import build_parser
+
+    parser = build_parser()
+    run = vars(parser.parse_args(["run", "paper", "--scale", "smoke"]))
+    compare = vars(parser.parse_args(["compare", "x.py:M", "--scale", "smoke"]))
+    shared = set(run) - {"func", "command", "suite", "method"}
+    assert shared <= set(compare) and {k: compare[k] for k in shared} == {k: run[k] for k in shared}
+
+
+def test_quiet_turns_the_progress_bars_off(monkeypatch, tmp_path):
+    from fpbench import execute
+    from fpbench.cli import build_parser
+
+    seen = {}
+    monkeypatch.setattr(execute, "run_tasks", lambda tasks, executor: seen.setdefault("tasks", tasks) and [])
+    for flags, expected in (([], True), (["--quiet"], False)):
+        seen.clear()
+        args = build_parser().parse_args(["run", "smoke", "--scale", "smoke", "--results", str(tmp_path), *flags])
+        args.func(args)
+        assert {t.progress for t in seen["tasks"]} == {expected}

@@ -228,3 +228,17 @@ def test_the_printed_alpha_and_spread_are_the_ones_the_tests_use(monkeypatch):
     c5 = next(o for o in claims.evaluate_claims(fabricate(), None, None) if o.claim.key == "C5")
     assert all(t.alpha == 0.01 for t in c5.parts.values())
     assert "log10(3 / spread)" in c5.parts["bound W2 <= C R~"].effect_name
+
+
+def test_a_bug_inside_a_claim_surfaces_instead_of_reading_as_a_skip(monkeypatch):
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug in the test, not a lack of data")
+
+    monkeypatch.setattr(claims.st, "ordered_trend", buggy)
+    with pytest.raises(ValueError, match="a bug in the test"):
+        claims.evaluate_claims(fabricate(), None, None)
+
+
+def test_data_that_cannot_decide_a_claim_skip_it_with_the_reason():
+    outcome = claims.claim_c1(fabricate(seeds=1)[lambda d: d["target"] == "blob"])
+    assert outcome.verdict != PASS and "needs >= 2 complete blocks" in outcome.skipped
