@@ -4,7 +4,9 @@ A suite file has a ``[suite]`` table (name, description, targets, sde, method, a
 method parameters to cross) or, for several methods, ``[[methods]]`` tables (name, model kind,
 params, sweep; they replace ``method``/``sweep``), a ``[model]`` table, optional ``[train]``, ``[sample]`` and
 ``[metrics]`` tables over ``fpbench.config.PAPER_DEFAULTS``, and ``[scales.NAME]`` tables
-(``seeds`` plus any of the three) for at least ``smoke``, ``quick`` and ``paper``.
+(``seeds`` plus any of the three) for at least ``smoke``, ``quick`` and ``paper``. Scales shared by
+several suites are declared once, in ``suites/scales/NAME.toml``; a suite takes them with ``[suite]
+scales = "NAME"`` and its own ``[scales.*]`` tables are merged over them (e.g. its number of seeds).
 A case is one fully resolved configuration; its hash names its results directory.
 """
 
@@ -27,6 +29,9 @@ from .targets import TARGETS
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 REQUIRED_SCALES = ("smoke", "quick", "paper")
 SECTIONS = ("train", "sample", "metrics")
+SUITE_KEYS = {"name", "description", "targets", "target_sweep", "sde", "method", "sweep", "claims", "score_models",
+              "baseline", "scales"}
+TOP_LEVEL_KEYS = {"suite", "methods", "model", "target_params", "scales", *SECTIONS}
 
 
 class SuiteError(ValueError):
@@ -76,8 +81,26 @@ def load_suite(name_or_path: str) -> dict:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"malformed suite file {path}: {err}") from None
+    data = with_shared_scales(data, path)
     validate_suite(data, path)
     return data
+
+
+def with_shared_scales(data: dict, path: Path) -> dict:
+    """The suite with its ``[suite] scales`` file's scales under its own ``[scales.*]`` tables."""
+    name = data.get("suite", {}).get("scales") if isinstance(data.get("suite"), dict) else None
+    if name is None:
+        return data
+    candidates = [path.parent / "scales" / f"{name}.toml", SUITES_DIR / "scales" / f"{name}.toml"]
+    shared_path = next((c for c in candidates if c.exists()), None)
+    if shared_path is None:
+        raise SuiteError(f"{path}: [suite] scales = {name!r}: no file {candidates[0]}")
+    try:
+        shared = tomllib.loads(shared_path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"malformed scales file {shared_path}: {err}") from None
+    _check_keys(shared, {"scales"}, f"{shared_path}")
+    return {**data, "scales": deep_merge(shared.get("scales", {}), data.get("scales", {}))}
 
 
 def validate_suite(data: dict, path: Path) -> None:
@@ -85,6 +108,8 @@ def validate_suite(data: dict, path: Path) -> None:
     suite = data.get("suite")
     if not isinstance(suite, dict):
         raise SuiteError(f"{path}: missing [suite] table")
+    _check_keys(data, TOP_LEVEL_KEYS, f"{path}: top level")
+    _check_keys(suite, SUITE_KEYS, f"{path}: [suite]")
     for key in ("name", "targets", "sde"):
         if key not in suite:
             raise SuiteError(f"{path}: [suite] needs {key!r}")

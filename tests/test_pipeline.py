@@ -153,10 +153,28 @@ def test_suite_expands_into_hashed_cases(tmp_path):
     (lambda s: s.replace("n_boot = 2", "n_boot = true"), r"metrics.n_boot = True"),
     (lambda s: s.replace("[scales.smoke]\nseeds = 1", "[scales.smoke]\nseeds = 0"), r"seeds = 0"),
     (lambda s: s.replace("iterations = 20,", "iterations = 20, lr_stages = [[1e-3, 0.5]],"), "fractions sum to 1"),
+    (lambda s: s.replace('method = "fp"', 'method = "fp"\nreference = "paper"'),
+     r"\[suite\]: unknown key\(s\) \['reference'\]"),
+    (lambda s: s + "\n[sampel]\nn = 3\n", r"top level: unknown key\(s\) \['sampel'\]"),
+    (lambda s: s.replace('method = "fp"', 'method = "fp"\nscales = "no-such-scales"'),
+     "scales = 'no-such-scales': no file"),
 ])
 def test_malformed_suites_fail_with_a_message_naming_the_cause(tmp_path, mutation, message):
     with pytest.raises(SuiteError, match=message):
         load_suite(_write_suite(tmp_path, mutation(GOOD)))
+
+
+def test_shared_scales_are_declared_once_and_a_suite_overrides_its_seeds(tmp_path):
+    (tmp_path / "scales").mkdir()
+    shared = GOOD[GOOD.index("[scales.paper]"):].replace("iterations = 20", "iterations = 30")
+    (tmp_path / "scales" / "mine.toml").write_text(shared)
+    text = GOOD[:GOOD.index("[scales.paper]")].replace('sde = "ou"', 'sde = "ou"\nscales = "mine"')
+    data = load_suite(_write_suite(tmp_path, text + "[scales.smoke]\nseeds = 2\n"))
+    cases = expand(data, "smoke")
+    assert len(cases) == 4 and {c.config["train"]["iterations"] for c in cases} == {30}
+    paper_suites = [load_suite(name) for name in ("paper", "curl", "methods", "sdes")]
+    assert all(d["scales"]["quick"]["train"] == paper_suites[0]["scales"]["quick"]["train"] for d in paper_suites)
+    assert [d["scales"]["quick"]["seeds"] for d in paper_suites] == [3, 3, 2, 1]
 
 
 def test_shards_split_the_cases_disjointly(tmp_path, capsys):
