@@ -6,12 +6,12 @@ Benchmark it against the baseline on the paper's targets, from the repository ro
 
     fpbench compare examples/ramped_fp.py:RampedFP --scale smoke
 
-A method is a subclass of ``fpbench.methods.Method``: named loss terms (``dsm``, ``log_fp``,
+A method is a subclass of ``fpbench.train.methods.Method``: named loss terms (``dsm``, ``log_fp``,
 ``score_fp``) with weights, and a ``loss`` that combines them. Everything else (training loop,
 checkpoints, sampling, metrics, reports) is fpbench's.
 """
 
-from fpbench.methods import Method
+from fpbench import Method
 
 
 class RampedFP(Method):

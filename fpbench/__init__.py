@@ -1,4 +1,25 @@
 """fpbench: checks and measures the claims of Deveney et al., "Closing the ODE-SDE gap in
-score-based diffusion models through the Fokker-Planck equation", against exact oracles."""
+score-based diffusion models through the Fokker-Planck equation", against exact oracles.
+
+The package is layered; imports flow one way (tests/test_layers.py checks it):
+``core`` (the math) -> ``train`` -> ``run`` (suites, the pipeline, the store) -> ``analysis`` (claims,
+statistics) -> ``reports``; ``cli`` and ``pytest_plugin`` sit on top. The public face:
+
+    from fpbench import Method, run_suite, load_results
+    df, records = run_suite("paper", "smoke")      # runs what the store lacks, then reads it
+    df = load_results("paper", "smoke")            # reads only
+"""
 
 __version__ = "0.1.0"
+
+_PUBLIC = {"Method": "fpbench.train.methods", "run_suite": "fpbench.run.execute", "load_results": "fpbench.run.results"}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    """The public names, imported on first use (``import fpbench`` and ``fpbench --help`` stay light)."""
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'fpbench' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from .train import TrainingError
+from .train.loop import TrainingError
 
 # torch emits DeprecationWarnings from its own internals on import; they are not the user's concern.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
@@ -17,8 +17,8 @@ class UserError(Exception):
 
 
 def _cmd_check(args) -> int:
-    from .check import CHECK_T0, format_check, run_check
-    from .residuals import Box
+    from .core.check import CHECK_T0, format_check, run_check
+    from .core.residuals import Box
 
     box = Box(args.low, args.high)
     rows = run_check(n=args.points, box=box, seed=args.seed)
@@ -41,8 +41,8 @@ def _device(name: str):
 def _cmd_run(args) -> int:
     import time
 
-    from .execute import SlurmOptions, default_threads, make_executor, plan, run_tasks
-    from .store import Store, results_root
+    from .run.execute import SlurmOptions, default_threads, make_executor, plan, run_tasks
+    from .run.store import Store, results_root
 
     cases, data = _run_cases(args)
     store = Store(results_root(args.results))
@@ -91,7 +91,7 @@ def _report_hint(args) -> str:
 def _run_cases(args):
     """The cases of ``fpbench run``: the suite's (plus each ``--method``, beside the suite's own
     methods), its companion score-model suite's, then ``--shard``."""
-    from .suite import expand, load_suite, with_methods
+    from .run.suite import expand, load_suite, with_methods
 
     data = with_methods(load_suite(args.suite), args.method or [])
     cases = expand(data, args.scale, args.seeds)
@@ -119,10 +119,10 @@ def _shard(cases: list, spec: str | None) -> list:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from .beyond_report import is_beyond, write_beyond_report
-    from .report import write_report
-    from .store import Store, results_root
-    from .suite import load_suite, with_methods
+    from .reports.beyond_report import is_beyond, write_beyond_report
+    from .reports.suite_report import write_report
+    from .run.store import Store, results_root
+    from .run.suite import load_suite, with_methods
 
     data = with_methods(load_suite(args.suite), args.method or [])
     out = Path(args.out or f"reports/{data['suite']['name']}-{args.scale}.md")
@@ -146,11 +146,11 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    from .methods import METHODS, plugin_methods
-    from .models import MODELS
-    from .sde import SDES
-    from .suite import list_suites
-    from .targets import TARGETS
+    from .core.models import MODELS
+    from .core.sde import SDES
+    from .core.targets import TARGETS
+    from .run.suite import list_suites
+    from .train.methods import METHODS, plugin_methods
 
     for title, names in [("targets", TARGETS), ("sdes", SDES), ("models", MODELS),
                          ("methods", [*METHODS, *plugin_methods()]), ("suites", list_suites())]:
@@ -161,9 +161,16 @@ def _cmd_list(args) -> int:
 def _cmd_show(args) -> int:
     import json
 
-    from .store import Store, read_json, results_root
+    from .run.store import Store, read_json, results_root
 
-    path = Store(results_root(args.results)).find(args.run)
+    store = Store(results_root(args.results))
+    if args.run is None:
+        runs = store.runs()
+        for r in runs:
+            print(f"{r['key']}  {r['suite']:8s} {r['scale']:6s} {r['status']:8s} {r['case']}")
+        print(f"{len(runs)} run(s) under {store.root}; `fpbench show KEY` (a prefix) shows one")
+        return 0
+    path = store.find(args.run)
     record_path = path / "metrics.json"
     if not record_path.exists():
         cfg = read_json(path / "config.json")
@@ -178,7 +185,7 @@ def _cmd_show(args) -> int:
 def _cmd_bench(args) -> int:
     from pathlib import Path
 
-    from .bench import format_bench, run_bench
+    from .run.bench import format_bench, run_bench
 
     text = format_bench(run_bench(args.suite, args.scale, args.members, args.iterations, args.n, args.steps,
                                   _device(args.device), args.workers, args.repeats))
@@ -193,9 +200,9 @@ def _cmd_budget(args) -> int:
     import shlex
     from pathlib import Path
 
-    from .budget import run_study
-    from .budget_report import write_budget_report
-    from .store import results_root
+    from .reports.budget_report import write_budget_report
+    from .run.budget import run_study
+    from .run.store import results_root
 
     study_dir = Path(args.dir) if args.dir else results_root(args.results) / "budget"
     if args.action == "run":
@@ -209,8 +216,8 @@ def _cmd_budget(args) -> int:
 def _cmd_reference(args) -> int:
     from pathlib import Path
 
-    from .reference import recompute_tables, reference_dir
-    from .store import results_root
+    from .analysis.reference import recompute_tables, reference_dir
+    from .run.store import results_root
 
     root = reference_dir(args.dir)
     if args.action == "tables":
@@ -222,11 +229,11 @@ def _cmd_reference(args) -> int:
         print(f"{matched} of {len(cells)} cells equal the paper to the printed digits")
         return 0 if matched == len(cells) else 1
     if args.action == "levels":
-        from .reference import convergence_levels, write_levels_module
+        from .analysis.reference import convergence_levels, write_levels_module
 
         print(f"wrote {write_levels_module(convergence_levels(root))}")
         return 0
-    from .reference_report import evaluate_all, write_reference_report
+    from .reports.reference_report import evaluate_all, write_reference_report
 
     cache = results_root(args.results) / "reference"
     if args.targets:  # evaluate (and cache) these only; a later call without --targets writes the report
@@ -329,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("action", choices=["run", "report"], help="run: train the schedules (resumable), then "
                         "write the report; report: the report from finished schedules")
     budget.add_argument("--schedules", default="steps-12k,high-lr-12k",
-                        help="comma-separated names of fpbench.budget.SCHEDULES")
+                        help="comma-separated names of fpbench.run.budget.SCHEDULES")
     budget.add_argument("--workers", type=int, default=2, help="schedules trained at once, one thread each")
     budget.add_argument("--no-compile", action="store_true", help="eager loss terms (no C++ compiler needed)")
     budget.add_argument("--dir", default=None, help="the study's records (default RESULTS/budget)")
@@ -340,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
     ref.add_argument("action", choices=["tables", "evaluate", "levels"],
                      help="tables: Tables 1-3 from the histograms; evaluate: the 12 models re-sampled -> report; "
-                          "levels: the models' convergence evidence -> fpbench/authors_levels.py (the gate's "
+                          "levels: the models' convergence evidence -> fpbench/analysis/authors_levels.py (the gate's "
                           "yardstick)")
     ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
     ref.add_argument("--n", type=int, default=200_000, help="fresh samples per sampler")
@@ -353,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="targets, SDEs, models, methods and suites")
     lst.set_defaults(func=_cmd_list)
 
-    show = sub.add_parser("show", help="the metrics of one run (a prefix of its key)")
-    show.add_argument("run")
+    show = sub.add_parser("show", help="the runs in the store, or the metrics of one run (a prefix of its key)")
+    show.add_argument("run", nargs="?", default=None, help="a prefix of the run's key (none: list every run)")
     show.add_argument("--results", default=None)
     show.set_defaults(func=_cmd_show)
     return parser

@@ -29,21 +29,9 @@ def fpbench_scale(request) -> str:
 
 @pytest.fixture(scope="session")
 def fpbench_store(request):
-    from fpbench.store import Store, results_root
+    from .run.store import Store, results_root
 
     return Store(results_root(request.config.getoption("--fpbench-results") or os.environ.get("FPBENCH_RESULTS")))
-
-
-def run_suite(name: str, scale: str, store, device=None, log=print):
-    """Run the missing cases of a suite at a scale; (frame, records) of all its cases."""
-    from fpbench.execute import InProcess, plan, run_tasks
-    from fpbench.report import collect
-    from fpbench.suite import expand, load_suite
-
-    cases = expand(load_suite(name), scale)
-    run_tasks(plan(cases, store.root, None if device is None else str(device)), InProcess(), log=log)  # ensembles
-    df, records, _missing = collect(store, cases)
-    return df, records
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +41,8 @@ def claim_results(request, fpbench_scale, fpbench_store) -> dict:
 
     device = request.config.getoption("--fpbench-device")
     device = None if device == "cpu" else torch.device(device)
+    from fpbench.run.execute import run_suite
+
     quiet = lambda message: None  # noqa: E731 - the runner's log callback
-    return {name: run_suite(name, fpbench_scale, fpbench_store, device, quiet) for name in ("paper", "curl")} | {
-        "store": fpbench_store, "scale": fpbench_scale}
+    return {name: run_suite(name, fpbench_scale, str(fpbench_store.root), device=device, log=quiet)
+            for name in ("paper", "curl")} | {"store": fpbench_store, "scale": fpbench_scale}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # fpbench's one prepared run on a lent GPU machine: tests, bench, paper-setting throughput and a
-# chunked paper-scale run, every result under $OUT (fpbench/gpu_check.py says what each part writes).
+# chunked paper-scale run, every result under $OUT (fpbench/run/gpu_check.py says what each part writes).
 #
 #   on the GPU machine (POT's wheel carried in .whl, see README "GPU"):  bash scripts/gpu_check.sh
-#   on a CPU at tiny sizes (tests/test_gpu_check.py runs it so, the bench left out: FPBENCH_SKIP=bench):
+#   on a CPU at tiny sizes (tests/test_gpu_check.py runs it so, with FPBENCH_SKIP=bench,device_tests):
 #     FPBENCH_DEVICE=cpu FPBENCH_TINY=1 OUT=/tmp/gpu bash scripts/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +19,4 @@ if ! python3 -c "import ot" 2>/dev/null; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1   # fpbench from this checkout
 mkdir -p "$OUT"
-python3 -m fpbench.gpu_check "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_check.log"
+python3 -m fpbench.run.gpu_check "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_check.log"

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from fpbench.sde import SDES, make_sde
-from fpbench.targets import TARGETS, make_target
+from fpbench.core.sde import SDES, make_sde
+from fpbench.core.targets import TARGETS, make_target
 
 
 @pytest.fixture(autouse=True)

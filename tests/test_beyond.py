@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from fpbench.bench import format_bench, run_bench
 from fpbench.cli import main
-from fpbench.suite import SuiteError, expand, load_suite, with_methods
+from fpbench.run.bench import format_bench, run_bench
+from fpbench.run.suite import SuiteError, expand, load_suite, with_methods
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = str(REPO / "examples" / "ramped_fp.py") + ":RampedFP"
@@ -97,7 +97,11 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     assert "## Do the paper's claims C1-C5 carry over?" in text and "score-FP R^s" in text
 
 
-def test_bench_reports_every_ratio():
+def test_bench_reports_every_ratio(monkeypatch):
+    from fpbench.train import ensemble
+
+    # the bench's compiled rows through the eager jets: the rows' logic is tested here, torch.compile in test_jet
+    monkeypatch.setattr(ensemble, "compiled_terms", ensemble.jet_terms)
     r = run_bench("paper", "smoke", members=2, iterations=2, n=200, steps=3, workers=1)
     text = format_bench(r)
     assert r["training"]["eager"]["speedup"] > 0 and r["training"]["compiled"]["speedup"] > 0
@@ -113,7 +117,7 @@ POINTS = TINY.replace('targets = ["blob", "checker"]', 'targets = ["gmm"]\ntarge
 
 
 def test_point_distances_run_end_to_end_with_their_own_floors(tmp_path):
-    from fpbench.store import Store
+    from fpbench.run.store import Store
 
     path = _suite(tmp_path, POINTS.replace("seeds = 2", "seeds = 1"))
     results = tmp_path / "r"

@@ -1,40 +1,40 @@
-"""The budget study end to end on a tiny schedule: records, the gate on every member, the report."""
+"""The budget study end to end on a tiny schedule: records, the gate on every member, the report,
+and a schedule interrupted part-way that resumes to the uninterrupted record."""
 
 import json
 
-from fpbench import budget, budget_report
+import pytest
+
+from fpbench.core import convergence
+from fpbench.reports import budget_report
+from fpbench.run import budget
 
 
-def test_a_tiny_study_records_trajectories_and_reports_the_gate(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny(monkeypatch):
     monkeypatch.setitem(budget.SCHEDULES, "tiny", {"iterations": 4, "lr_stages": budget.QUICK_STAGES,
                                                    "dsm_batch": 64, "residual_points": 32})
     monkeypatch.setattr(budget, "PROBE_EVERY", 2)
     monkeypatch.setattr(budget, "PROBE_POINTS", 50)
     monkeypatch.setattr(budget, "SAMPLE", {"n": 200, "nfe": 10})
-    record = budget.run_schedule("tiny", str(tmp_path), compile=False)
+    monkeypatch.setattr(convergence, "GATE_POINTS", 200)  # the final evidence, for time
+
+
+def test_a_tiny_study_records_trajectories_reports_the_gate_and_resumes_after_a_kill(tmp_path, monkeypatch, tiny):
+    record = budget.run_schedule("tiny", str(tmp_path / "whole"), compile=False)
     assert len(record["members"]) == 12 and record["member_steps_per_second"] > 0
     for label, points in record["trajectories"].items():
         assert [p["iteration"] for p in points] == [2, 4], label
         assert 0 < points[-1]["rel_error"] and len(points[-1]["ratio"]) == 7
-    assert json.loads((tmp_path / "tiny.json").read_text())["name"] == "tiny"
-    assert budget.run_schedule("tiny", str(tmp_path), compile=False)["train_seconds"] == record["train_seconds"]
+    assert json.loads((tmp_path / "whole" / "tiny.json").read_text())["name"] == "tiny"
+    again = budget.run_schedule("tiny", str(tmp_path / "whole"), compile=False)  # finished: read back, not rerun
+    assert again["train_seconds"] == record["train_seconds"]
 
-    out = budget_report.write_budget_report(tmp_path, tmp_path / "budget.md", "fpbench budget report")
+    out = budget_report.write_budget_report(tmp_path / "whole", tmp_path / "budget.md", "fpbench budget report")
     text = out.read_text()
     assert "No schedule tried so far trains all 12 models past the gate" in text  # 4 steps learn nothing
     assert text.count("FAIL: score ratio") == 12 and "0 of 12" in text
     assert (tmp_path / "figures" / "budget-trajectories.png").stat().st_size > 0
-
-
-def test_an_interrupted_schedule_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch):
-    from fpbench import convergence
-
-    monkeypatch.setitem(budget.SCHEDULES, "tiny", {"iterations": 4, "lr_stages": budget.QUICK_STAGES,
-                                                   "dsm_batch": 64, "residual_points": 32})
-    monkeypatch.setattr(budget, "PROBE_EVERY", 2)
-    monkeypatch.setattr(budget, "PROBE_POINTS", 50)
-    monkeypatch.setattr(budget, "SAMPLE", {"n": 200, "nfe": 10})
-    whole = budget.run_schedule("tiny", str(tmp_path / "whole"), compile=False)
 
     calls, profile = [], convergence.score_profile
 
@@ -45,13 +45,10 @@ def test_an_interrupted_schedule_resumes_to_the_uninterrupted_record(tmp_path, m
         return profile(*args)
 
     monkeypatch.setattr(convergence, "score_profile", killed_in_the_second_probe)
-    try:
+    with pytest.raises(KeyboardInterrupt):
         budget.run_schedule("tiny", str(tmp_path / "cut"), compile=False)
-    except KeyboardInterrupt:
-        pass
     assert (tmp_path / "cut" / "tiny.ckpt").exists() and not (tmp_path / "cut" / "tiny.json").exists()
     monkeypatch.setattr(convergence, "score_profile", profile)
     resumed = budget.run_schedule("tiny", str(tmp_path / "cut"), compile=False)
-    assert resumed["trajectories"] == whole["trajectories"]
-    assert resumed["members"] == whole["members"]
+    assert resumed["trajectories"] == record["trajectories"] and resumed["members"] == record["members"]
     assert not (tmp_path / "cut" / "tiny.ckpt").exists()

@@ -1,7 +1,7 @@
 """The oracle self-check command."""
 
-from fpbench.check import check_pair
 from fpbench.cli import main
+from fpbench.core.check import check_pair
 
 
 def test_check_pair_reports_round_off_residuals():
@@ -37,8 +37,8 @@ def test_compare_runs_with_the_execution_defaults_that_run_declares():
 
 
 def test_quiet_turns_the_progress_bars_off(monkeypatch, tmp_path):
-    from fpbench import execute
     from fpbench.cli import build_parser
+    from fpbench.run import execute
 
     seen = {}
     monkeypatch.setattr(execute, "run_tasks", lambda tasks, executor: seen.setdefault("tasks", tasks) and [])

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fpbench import claims
-from fpbench.paper_values import TABLES, TARGETS, W_R
-from fpbench.stats import FAIL, INCONCLUSIVE, PASS
+from fpbench.analysis import claims
+from fpbench.analysis.paper_values import TABLES, TARGETS, W_R
+from fpbench.analysis.stats import FAIL, INCONCLUSIVE, PASS
 
 RESIDUAL = {0.0: 20.0, 0.1: 0.8, 1.0: 0.2, 10.0: 0.06}  # R~ falls with w_R
 DSM_RATIO = {0.0: 1.01, 0.1: 1.02, 1.0: 1.05, 10.0: 1.3}  # normalised L_DSM rises with w_R
@@ -135,11 +135,11 @@ def test_trained_gate_beyond_the_paper_measures_the_excess_in_floors():
 
 
 def _evidence_of(scale: float) -> dict:
-    """The convergence evidence, measured by fpbench.convergence, of the exact score times ``scale``
+    """The convergence evidence, measured by fpbench.core.convergence, of the exact score times ``scale``
     for blob under the paper's OU: scale 1 is the oracle, a small scale a collapsed model."""
-    from fpbench.convergence import score_profile
-    from fpbench.sde import make_sde
-    from fpbench.targets import make_target
+    from fpbench.core.convergence import score_profile
+    from fpbench.core.sde import make_sde
+    from fpbench.core.targets import make_target
 
     target, sde = make_target("blob"), make_sde("ou")
     p = score_profile(lambda x, t: scale * target.score(x, t, sde), target, sde, n=500, dtype=torch.float64)
@@ -201,7 +201,7 @@ def test_claims_are_decided_on_holm_adjusted_p_values():
 
 
 def test_the_reference_error_falls_back_to_the_largest_authors_level():
-    from fpbench.authors_levels import LEVELS
+    from fpbench.analysis.authors_levels import LEVELS
 
     assert claims.reference_error("blob", 1.0) == LEVELS["blob"][1.0]["rel_error"]
     assert claims.reference_error("blob", 3.0) == max(v["rel_error"] for v in LEVELS["blob"].values())

@@ -7,16 +7,16 @@ import os
 import pytest
 import torch
 
-from fpbench import metrics as mx
-from fpbench import operators as ops
-from fpbench.ensemble import train_ensemble
-from fpbench.jet import BatchedMLP
-from fpbench.methods import make_method
-from fpbench.models import PotentialMLP
-from fpbench.residuals import PAPER_BOX, log_fp_residual_mc
-from fpbench.samplers import refined_grid, sample_pair
-from fpbench.sde import make_sde
-from fpbench.targets import make_target
+from fpbench.core import metrics as mx
+from fpbench.core import operators as ops
+from fpbench.core.jet import BatchedMLP
+from fpbench.core.models import PotentialMLP
+from fpbench.core.residuals import PAPER_BOX, log_fp_residual_mc
+from fpbench.core.samplers import refined_grid, sample_pair
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
+from fpbench.train.ensemble import train_ensemble
+from fpbench.train.methods import make_method
 
 DEVICE = torch.device(os.environ.get("FPBENCH_TEST_DEVICE", "cpu"))
 pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),

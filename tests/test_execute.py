@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fpbench.execute import InProcess, SlurmOptions, make_executor, plan, run_tasks
-from fpbench.store import Store, read_json
-from fpbench.suite import expand, load_suite
+from fpbench.run.execute import InProcess, SlurmOptions, make_executor, plan, run_tasks
+from fpbench.run.store import Store, read_json
+from fpbench.run.suite import expand, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,7 @@ def test_unknown_executor_is_a_clear_error():
 
 
 def test_split_balanced_deals_members_by_training_cost():
-    from fpbench.execute import split_balanced, training_cost
+    from fpbench.run.execute import split_balanced, training_cost
 
     cases = expand(load_suite("paper"), "smoke", seeds=1)  # 3 DSM-only members and 9 with the log-FP term
     cfg = cases[0].config["train"]

@@ -1,4 +1,4 @@
-"""Forward-mode jets and the written-out reverse-mode score against autograd (``fpbench.operators``,
+"""Forward-mode jets and the written-out reverse-mode score against autograd (``fpbench.core.operators``,
 itself tested against closed forms), in float64; and ensembles built on them."""
 
 import copy
@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from fpbench import operators as ops
-from fpbench.ensemble import term_values, train_ensemble
-from fpbench.jet import BatchedMLP, SoftplusDerivatives, fast_score, supports
-from fpbench.methods import make_method
-from fpbench.models import ExactScore, PotentialMLP, ScoreMLP
-from fpbench.residuals import log_fp_residual, score_fp_residual
-from fpbench.sde import make_sde
-from fpbench.targets import make_target
-from fpbench.train import TrainingError, train
+from fpbench.core import operators as ops
+from fpbench.core.jet import BatchedMLP, SoftplusDerivatives, fast_score, supports
+from fpbench.core.models import ExactScore, PotentialMLP, ScoreMLP
+from fpbench.core.residuals import log_fp_residual, score_fp_residual
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
+from fpbench.train.ensemble import term_values, train_ensemble
+from fpbench.train.loop import TrainingError, train
+from fpbench.train.methods import make_method
 
 TRAIN_CFG = {"iterations": 8, "lr_stages": [[1e-3, 0.5], [1e-4, 0.5]], "dsm_batch": 64, "time_law": "beta12",
              "t_eps": 1e-5, "dsm_weighting": "likelihood", "residual_points": 32, "residual_t0": 1e-5,
@@ -162,7 +162,7 @@ def _compiler_missing() -> bool:
 def test_compiled_terms_equal_the_eager_jets(term):
     """The ``--compile`` path: the same term values and parameter gradients as the eager jets (float64),
     and it really compiled (no silent fallback)."""
-    import fpbench.ensemble as ens
+    import fpbench.train.ensemble as ens
 
     cls = ScoreMLP if term == "score_fp" else PotentialMLP
     eager, comp = _models(cls, 2, seed=7), None
@@ -185,7 +185,7 @@ def test_compiled_terms_equal_the_eager_jets(term):
 
 
 def test_a_failing_compile_warns_and_trains_eagerly(monkeypatch):
-    import fpbench.ensemble as ens
+    import fpbench.train.ensemble as ens
 
     def broken(*_a, **_k):
         raise RuntimeError("no compiler here")
@@ -205,7 +205,7 @@ def test_a_failing_compile_warns_and_trains_eagerly(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_softplus_from_one_exp_equals_torch_kernels(dtype):
     """The compiled path's (sigmoid, softplus) formula against torch's own kernels, across regimes."""
-    from fpbench.jet import softplus_from_one_exp
+    from fpbench.core.jet import softplus_from_one_exp
 
     h = torch.linspace(-2, 2, 4001, dtype=dtype)
     s1, a = softplus_from_one_exp(h, 100.0, 20.0)
@@ -216,7 +216,7 @@ def test_softplus_from_one_exp_equals_torch_kernels(dtype):
 
 
 def test_thin_matmul_gradients_and_their_gradients_match_finite_differences():
-    from fpbench.jet import ThinMatmul
+    from fpbench.core.jet import ThinMatmul
 
     g = torch.Generator().manual_seed(3)
     a = torch.randn(2, 7, 5, dtype=torch.float64, generator=g, requires_grad=True)
@@ -227,7 +227,7 @@ def test_thin_matmul_gradients_and_their_gradients_match_finite_differences():
 
 
 def test_the_float32_probe_tells_float32_from_bfloat16_rounding():
-    from fpbench.ensemble import float32_accurate
+    from fpbench.train.process import float32_accurate
 
     assert float32_accurate(torch.matmul)
     assert not float32_accurate(lambda a, b: (a.bfloat16() @ b.bfloat16()).float())  # bfloat16 inputs
@@ -235,7 +235,7 @@ def test_the_float32_probe_tells_float32_from_bfloat16_rounding():
 
 
 def test_onednn_matmuls_keep_float32_accuracy_and_restore_the_flag():
-    from fpbench.ensemble import cpu_settings, onednn_float32_matmuls
+    from fpbench.train.process import cpu_settings, onednn_float32_matmuls
 
     g = torch.Generator().manual_seed(4)
     a, w = torch.randn(4000, 80, generator=g), torch.randn(80, 80, generator=g)
@@ -258,7 +258,7 @@ def test_onednn_matmuls_keep_float32_accuracy_and_restore_the_flag():
 def test_all_members_in_one_batched_call_train_as_one_at_a_time(monkeypatch):
     """The GPU's way (member_chunk None: every member through one bmm per layer), run on the CPU,
     against the CPU's (one member per call); float64, so only rounding can differ."""
-    import fpbench.ensemble as ens
+    import fpbench.train.ensemble as ens
 
     specs = [("blob", 0.0, 1), ("checker", 1.0, 2), ("circles2", 10.0, 3)]
     cfg, sde = dict(TRAIN_CFG, dtype="float64"), make_sde("ou")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from scipy import integrate
 
-from fpbench.losses import dsm_batch, dsm_loss, dsm_loss_terms, sample_times
-from fpbench.models import ExactScore
-from fpbench.sde import make_sde
-from fpbench.targets import GaussianMixture, make_target
+from fpbench.core.losses import dsm_batch, dsm_loss, dsm_loss_terms, sample_times
+from fpbench.core.models import ExactScore
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import GaussianMixture, make_target
 
 from .conftest import gen
 

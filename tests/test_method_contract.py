@@ -1,5 +1,5 @@
 """One contract for loss terms: a method's first-step loss is the same on the per-model loop
-(``fpbench.train``, autograd) and on the ensemble path (``fpbench.ensemble``, jets), or the
+(``fpbench.train.loop``, autograd) and on the ensemble path (``fpbench.train.ensemble``, jets), or the
 ensemble path refuses the method and the loop trains it. A user's term is never replaced."""
 
 import copy
@@ -7,15 +7,15 @@ import copy
 import pytest
 import torch
 
-from fpbench import methods
-from fpbench.ensemble import can_ensemble, train_ensemble
-from fpbench.methods import Method, make_method
-from fpbench.models import PotentialMLP, ScoreMLP
-from fpbench.runner import ensemble_key
-from fpbench.sde import make_sde
-from fpbench.suite import expand, load_suite
-from fpbench.targets import make_target
-from fpbench.train import train
+from fpbench.core.models import PotentialMLP, ScoreMLP
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
+from fpbench.run.pipeline import ensemble_key
+from fpbench.run.suite import expand, load_suite
+from fpbench.train import methods
+from fpbench.train.ensemble import can_ensemble, train_ensemble
+from fpbench.train.loop import train
+from fpbench.train.methods import Method, make_method
 
 CFG = {"iterations": 1, "lr_stages": [[1e-3, 1.0]], "dsm_batch": 64, "time_law": "beta12", "t_eps": 1e-5,
        "dsm_weighting": "likelihood", "residual_points": 32, "residual_t0": 1e-5, "box": [-3.5, 3.5],

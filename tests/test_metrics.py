@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fpbench.metrics import (
+from fpbench.core.metrics import (
     PAPER_GRID,
     Grid,
     exact_w2,
@@ -71,7 +71,7 @@ def test_estimators_agree_with_the_gaussian_closed_form_within_their_intervals(m
     x, y = _gauss(n, m1, s1, 3), _gauss(n, m2, s2, 4)
     floor_pair = (_gauss(n, m1, s1, 5), _gauss(n, m1, s1, 6))
     if method == "grid":
-        from fpbench.metrics import grid_w2_from_weights as w
+        from fpbench.core.metrics import grid_w2_from_weights as w
 
         floor = w(grid_histogram(floor_pair[0]), grid_histogram(floor_pair[1]))
         est = grid_w2_estimate(x, y, floor, n_boot=8, seed=0)

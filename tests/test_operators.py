@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fpbench import operators as ops
-from fpbench.models import PotentialMLP, ScoreMLP
+from fpbench.core import operators as ops
+from fpbench.core.models import PotentialMLP, ScoreMLP
 
 from .conftest import gen
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from fpbench.cli import main
-from fpbench.methods import make_method
-from fpbench.models import PotentialMLP
-from fpbench.sde import make_sde
-from fpbench.store import Store, read_json, write_json
-from fpbench.suite import SuiteError, expand, load_suite
-from fpbench.targets import make_target
-from fpbench.train import TrainingError, train
+from fpbench.core.models import PotentialMLP
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
+from fpbench.run.store import Store, read_json, write_json
+from fpbench.run.suite import SuiteError, expand, load_suite
+from fpbench.train.loop import TrainingError, train
+from fpbench.train.methods import make_method
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CFG = {"iterations": 12, "lr_stages": [[1e-3, 0.5], [1e-4, 0.5]], "dsm_batch": 64, "time_law": "beta12",
@@ -71,7 +71,7 @@ def test_user_method_is_loaded_from_its_module():
 def test_methods_registered_as_entry_points_are_found(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    import fpbench.methods as methods
+    import fpbench.train.methods as methods
 
     registered = {"half": EntryPoint("half", "tests.plugins.methods:HalfDSM", methods.ENTRY_POINT_GROUP),
                   "broken": EntryPoint("broken", "tests.plugins.methods:NoSuchClass", methods.ENTRY_POINT_GROUP)}
@@ -251,6 +251,10 @@ def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys):
         assert (tmp_path / "figures" / f"paper-smoke-{fig}.png").stat().st_size > 1000
     assert len(Store(results).table()) == 15  # 12 potential models + the 3 free score models of suite curl
     assert main(["show", Store(results).table()["key"][0][:6], "--results", str(results)]) == 0
+    capsys.readouterr()
+    assert main(["show", "--results", str(results)]) == 0  # no key: every run, with its status
+    listing = capsys.readouterr().out
+    assert listing.count(" done ") == 15 and "15 run(s) under" in listing and "paper    smoke" in listing
 
 
 def _run_cli(suite, results, env_extra=None, extra=()):
@@ -322,7 +326,7 @@ def test_killed_ensemble_training_resumes_with_identical_metrics(tmp_path):
 # ----- ensembles -----------------------------------------------------------------------------
 
 def test_ensemble_training_reproduces_one_by_one_training():
-    from fpbench.ensemble import train_ensemble
+    from fpbench.train.ensemble import train_ensemble
 
     # float64: the two computations differ only by rounding, which Adam's normalised steps would
     # amplify to ~1e-6 in float32 for weights whose gradient is ~0

@@ -7,8 +7,8 @@ import zipfile
 import pytest
 import torch
 
-from fpbench.paper_values import TARGETS, W_R
-from fpbench.reference import (
+from fpbench.analysis.paper_values import TARGETS, W_R
+from fpbench.analysis.reference import (
     ReferenceError,
     checkpoint_path,
     load_checkpoint,
@@ -25,8 +25,10 @@ needs_artefacts = pytest.mark.skipif(ROOT is None,
 
 
 @needs_artefacts
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", [pytest.param(t, marks=[] if t == "checker" else pytest.mark.slow) for t in TARGETS])
 def test_all_36_cells_of_tables_1_to_3_equal_the_paper_to_the_printed_digits(target):
+    """checker's 12 cells by default; blob's and circles2's with ``pytest -m slow`` (exact OT on
+    4,096-node grids: minutes per target)."""
     cells = recompute_tables(ROOT, targets=(target,))  # 12 cells per target, 36 over the three
     assert len(cells) == 12
     wrong = [(c.table, c.target, c.w_r, c.printed, f"{c.paper:.6f}") for c in cells if not c.matches]
@@ -36,7 +38,7 @@ def test_all_36_cells_of_tables_1_to_3_equal_the_paper_to_the_printed_digits(tar
 def _raw_forward(path, x, t):
     """The authors' network written out from the raw tensors of the zip archive: (t, x, y) ->
     three Softplus(beta = 100, threshold = 20) layers -> Linear. Independent of fpbench's model."""
-    with torch.serialization.safe_globals(__import__("fpbench.reference", fromlist=["ALLOWED"]).ALLOWED):
+    with torch.serialization.safe_globals(__import__("fpbench.analysis.reference", fromlist=["ALLOWED"]).ALLOWED):
         net = torch.load(path, weights_only=True, map_location="cpu")
     w = {name: (m.weight.detach().double(), m.bias.detach().double()) for name, m in net._modules.items()
          if isinstance(m, torch.nn.Linear)}
@@ -98,7 +100,7 @@ def test_an_explicit_directory_that_does_not_exist_is_a_clear_error(tmp_path):
 
 @needs_artefacts
 def test_evaluating_a_published_model_gives_every_quantity_of_the_report():
-    from fpbench.reference import evaluate_checkpoint
+    from fpbench.analysis.reference import evaluate_checkpoint
 
     rec = evaluate_checkpoint(ROOT, "blob", 1.0, n=3000, nfe=40, n_boot=2, floor_reps=2, residual_points=2000,
                               dsm_points=2000)
@@ -126,8 +128,8 @@ def test_published_histograms_are_read_in_the_authors_axis_order(tmp_path):
     fpbench's own histogram of the same points, and its mass must sit at x = 1.5, not at y = 1.5."""
     import numpy as np
 
-    from fpbench.metrics import PAPER_GRID, grid_histogram, grid_w2_from_weights
-    from fpbench.reference import histogram
+    from fpbench.analysis.reference import histogram
+    from fpbench.core.metrics import PAPER_GRID, grid_histogram, grid_w2_from_weights
 
     points = np.random.default_rng(0).normal(0, 0.2, (3000, 2)) + [1.5, 0.0]
     (tmp_path / "precomputed_dists").mkdir()
@@ -141,9 +143,9 @@ def test_published_histograms_are_read_in_the_authors_axis_order(tmp_path):
 
 @needs_artefacts
 def test_the_gates_reference_levels_are_the_published_models_measured_now():
-    """fpbench/authors_levels.py is what `fpbench reference levels` measures (blob's four models here)."""
-    from fpbench.authors_levels import LEVELS
-    from fpbench.reference import convergence_levels
+    """fpbench/analysis/authors_levels.py is what `fpbench reference levels` measures (blob's four models here)."""
+    from fpbench.analysis.authors_levels import LEVELS
+    from fpbench.analysis.reference import convergence_levels
 
     measured = convergence_levels(ROOT, targets=("blob",))["blob"]
     for w_r, values in measured.items():

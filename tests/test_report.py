@@ -3,12 +3,13 @@
 import pandas as pd
 import torch
 
-from fpbench.models import ExactScore
-from fpbench.paper_values import TABLES
-from fpbench.report import dropped_samples_section, summarise, trends_section
-from fpbench.runner import prior_score_ratio
-from fpbench.sde import make_sde
-from fpbench.targets import make_target
+from fpbench.analysis.paper_values import TABLES
+from fpbench.analysis.stats import summarise
+from fpbench.core.models import ExactScore
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
+from fpbench.reports.suite_report import dropped_samples_section, trends_section
+from fpbench.run.evaluate import prior_score_ratio
 
 
 def _frame(values_by_table, inside=1.0):
@@ -68,7 +69,7 @@ def _record(value, ode_vs_pub, floor=0.002):
 
 
 def test_disagreements_name_the_histogram_that_departs_from_the_published_one():
-    from fpbench.reference_report import disagreements
+    from fpbench.reports.reference_report import disagreements
 
     lines = disagreements([_record(0.02, ode_vs_pub=0.014)])
     assert any("Table 1" in line and "our ODE histogram is W2² = 0.014000" in line for line in lines)

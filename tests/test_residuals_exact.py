@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from fpbench import operators as ops
-from fpbench.models import ExactScore
-from fpbench.residuals import Box, density_fp_residual, log_fp_residual, score_fp_residual
-from fpbench.sde import make_sde
-from fpbench.targets import make_target
+from fpbench.core import operators as ops
+from fpbench.core.models import ExactScore
+from fpbench.core.residuals import Box, density_fp_residual, log_fp_residual, score_fp_residual
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
 
 from .conftest import ALL_PAIRS, gen
 
@@ -96,7 +96,7 @@ def test_time_rescaled_score_has_order_one_score_fp_residual(target_name, sde_na
 def test_score_fp_residual_of_a_gradient_field_is_the_gradient_of_the_log_fp_residual():
     # Independent route: eq. 32 for s = grad u against grad_x of eq. 16 for u.
     torch.manual_seed(0)
-    from fpbench.models import PotentialMLP
+    from fpbench.core.models import PotentialMLP
 
     model = PotentialMLP(beta=5.0).double()
     sde = make_sde("ou")
@@ -110,7 +110,7 @@ def test_score_fp_residual_of_a_gradient_field_is_the_gradient_of_the_log_fp_res
 def test_paper_ou_log_fp_residual_matches_section_4_formula():
     # Section 4 writes the OU residual as u_t - 2 - x.grad u - |grad u|^2/2 - Delta u/2.
     torch.manual_seed(0)
-    from fpbench.models import PotentialMLP
+    from fpbench.core.models import PotentialMLP
 
     model = PotentialMLP(beta=5.0).double()
     sde = make_sde("ou")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fpbench.metrics import grid_histogram, grid_noise_floor, grid_w2_from_weights
-from fpbench.models import ExactScore
-from fpbench.samplers import (
+from fpbench.core.metrics import grid_histogram, grid_noise_floor, grid_w2_from_weights
+from fpbench.core.models import ExactScore
+from fpbench.core.samplers import (
     euler_maruyama,
     euler_ode,
     heun_ode,
@@ -18,8 +18,8 @@ from fpbench.samplers import (
     sample_pair,
     uniform_grid,
 )
-from fpbench.sde import make_sde
-from fpbench.targets import make_target
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
 
 from .conftest import gen
 
@@ -120,7 +120,7 @@ def test_sample_pair_shares_prior_points_and_is_chunk_independent_in_size():
 def test_sampling_a_free_score_network_keeps_no_graph():
     # ScoreMLP's output is tied to its weights; a sampler must not keep every step's graph alive
     # (60k particles x 200 steps exhausted 24 GB before the samplers ran under no_grad).
-    from fpbench.models import PotentialMLP, ScoreMLP
+    from fpbench.core.models import PotentialMLP, ScoreMLP
 
     sde, ts = make_sde("ou"), uniform_grid(10.0, 5)
     x_T = torch.randn(8, 2, dtype=torch.float64)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from fpbench.sde import SDES, make_sde
+from fpbench.core.sde import SDES, make_sde
 
 from .conftest import gen
 

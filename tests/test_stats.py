@@ -1,4 +1,4 @@
-"""fpbench.stats against closed forms: exact permutation p-values of perfectly ordered data, scipy's
+"""fpbench.analysis.stats against closed forms: exact permutation p-values of perfectly ordered data, scipy's
 Spearman, hand-computed bound constants, and the verdict rule on each branch."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from fpbench import stats as st
+from fpbench.analysis import stats as st
 
 
 @pytest.mark.parametrize("blocks", [2, 3, 5])
@@ -113,7 +113,7 @@ def test_calibration_false_positive_rate_and_power_of_the_trend_test():
 # ----- Holm's adjustment across a report's claims ------------------------------------------------
 
 def test_holm_matches_the_worked_example_and_leaves_nan_out_of_the_family():
-    from fpbench.stats import holm
+    from fpbench.analysis.stats import holm
 
     # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 -> max(0.06, 0.04) = 0.06
     adjusted = holm([0.01, 0.04, float("nan"), 0.03, 0.005])
@@ -122,13 +122,13 @@ def test_holm_matches_the_worked_example_and_leaves_nan_out_of_the_family():
 
 
 def _uniform_p_test(u):
-    from fpbench.stats import ALPHA, INCONCLUSIVE, PASS, ClaimTest
+    from fpbench.analysis.stats import ALPHA, INCONCLUSIVE, PASS, ClaimTest
 
     return ClaimTest("u", u, u, 1 - u, 1.0, "e", 0.5, 1.5, 10, ALPHA, 0.0, PASS if u <= ALPHA else INCONCLUSIVE)
 
 
 def test_a_pass_that_does_not_survive_holm_is_inconclusive():
-    from fpbench.stats import INCONCLUSIVE, PASS, with_adjusted_p
+    from fpbench.analysis.stats import INCONCLUSIVE, PASS, with_adjusted_p
 
     test = _uniform_p_test(0.03)
     assert with_adjusted_p(test, 0.04).verdict == PASS
@@ -139,7 +139,7 @@ def test_a_pass_that_does_not_survive_holm_is_inconclusive():
 def test_family_wise_false_positives_exceed_alpha_raw_and_not_with_holm():
     """Five independent tests with uniform p under the null: at least one raw false PASS in
     1 - 0.95^5 = 0.226 of the sets; with Holm at most alpha."""
-    from fpbench.claims import family_false_positives
+    from fpbench.analysis.claims import family_false_positives
 
     tests = [(_uniform_p_test, lambda rng: (rng.uniform(),)) for _ in range(5)]
     rates = family_false_positives(tests, reps=2000, seed=0)

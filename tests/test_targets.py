@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from fpbench.sde import make_sde
-from fpbench.targets import TARGETS, make_target
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import TARGETS, make_target
 
 from .conftest import gen
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from fpbench.cli import main
-from fpbench.ensemble import train_ensemble
-from fpbench.methods import make_method
-from fpbench.models import PotentialMLP
-from fpbench.sde import make_sde
-from fpbench.store import read_json
-from fpbench.targets import make_target
-from fpbench.train import Deadline, TimeBudgetReached, train
+from fpbench.core.models import PotentialMLP
+from fpbench.core.sde import make_sde
+from fpbench.core.targets import make_target
+from fpbench.run.store import read_json
+from fpbench.train.ensemble import train_ensemble
+from fpbench.train.loop import Deadline, TimeBudgetReached, train
+from fpbench.train.methods import make_method
 
 from .test_pipeline import GOOD, TRAIN_CFG, _write_suite
 

@@ -1,4 +1,4 @@
-"""The paper's claims, one test each (fpbench.claims has the statistics and the gates).
+"""The paper's claims, one test each (fpbench.analysis.claims has the statistics and the gates).
 
 A PASS passes; a FAIL fails with the statistic, p-value and effect (the claim does not reproduce on
 these results); a claim the data cannot decide, or an INCONCLUSIVE test, is skipped with its reason.
@@ -10,8 +10,8 @@ Every claim is decided on its p-value adjusted by Holm's method across the claim
 
 import pytest
 
-from fpbench import claims
-from fpbench.stats import FAIL, PASS
+from fpbench.analysis import claims
+from fpbench.analysis.stats import FAIL, PASS
 
 
 def decide(outcome: claims.ClaimOutcome) -> None:

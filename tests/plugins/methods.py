@@ -2,7 +2,7 @@
 
 import torch
 
-from fpbench.methods import Method
+from fpbench import Method
 
 
 class ExplodingMethod(Method):

@@ -18,8 +18,8 @@ from types import MappingProxyType
 
 import torch
 
-from .losses import dsm_batch, dsm_loss
-from .residuals import Box, log_fp_residual_mc, score_fp_residual_mc
+from ..core.losses import dsm_batch, dsm_loss
+from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _score_fp_term(model, ctx: TrainContext) -> torch.Tensor:
 
 
 TERMS = {"dsm": _dsm_term, "log_fp": _log_fp_term, "score_fp": _score_fp_term}
-# The terms as fpbench defines them. The ensemble path (fpbench.ensemble) computes exactly these, by
+# The terms as fpbench defines them. The ensemble path (fpbench.train.ensemble) computes exactly these, by
 # jets; a term added to TERMS, or a built-in name bound to another function, is computed by the
 # per-model loop only (``uses_builtin_terms``), never replaced by a jet of another term.
 BUILTIN_TERMS = MappingProxyType(dict(TERMS))

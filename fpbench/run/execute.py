@@ -1,7 +1,7 @@
 """Run a suite's case grid through one executor interface.
 
 The grid is cut into *tasks*: each group of cases that can train as one ensemble (same SDE, model
-shape and train config, built-in loss terms; ``fpbench.ensemble``) is split into at most
+shape and train config, built-in loss terms; ``fpbench.train.ensemble``) is split into at most
 ``workers`` tasks, and every other case is a task of its own. A task trains its ensemble, then
 samples and evaluates each case, all into the shared results store, so any executor that can
 call ``run_task`` runs the grid:
@@ -65,7 +65,7 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
          ensemble: bool = True, compile: bool = False, deadline: float | None = None,
          progress: bool = False) -> list[Task]:
     """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone."""
-    from .runner import ensemble_key
+    from .pipeline import ensemble_key
 
     groups: dict[str, list] = {}
     singles = []
@@ -85,7 +85,7 @@ def training_cost(case) -> int:
     """Rows through the network per training iteration, a proxy for its time: the DSM batch, plus
     (d + 3) jet rows (value, d_t, grad, Laplacian) per residual point of each residual term the
     case's method weights (measured: a log-FP member costs about 1.3x a DSM-only one at quick)."""
-    from .methods import make_method
+    from ..train.methods import make_method
 
     cfg = case.config
     method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
@@ -111,9 +111,9 @@ def run_task(task: Task, log=print) -> list[Outcome]:
     """Train the task's ensemble, then run each case (finished ones are skipped); never raises for a case."""
     import torch
 
-    from .runner import run_case, train_groups
+    from ..train.loop import Deadline, TimeBudgetReached
+    from .pipeline import run_case, train_groups
     from .store import Store
-    from .train import Deadline, TimeBudgetReached
 
     if task.threads:
         torch.set_num_threads(task.threads)
@@ -266,3 +266,19 @@ def run_tasks(tasks: list[Task], executor, log=print) -> list[Outcome]:
                     outcomes.append(Outcome(case.key, case.label, "done"))
             log(f"a task of {len(task.cases)} case(s) failed as a whole: {err}")
     return outcomes
+
+
+def run_suite(suite: str, scale: str, results: str | None = None, seeds: int | None = None, device=None,
+              log=print) -> tuple:
+    """Run the cases of ``suite`` at ``scale`` that the store at ``results`` lacks (in this process,
+    same-shape cases as ensembles; a rerun resumes), then return (``results.collect``'s frame, the
+    records) of all its cases."""
+    from .results import collect
+    from .store import Store, results_root
+    from .suite import expand, load_suite
+
+    store = Store(results_root(results))
+    cases = expand(load_suite(suite), scale, seeds)
+    run_tasks(plan(cases, store.root, None if device is None else str(device)), InProcess(), log=log)
+    df, records, _missing = collect(store, cases)
+    return df, records

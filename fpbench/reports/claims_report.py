@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import claims as cl
-from . import operators as ops
-from .stats import FAIL
-from .store import Store
-from .suite import Case
+from ..analysis import claims as cl
+from ..analysis.stats import FAIL
+from ..core import operators as ops
+from ..run.store import Store
+from ..run.suite import Case
 
 
 def claims_table(outcomes: list[cl.ClaimOutcome]) -> pd.DataFrame:
@@ -148,7 +148,7 @@ def why_section(df: pd.DataFrame, outcomes: list[cl.ClaimOutcome]) -> str:
 
 # --- figures ---------------------------------------------------------------------------------------
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +162,7 @@ def calibration_figure(cal: pd.DataFrame, path: Path) -> Path | None:
         return None
     import seaborn as sns
 
-    plt = _plt()
+    plt = pyplot()
     long = pd.concat([cal.assign(kind="wrong verdict on null data", rate=cal["rate under null"]),
                       cal.assign(kind="power on the planted effect", rate=cal["power"])], ignore_index=True)
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -185,7 +185,7 @@ def fig3(records: list[dict], store: Store, path: Path, seed: int = 0) -> Path |
         return None
     targets = [t for t in ("blob", "circles2", "checker") if any(k[0] == t for k in chosen)]
     levels = sorted({k[1] for k in chosen})
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(levels), 2 * len(targets), figsize=(2 * 2 * len(targets), 2 * len(levels)),
                              squeeze=False)
     for i, w in enumerate(levels):
@@ -212,7 +212,7 @@ def fig3(records: list[dict], store: Store, path: Path, seed: int = 0) -> Path |
 def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circles2", n_grid: int = 64,
          t_value: float = 0.01) -> Path | None:
     """Fig. 1: SDE samples of a free score model and |curl s_theta(x, t)| on a grid at t = 0.01."""
-    from .runner import build
+    from ..run.suite import build
 
     recs = [r for r in curl_records if r["config"]["target"]["name"] == target and r["config"]["seed"] == 0]
     if not recs:
@@ -227,7 +227,7 @@ def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circ
     t = torch.full((len(x),), t_value)
     curl = ops.curl(lambda a, b: model.score(a, b, create_graph=True), x, t).abs().detach().reshape(n_grid, n_grid)
     points = np.load(store.case_dir(rec["key"]) / "histograms.npz")["sde_points"]
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
     ax1.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
     ax1.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), title=f"(a) samples, free score model ({target})", aspect="equal")

@@ -45,7 +45,7 @@ def stop_at_deadline(deadline: Deadline | None, checkpoint: Path | None, state, 
     if deadline is None or not deadline.reached():
         return
     if checkpoint is not None:
-        _save_atomic(state(iteration), checkpoint)
+        save_atomic(state(iteration), checkpoint)
     raise TimeBudgetReached(f"{what}: stopped at the time budget before iteration {iteration}")
 
 
@@ -65,12 +65,12 @@ def stage_boundaries(iterations: int, lr_stages: list) -> list[tuple[int, float]
     return bounds
 
 
-def _lr_at(iteration: int, bounds) -> tuple[int, float]:
+def lr_at(iteration: int, bounds) -> tuple[int, float]:
     stage = max(i for i, (start, _) in enumerate(bounds) if start <= iteration)
     return stage, bounds[stage][1]
 
 
-def _save_atomic(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
@@ -86,7 +86,7 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
     state = _resume(checkpoint, model, gen)
     start, history = state["iteration"], state["history"]
     # The stage of the last completed iteration: resuming at a stage boundary still starts a fresh Adam.
-    stage, lr = _lr_at(max(start - 1, 0), bounds)
+    stage, lr = lr_at(max(start - 1, 0), bounds)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if state.get("optimizer") is not None:
         opt.load_state_dict(state["optimizer"])
@@ -97,7 +97,7 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
                            "generator": gen.get_state(), "history": history}
     for it in range(start, cfg["iterations"]):
         stop_at_deadline(deadline, checkpoint, snapshot, case, it)
-        new_stage, lr = _lr_at(it, bounds)
+        new_stage, lr = lr_at(it, bounds)
         if new_stage != stage:  # the authors start a fresh Adam at each stage
             stage, opt = new_stage, torch.optim.Adam(model.parameters(), lr=lr)
         x0 = target.sample(cfg["dsm_batch"], gen, dtype=dtype, device=device)
@@ -105,16 +105,33 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         loss, terms = _method_loss(method, model, ctx, case, it)
         if not torch.isfinite(loss):
             raise TrainingError(f"case {case}: loss is {loss.item()} at iteration {it} (terms {terms})")
+        diverged = divergence(loss.item(), history[0]["loss"] if history else None)
+        if diverged:
+            raise TrainingError(f"case {case}: {diverged} at iteration {it} (terms {terms})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
             history.append({"iteration": it, "loss": loss.item(), **terms})
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
-            _save_atomic(snapshot(it + 1), checkpoint)
+            save_atomic(snapshot(it + 1), checkpoint)
         bar.update(1)
     bar.close()
     return TrainResult(history, time.perf_counter() - began + state.get("seconds", 0.0), cfg["iterations"])
+
+
+# A finite loss this many times its first value (at least 1 in size) has diverged: at lr 1e3 a paper-suite
+# loss climbed from ~1 to ~1e20 and the case failed much later, in the ODE solver, for an unrelated reason.
+DIVERGENCE_FACTOR = 1e6
+
+
+def divergence(loss: float, first: float | None) -> str | None:
+    """Why a finite ``loss`` counts as diverged (None if it does not): above ``DIVERGENCE_FACTOR`` x
+    max(|first iteration's loss|, 1)."""
+    bound = DIVERGENCE_FACTOR * max(abs(first if first is not None else loss), 1.0)
+    if loss > bound:
+        return f"training diverged: loss {loss:.3g} > {DIVERGENCE_FACTOR:g} x the first iteration's {first:.3g}"
+    return None
 
 
 def _method_loss(method, model, ctx, case: str, it: int):

@@ -5,11 +5,11 @@ The protocol is the paper's (loss L_DSM + w_R R~, eq. 20; a fresh Adam at each l
 schedule varies only the number of steps, the lr stages, the DSM batch and the residual points
 (``SCHEDULES``, every setting the study chooses, in one place). For each schedule the 12 models
 (seed 0) train as one ensemble; every ``probe_every`` steps each member's score profile
-(``fpbench.convergence``) is recorded; at the end each member is sampled (``SAMPLE``) for the share
+(``fpbench.core.convergence``) is recorded; at the end each member is sampled (``SAMPLE``) for the share
 of ODE and SDE samples inside the grid, and its final evidence and the gate's verdict are stored.
 
 ``run_study`` writes ``<dir>/<schedule>.json`` per schedule (a rerun skips finished ones) and a
-log per schedule; ``fpbench.budget_report`` turns them into ``reports/budget.md``. A schedule that
+log per schedule; ``fpbench.reports.budget_report`` turns them into ``reports/budget.md``. A schedule that
 is interrupted resumes: the ensemble's checkpoint (``<schedule>.ckpt``) is written at every probe,
 and the probes recorded so far (``<schedule>.probes.jsonl``) are kept up to its iteration.
 """
@@ -57,9 +57,9 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     return the record."""
     import torch
 
-    from .convergence import evidence, score_profile
-    from .ensemble import train_ensemble
-    from .runner import build
+    from ..core.convergence import evidence, score_profile
+    from ..train.ensemble import train_ensemble
+    from .suite import build
 
     torch.set_num_threads(threads)
     out = Path(out_dir)
@@ -132,8 +132,8 @@ def inside_grid(model, target, sde, case) -> dict:
     """Shares of ``SAMPLE['n']`` ODE, SDE and p0 samples inside the paper's grid box."""
     import torch
 
-    from .jet import fast_score
-    from .samplers import refined_grid, sample_pair
+    from ..core.jet import fast_score
+    from ..core.samplers import refined_grid, sample_pair
 
     low, high, _ = case.config["metrics"]["grid"]
     x_ode, x_sde = sample_pair(fast_score(model), sde, SAMPLE["n"], target.dim, refined_grid(sde.T, SAMPLE["nfe"]),

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import TABLE_PAIRS
-from .paper_values import TABLE_TITLES, TARGETS, W_R, paper_value
-from .reference import evaluate_checkpoint, recompute_tables
-from .store import read_json, write_json
+from ..analysis.paper_values import TABLE_TITLES, TARGETS, W_R, paper_value
+from ..analysis.reference import evaluate_checkpoint, recompute_tables
+from ..core.metrics import TABLE_PAIRS
+from ..run.store import read_json, write_json
 
 
 def tables_frame(cells) -> dict[str, pd.DataFrame]:
@@ -139,7 +139,7 @@ def figure(records: list[dict], out: Path) -> Path:
 
 def nfe_check(root: Path, cache: Path, n: int, log=print) -> dict:
     """ODE step-count sensitivity of one published model (blob, w_R = 0), cached."""
-    from .reference import ode_nfe_sensitivity
+    from ..analysis.reference import ode_nfe_sensitivity
 
     path = cache / f"nfe_sensitivity_blob_w0.0_n{n}_v{CACHE_VERSION}.json"
     if path.exists():

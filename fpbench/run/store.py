@@ -98,6 +98,22 @@ class Store:
             raise ValueError(f"{'no' if not matches else 'several'} run(s) match {prefix!r} under {self.root}")
         return matches[0]
 
+    def runs(self) -> list[dict]:
+        """Every case directory: key, suite, scale, case label and status (done, failed, or which
+        stage it reached), sorted by suite, scale and label."""
+        from .suite import Case
+
+        rows = []
+        for config_path in self.root.glob("*/config.json"):
+            key, cfg = config_path.parent.name, read_json(config_path)
+            failure = self.failure(key)
+            status = "done" if self.is_done(key) else f"failed: {failure['error']}" if failure else \
+                "sampled" if (config_path.parent / "histograms.npz").exists() else \
+                "trained" if (config_path.parent / "model.pt").exists() else "started"
+            rows.append({"key": key, "suite": cfg.get("suite", "?"), "scale": cfg.get("scale", "?"),
+                         "case": Case(cfg).label, "status": status})
+        return sorted(rows, key=lambda r: (r["suite"], r["scale"], r["case"]))
+
     def table(self) -> pd.DataFrame:
         """One row per finished case: its labels, method parameters and scalar metrics."""
         rows = []

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from . import compare as cmp
-from .report import collect
-from .suite import expand, method_specs
+from .. import __version__
+from ..analysis import compare as cmp
+from ..run.results import collect
+from ..run.suite import expand, method_specs
 
 
 def is_beyond(data: dict) -> bool:
@@ -104,7 +104,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     train = sum(r["train"]["seconds"] for r in records)
     sample = sum(r["sample_seconds"] for r in records)
     lines += [f"Time (measured, all cases): training {train:.0f} s, sampling {sample:.0f} s.", ""]
-    from .report import settings_section
+    from .suite_report import settings_section
 
     lines += [settings_section(cases[0])]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def gap_figure(settings: dict, path: Path) -> Path | None:
     per target (mean over seeds, each seed a point)."""
     import seaborn as sns
 
-    from .claims_report import _plt
+    from .claims_report import pyplot
 
     frames = []
     for setting, (rows, weight, _res) in settings.items():
@@ -150,7 +150,7 @@ def gap_figure(settings: dict, path: Path) -> Path | None:
     data = pd.concat(frames).dropna()
     if data.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     data["weight"] = data["weight"].map(lambda w: f"{w:g}")
     grid = sns.catplot(data=data, x="weight", y="value", hue="target", col="setting", row="quantity",
                        kind="point", sharey=False, height=2.8, aspect=1.2, errorbar=None)

@@ -15,7 +15,7 @@ there, while at t = 0.001 T their w_R = 10 models have r = 0.3-0.8), and the mea
 gate times. The *loss plateau* is the relative change of the mean logged loss between the two halves
 of the last ``PLATEAU_TAIL`` of training (small when training has stopped improving).
 
-The gate that reads this evidence, and its thresholds, are in ``fpbench.claims``.
+The gate that reads this evidence, and its thresholds, are in ``fpbench.analysis.claims``.
 """
 
 from __future__ import annotations

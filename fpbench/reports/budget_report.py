@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import claims as cl
-from .budget import PROBE_EVERY, SAMPLE, SCHEDULES
+from ..analysis import claims as cl
+from ..run.budget import PROBE_EVERY, SAMPLE, SCHEDULES
 from .claims_report import convergence_table
 
 

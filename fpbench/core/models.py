@@ -4,7 +4,7 @@
   Defaults reproduce the authors' network (REFERENCE.md): input (t, x_1, ..., x_d), three
   Linear + Softplus(beta = 100) layers of width 80, then Linear(80, 1).
 - ``ScoreMLP``: s_theta(x, t) in R^d directly, the usual non-conservative parametrisation.
-- ``ExactScore``: the oracle, log p(x, t) of a target under an SDE, exact (``fpbench.targets``).
+- ``ExactScore``: the oracle, log p(x, t) of a target under an SDE, exact (``fpbench.core.targets``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A suite file has a ``[suite]`` table (name, description, targets, sde, method, and ``sweep``: the
 method parameters to cross) or, for several methods, ``[[methods]]`` tables (name, model kind,
 params, sweep; they replace ``method``/``sweep``), a ``[model]`` table, optional ``[train]``, ``[sample]`` and
-``[metrics]`` tables over ``fpbench.config.PAPER_DEFAULTS``, and ``[scales.NAME]`` tables
+``[metrics]`` tables over ``fpbench.run.config.PAPER_DEFAULTS``, and ``[scales.NAME]`` tables
 (``seeds`` plus any of the three) for at least ``smoke``, ``quick`` and ``paper``. Scales shared by
 several suites are declared once, in ``suites/scales/NAME.toml``; a suite takes them with ``[suite]
 scales = "NAME"`` and its own ``[scales.*]`` tables are merged over them (e.g. its number of seeds).
@@ -20,13 +20,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PAPER_DEFAULTS, SETTING_RANGES, deep_merge
-from .methods import make_method
-from .models import MODELS
-from .sde import SDES
-from .targets import TARGETS
+import torch
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+from ..core.models import MODELS, make_model
+from ..core.sde import SDES, make_sde
+from ..core.targets import TARGETS, make_target
+from ..train.methods import make_method
+from .config import PAPER_DEFAULTS, SETTING_RANGES, deep_merge
+
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 REQUIRED_SCALES = ("smoke", "quick", "paper")
 SECTIONS = ("train", "sample", "metrics")
 SUITE_KEYS = {"name", "description", "targets", "target_sweep", "sde", "method", "sweep", "claims", "score_models",
@@ -174,7 +176,7 @@ def _check_values(data: dict, scale: dict, where: str) -> None:
 def _allowed(section: str) -> set:
     """Keys a suite may set: the defaults', plus the point-distance settings of the metrics (which
     are absent from the defaults so that grid suites keep their case keys)."""
-    from .runner import POINT_DEFAULTS
+    from .config import POINT_DEFAULTS
 
     return set(PAPER_DEFAULTS[section]) | (set(POINT_DEFAULTS) if section == "metrics" else set())
 
@@ -264,3 +266,15 @@ def _sde_params(data: dict, sde: str) -> dict:
 
 def list_suites() -> list[str]:
     return sorted({p.stem for folder in (Path("suites"), SUITES_DIR) for p in folder.glob("*.toml")})
+
+
+def build(case: Case, device=None):
+    """(target, sde, model, method) of a case; the model initialised from the case's seed."""
+    cfg = case.config
+    target = make_target(cfg["target"]["name"], **cfg["target"]["params"])
+    sde = make_sde(cfg["sde"]["name"], **cfg["sde"]["params"])
+    torch.manual_seed(cfg["seed"])
+    params = {k: v for k, v in cfg["model"].items() if k != "kind"}
+    model = make_model(cfg["model"]["kind"], target.dim, **params).to(getattr(torch, cfg["train"]["dtype"]))
+    method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
+    return target, sde, model.to(device), method

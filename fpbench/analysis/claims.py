@@ -1,4 +1,4 @@
-"""The paper's claims C1-C7 as statistical tests on stored results (fpbench.stats).
+"""The paper's claims C1-C7 as statistical tests on stored results (fpbench.analysis.stats).
 
 Each claim reads a results frame (one row per finished case, ``store.flatten_metrics`` columns) of
 the ``paper`` suite (and, for C6, of the ``curl`` suite) and returns a ``ClaimOutcome``: a
@@ -10,7 +10,7 @@ decidability before any test runs; both are measured, never assumed:
   value for every target;
 - *converged*: claims about trained models (C1-C5) are decided only when every model passes the
   convergence gate (``convergence_gate``: the oracle's score ratio and relative score error,
-  ``fpbench.convergence``, against the authors' published models, and the shares of samples inside
+  ``fpbench.core.convergence``, against the authors' published models, and the shares of samples inside
   the grid); otherwise they are INCONCLUSIVE with the failing models' evidence, never PASS or FAIL;
 - *resolution*: claims on W2^2 differences (C1, C2, C3, C5) need the estimator's noise floor at
   the run's sample size below the paper's own effect (its table's difference between the compared
@@ -60,7 +60,7 @@ CLAIM_SETTINGS = {
 
 
 def test_settings(min_effect: str | None = None, **named: str) -> dict:
-    """Keyword arguments for a ``fpbench.stats`` test from ``CLAIM_SETTINGS``: alpha, the min effect
+    """Keyword arguments for a ``fpbench.analysis.stats`` test from ``CLAIM_SETTINGS``: alpha, the min effect
     under ``min_effect``'s key, and ``name=key`` pairs."""
     kw = {"alpha": CLAIM_SETTINGS[ALPHA]} | {name: CLAIM_SETTINGS[key] for name, key in named.items()}
     return kw | ({"min_effect": CLAIM_SETTINGS[min_effect]} if min_effect else {})
@@ -157,7 +157,7 @@ def trained_gate(df: pd.DataFrame) -> str | None:
 
 
 def reference_error(target: str, w_r) -> float:
-    """The authors' model's relative score error for (target, w_R) (``fpbench.authors_levels``); for
+    """The authors' model's relative score error for (target, w_R) (``fpbench.analysis.authors_levels``); for
     a w_R or a method they did not train, their largest on that target; for other targets, their largest."""
     from .authors_levels import LEVELS
 
@@ -372,7 +372,7 @@ def claim_c6(paper_df: pd.DataFrame, curl_df: pd.DataFrame, dtype: str = "float3
 
 def claim_c7a(targets: list[str], sde: str = "ou", n: int = 500) -> ClaimOutcome:
     """max |R~| of the exact log-density (float64) at n points of the paper's box, per target."""
-    from .check import check_pair
+    from ..core.check import check_pair
 
     claim = CLAIMS["C7a"]
     if not targets:
@@ -391,9 +391,9 @@ def oracle_frame(records: list[dict], store=None) -> pd.DataFrame:
     """One row per target: the exact score's W2^2(ODE, SDE), the noise floor at its sample size (mean,
     sd) and its discretisation bounds. With a store, the floor is re-measured from
     ``ORACLE_FLOOR_REPS`` pairs (cached there): the runs' few replicates give a rough sd."""
-    from .runner import noise_floor
-    from .suite import Case
-    from .targets import make_target
+    from ..core.targets import make_target
+    from ..run.evaluate import noise_floor
+    from ..run.suite import Case
 
     rows = {}
     for rec in records:

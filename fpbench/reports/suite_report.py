@@ -12,41 +12,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import __version__
-from .config import PAPER_DEFAULTS, TEXT_VS_CODE
-from .paper_values import TABLE_TITLES, paper_value
-from .store import Store, flatten_metrics
-from .suite import Case, expand, load_suite
+from .. import __version__
+from ..analysis.paper_values import TABLE_TITLES, paper_value
+from ..analysis.stats import summarise
+from ..run.config import PAPER_DEFAULTS, TEXT_VS_CODE
+from ..run.results import collect
+from ..run.store import Store
+from ..run.suite import Case, expand, load_suite
 
 TABLES = ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")
-
-
-def collect(store: Store, cases: list[Case]) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """(one row per finished case, their raw records, labels of cases not finished, with the reason
-    for those that failed)."""
-    rows, records, missing = [], [], []
-    for case in cases:
-        if store.is_done(case.key):
-            rec = store.metrics(case.key)
-            records.append(rec)
-            rows.append(flatten_metrics(rec))
-        else:
-            failure = store.failure(case.key)
-            missing.append(case.label + (f" (failed: {failure['message']})" if failure else ""))
-    return pd.DataFrame(rows), records, missing
-
-
-def summarise(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> tuple[float, float, float, str]:
-    """Mean and 95% interval: Student t over seeds when there are two or more, else the case's
-    own bootstrap interval."""
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return math.nan, math.nan, math.nan, "none"
-    if len(values) >= 2:
-        mean, se = values.mean(), values.std(ddof=1) / math.sqrt(len(values))
-        half = stats.t.ppf(0.975, len(values) - 1) * se
-        return mean, mean - half, mean + half, f"t over {len(values)} seeds"
-    return float(values[0]), float(lows[0]), float(highs[0]), "bootstrap"
 
 
 def _target_order(names) -> list[str]:
@@ -276,7 +250,7 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
 
 def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_reps):
     """(markdown lines, figure paths, labels of missing companion cases) of the claims sections."""
-    from . import claims
+    from ..analysis import claims
     from . import claims_report as cr
 
     fig_dir = out.parent / "figures"

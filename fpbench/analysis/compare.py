@@ -2,12 +2,12 @@
 
 - ``ranking_frame``: per target and method, the three W2^2 of Tables 1-3 (mean over seeds with a
   95% interval), the rank among methods, and a paired sign-flip test against the baseline over
-  every (target, seed) pair of the method (``fpbench.stats.paired_comparison`` on log values).
+  every (target, seed) pair of the method (``fpbench.analysis.stats.paired_comparison`` on log values).
 - ``decomposition_frame``: each method's ODE-SDE gap split into the exact score's gap through the
   same samplers (what no model can remove at this step count and n), model error (the trained gap
   above the exact one), the discretisation coupling bounds (Euler against an adaptive DOP853
   reference, same model and prior points) and the sampling-noise floor.
-- ``setting_claims``: C1-C5 of ``fpbench.claims`` on one setting (an SDE, a dimension sweep, or a
+- ``setting_claims``: C1-C5 of ``fpbench.analysis.claims`` on one setting (an SDE, a dimension sweep, or a
   regulariser other than R~ with its own weight and residual), with the same tests and gates.
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..run.suite import method_specs
 from . import claims as cl
 from . import stats as st
-from .suite import method_specs
 
 TABLES = {"w2_ode_p0": "W2²(ODE, p0)", "w2_sde_p0": "W2²(SDE, p0)", "w2_ode_sde": "W2²(ODE, SDE) gap"}
 
@@ -50,7 +50,7 @@ def method_labels(data: dict, df: pd.DataFrame) -> pd.Series:
 
 def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     """Mean over seeds with its 95% Student t interval (``report.summarise``); no interval for one seed."""
-    from .report import summarise
+    from .stats import summarise
 
     values = np.asarray(values, dtype=float)
     nan = np.full(len(values), np.nan)

@@ -1,11 +1,11 @@
 """Train models of the same shape together, as one batch of parameters, with forward-mode jets.
 
-Every loss term of every member is evaluated for all members at once by ``fpbench.jet.BatchedMLP``
+Every loss term of every member is evaluated for all members at once by ``fpbench.core.jet.BatchedMLP``
 (one batched matmul per layer for values, tangents and Laplacian; no nested autograd); the
 parameter gradient of sum_e L_e is one backward pass and reaches each member's own parameters.
 Adam is elementwise, so one Adam over all members' parameters is E independent Adams with the
 authors' staged schedule. Each member draws its data from its own generator in the same order as
-``fpbench.train.train``, so a member's training does not depend on which other members share
+``fpbench.train.loop.train``, so a member's training does not depend on which other members share
 its batch, and an ensemble reproduces one-by-one training up to floating-point rounding.
 
 A member whose loss turns NaN or inf stops alone (its error is returned in its place); the
@@ -15,19 +15,27 @@ others go on. Members must be fpbench MLPs with methods built from fpbench's los
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import time
 import warnings
 
 import torch
 
-from . import operators as ops
-from .jet import BatchedMLP, supports
-from .losses import DSMBatch, dsm_batch, dsm_loss_terms
+from ..core import operators as ops
+from ..core.jet import BatchedMLP, supports
+from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
+from ..core.residuals import Box, collocation_points, log_fp_residual_from, score_fp_residual, score_fp_residual_from
+from .loop import (
+    TrainingError,
+    TrainResult,
+    divergence,
+    lr_at,
+    progress_bar,
+    save_atomic,
+    stage_boundaries,
+    stop_at_deadline,
+)
 from .methods import Method
-from .residuals import Box, _collocation, log_fp_residual_from, score_fp_residual, score_fp_residual_from
-from .train import TrainingError, TrainResult, _lr_at, _save_atomic, progress_bar, stage_boundaries, stop_at_deadline
+from .process import cpu_settings
 
 
 def can_ensemble(method, model) -> bool:
@@ -49,7 +57,7 @@ def _member_draws(target, sde, method, cfg, gen, dtype, device):
         if term == "dsm":
             draws["dsm"] = dsm_batch(x0, sde, cfg["time_law"], cfg["t_eps"], gen)
         else:
-            draws[term] = _collocation(cfg["residual_points"], target.dim, Box(*cfg["box"]), cfg["residual_t0"],
+            draws[term] = collocation_points(cfg["residual_points"], target.dim, Box(*cfg["box"]), cfg["residual_t0"],
                                        sde.T, gen, dtype, device)
     return draws
 
@@ -89,7 +97,7 @@ def _term_chunk(models, sde, cfg: dict, term: str, draws: list, compiled: bool =
 def jet_terms(layers, spec, sde, weighting: str, term: str, *tensors) -> torch.Tensor:
     """``term`` (dsm, log_fp, or score_fp of a score network) of the members given by ``layers`` and
     ``spec`` (``BatchedMLP.from_layers``) on their stacked draws, shape (E,): a pure function of
-    tensors, by the forward-mode jets and the written-out score of ``fpbench.jet``."""
+    tensors, by the forward-mode jets and the written-out score of ``fpbench.core.jet``."""
     batched = BatchedMLP.from_layers(layers, spec)
     if term == "dsm":
         b = DSMBatch(*tensors)
@@ -165,7 +173,7 @@ def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], l
     member's TrainResult, or the TrainingError that stopped it. ``checkpoint`` (a path) is written
     atomically every ``checkpoint_every`` iterations and resumed from. ``compile``: the loss terms
     through ``torch.compile`` (``compiled_terms``). ``probe``: a pair (every, fn); fn(iteration, models)
-    is called after every ``every`` iterations (fpbench.budget records score profiles with it).
+    is called after every ``every`` iterations (fpbench.run.budget records score profiles with it).
     ``deadline``: a ``train.Deadline``; past it the checkpoint is written and ``TimeBudgetReached`` raised.
     ``progress``: a bar over the iterations on a terminal."""
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
@@ -174,113 +182,6 @@ def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], l
     with cpu_settings(device):
         return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe,
                                deadline, progress)
-
-
-@contextlib.contextmanager
-def cpu_settings(device=None):
-    """The process settings under which ensembles train and the runner samples: freed memory kept
-    for reuse, subnormals flushed, and (on the CPU) float32 matmuls on oneDNN where it computes them
-    in float32. The per-model baseline loop of ``fpbench.train`` runs without them."""
-    reuse_freed_memory()
-    with flush_denormals(), (onednn_float32_matmuls() if on_cpu(device) else contextlib.nullcontext()):
-        yield
-
-
-def on_cpu(device) -> bool:
-    """Whether ``device`` (None: torch's default, the CPU) is the CPU."""
-    return device is None or torch.device(device).type == "cpu"
-
-
-@contextlib.contextmanager
-def onednn_float32_matmuls():
-    """Route float32 matmuls to oneDNN while the block runs, where oneDNN keeps them float32.
-
-    torch sends float32 mm/bmm to MKL unless ``torch.backends.mkldnn.matmul.fp32_precision`` is
-    ``"bf16"``, which hands them to oneDNN and *allows* it to round the inputs to bfloat16. Whether
-    oneDNN does depends on the CPU's bfloat16 matmul units: on the project's EPYC (AVX512-BF16, no
-    AMX) it computes in float32 with its AVX-512 kernels, where MKL runs its AVX2 Zen kernel; 2.1-3.1x
-    the GFLOP/s (one thread: (4000, 80) @ (80, 80) 530 -> 245 us, (20000, 80) @ (80, 80) 3525 -> 1120
-    us). ``onednn_keeps_float32`` checks by a probe that no bfloat16 rounding happens on this CPU;
-    where it would, or the flag does not exist (torch < 2.9), nothing changes. Sums over the batch
-    (weight gradients) are added in another order than MKL's, so results agree with MKL's to float32
-    rounding, not bit for bit. While the flag is set, torch's legacy ``get_float32_matmul_precision``
-    raises (mixed APIs); it is restored when the block ends."""
-    with _onednn_bf16_flag() if onednn_keeps_float32() else contextlib.nullcontext():
-        yield
-
-
-@functools.cache
-def onednn_keeps_float32() -> bool:
-    """Whether float32 matmuls under ``fp32_precision = "bf16"`` stay float32 on this CPU
-    (``float32_accurate``)."""
-    flags = getattr(torch.backends.mkldnn, "matmul", None)
-    if not torch.backends.mkldnn.is_available() or not hasattr(flags, "fp32_precision"):
-        return False
-    with _onednn_bf16_flag():
-        return float32_accurate(torch.matmul)
-
-
-@contextlib.contextmanager
-def _onednn_bf16_flag():
-    """``torch.backends.mkldnn.matmul.fp32_precision = "bf16"`` while the block runs, then as before."""
-    flags = torch.backends.mkldnn.matmul
-    before = flags.fp32_precision
-    flags.fp32_precision = "bf16"
-    try:
-        yield
-    finally:
-        flags.fp32_precision = before
-
-
-def float32_accurate(matmul) -> bool:
-    """Whether ``matmul`` computes float32 products to float32 accuracy. The probe's entries are
-    1 + u with 0 < u < 2^-9, which bfloat16 (8 significant bits) rounds to 1: bfloat16 inputs make
-    the products about 2^-9 too small, while float32 sums of at most 512 positive terms are within
-    512 * 2^-24 = 2^-15 of exact. Forward, transposed (weight-gradient) and batched forms are
-    probed; the tolerance is 2^-12."""
-    g = torch.Generator().manual_seed(0)
-    a, b = (1 + torch.rand(2, 512, 64, generator=g) * 2**-9 for _ in range(2))
-    forms = {"mm": lambda mm, x, y: mm(x[0], y[0, :64]), "mm_transposed": lambda mm, x, y: mm(x[0].T, y[0]),
-             "bmm": lambda mm, x, y: mm(x, y.mT)}
-    for form in forms.values():
-        exact = form(torch.matmul, a.double(), b.double())
-        if ((form(matmul, a, b).double() - exact).abs() / exact).max() >= 2**-12:
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def flush_denormals():
-    """Flush float subnormals to zero while training (``torch.set_flush_denormal``), then back to
-    torch's default. softplus(beta = 100) meets many: exp(beta h) is subnormal for beta h in
-    [-103, -87], and subnormal arithmetic takes x86's slow path (measured inside training at quick
-    scale, 2 threads: 537 us per (4000, 80) softplus, 242 us with subnormals flushed). Values below
-    1.2e-38 change nothing the losses can see."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
-@functools.cache
-def reuse_freed_memory() -> bool:
-    """Keep freed memory in this process for reuse (glibc's ``mallopt``; elsewhere nothing changes,
-    and False is returned). torch's CPU allocator is malloc: every activation of 4000 x 80 floats
-    (1.3 MB) is above glibc's mmap threshold, so each iteration maps fresh pages and pays a page
-    fault per 4 KB on first touch, then unmaps them. With the threshold at its maximum (32 MB) and
-    trimming off, the blocks are reused: measured 12.1-12.8 ms -> 9.8-10.4 ms for one compiled DSM
-    step at quick scale. The cost: the process keeps its peak heap until it exits. Done once per
-    process (looking up libc runs a subprocess); later calls return the first answer."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
 def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe=None,
@@ -293,7 +194,7 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
     start = state["iteration"]
     histories = state["histories"] or [[] for _ in models]
     failures: dict[int, str] = {int(k): v for k, v in state["failures"].items()}
-    stage, lr = _lr_at(max(start - 1, 0), bounds)
+    stage, lr = lr_at(max(start - 1, 0), bounds)
     opt = torch.optim.Adam(params, lr=lr)
     if state["optimizer"] is not None:
         opt.load_state_dict(state["optimizer"])
@@ -309,16 +210,19 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
         alive = [e for e in range(len(models)) if e not in failures]
         if not alive:
             break
-        new_stage, lr = _lr_at(it, bounds)
+        new_stage, lr = lr_at(it, bounds)
         if new_stage != stage:  # the authors start a fresh Adam at each stage
             stage, opt = new_stage, torch.optim.Adam(params, lr=lr)
         draws = {e: _member_draws(targets[e], sde, methods[e], cfg, gens[e], dtype, device) for e in alive}
         values = _all_terms(models, sde, cfg, methods, draws, alive, member_chunk(device), compile)
         totals = {e: sum(methods[e].weights[k] * v for k, v in values[e].items()) for e in alive}
         for e, total in totals.items():
+            terms = {k: float(v.detach()) for k, v in values[e].items()}
+            diverged = divergence(total.item(), histories[e][0]["loss"] if histories[e] else None)
             if not torch.isfinite(total):
-                failures[e] = f"case {labels[e]}: loss is {total.item()} at iteration {it} (terms " \
-                              f"{ {k: float(v.detach()) for k, v in values[e].items()} })"
+                failures[e] = f"case {labels[e]}: loss is {total.item()} at iteration {it} (terms {terms})"
+            elif diverged:
+                failures[e] = f"case {labels[e]}: {diverged} at iteration {it} (terms {terms})"
         opt.zero_grad(set_to_none=True)
         kept = [totals[e] for e in alive if e not in failures]
         if kept:
@@ -332,7 +236,7 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
         if probe is not None and (it + 1) % probe[0] == 0:
             probe[1](it + 1, models)
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
-            _save_atomic(snapshot(it + 1), checkpoint)
+            save_atomic(snapshot(it + 1), checkpoint)
     bar.close()
     seconds = time.perf_counter() - began + state.get("seconds", 0.0)
     return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), cfg["iterations"])

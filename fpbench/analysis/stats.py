@@ -327,3 +327,18 @@ def calibrate(test, make_data, reps: int = 200, seed: int = 0) -> dict:
         ci = stats.binomtest(k, reps).proportion_ci(confidence_level=0.95, method="exact")
         out[verdict], out[f"{verdict}_ci"] = k / reps, (float(ci.low), float(ci.high))
     return out
+
+
+# --- summaries ---------------------------------------------------------------------------------------
+
+def summarise(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> tuple[float, float, float, str]:
+    """Mean and 95% interval: Student t over seeds when there are two or more, else the case's
+    own bootstrap interval."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan, "none"
+    if len(values) >= 2:
+        mean, se = values.mean(), values.std(ddof=1) / math.sqrt(len(values))
+        half = stats.t.ppf(0.975, len(values) - 1) * se
+        return mean, mean - half, mean + half, f"t over {len(values)} seeds"
+    return float(values[0]), float(lows[0]), float(highs[0]), "bootstrap"

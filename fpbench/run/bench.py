@@ -1,10 +1,10 @@
 """Benchmarks: speed measured as ratios against a straightforward baseline timed in the same run.
 
-- training: the suite's first ``members`` cases trained one by one with ``fpbench.train.train``
+- training: the suite's first ``members`` cases trained one by one with ``fpbench.train.loop.train``
   (the per-model autograd loop: nested ``torch.autograd.grad`` for the score and the Laplacian)
-  against the same cases as one ensemble on forward-mode jets (``fpbench.ensemble``);
+  against the same cases as one ensemble on forward-mode jets (``fpbench.train.ensemble``);
 - sampling: Euler steps of the probability-flow ODE with the autograd score of each model, against
-  the written-out reverse-mode score of ``fpbench.jet``, one model at a time and all at once;
+  the written-out reverse-mode score of ``fpbench.core.jet``, one model at a time and all at once;
 - W2 solves: the paper's 64 x 64 grid W2^2 with the full 4096 x 4096 cost matrix built per solve
   (the authors' way), against fpbench's cached cost restricted to the histograms' supports.
 """
@@ -19,10 +19,10 @@ from statistics import median
 import ot
 import torch
 
-from . import metrics as mx
-from .ensemble import cpu_settings, on_cpu, onednn_keeps_float32, train_ensemble
-from .runner import build
-from .suite import expand, load_suite
+from ..core import metrics as mx
+from ..train.ensemble import train_ensemble
+from ..train.process import cpu_settings, on_cpu, onednn_keeps_float32
+from .suite import build, expand, load_suite
 
 
 def _timed(fn) -> float:
@@ -84,7 +84,7 @@ def _rates(its: int, seconds: list[float], loop: list[float], **extra) -> dict:
 
 def _loop(cases, cfg, device=None) -> float:
     """Seconds for the baseline: each case trained on its own by the per-model autograd loop."""
-    from .train import train
+    from ..train.loop import train
 
     built = [build(c, device) for c in cases]
     return _timed(lambda: [train(m, me, tg, sde, cfg, c.config["seed"], device=device)
@@ -167,8 +167,8 @@ def _pool_training(suite: str, scale: str, members: int, iterations: int, worker
 def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, device=None) -> dict:
     """The autograd score with torch's defaults against the fast scores as the runner samples with
     them (under ``ensemble.cpu_settings``)."""
-    from .jet import BatchedMLP, fast_score
-    from .samplers import euler_ode, uniform_grid
+    from ..core.jet import BatchedMLP, fast_score
+    from ..core.samplers import euler_ode, uniform_grid
 
     cases = expand(load_suite(suite), scale, seeds=1)[:members]
     built = [build(c, device) for c in cases]
@@ -237,7 +237,7 @@ def format_bench(r: dict) -> str:
         f"{w['fast_solves_s'] / w['authors_solves_s']:.2f}x |", "",
         f"The two W2² computations agree to {w['max_difference']:.1e}. Training ratios are for the whole "
         "iteration (data draws, DSM, the log-FP residual where w_R > 0, backward, Adam). The ensemble "
-        "trains under `fpbench.ensemble.cpu_settings`: subnormal floats flushed to zero, freed memory kept "
+        "trains under `fpbench.train.process.cpu_settings`: subnormal floats flushed to zero, freed memory kept "
         "for reuse and, where a probe shows oneDNN keeps them float32"
         f" ({'so on this CPU' if r.get('onednn') else 'not so on this CPU, so they stay on MKL'}), float32 "
         "matmuls on oneDNN's kernels instead of MKL's; the baseline runs with torch's and glibc's "

@@ -1,6 +1,6 @@
 """Forward-mode derivatives of E same-shape MLPs at once, without nested autograd.
 
-fpbench's networks (``fpbench.models.mlp``) are Linear + Softplus(beta) stacks on the input
+fpbench's networks (``fpbench.core.models.mlp``) are Linear + Softplus(beta) stacks on the input
 z = (t, x_1, ..., x_d). Pushing derivatives forward through such a stack is exact and cheap:
 for a hidden pre-activation h with tangents h_k = dh/dz_k, second tangents h_kl and Laplacian
 Lh = sum_{i in x} h_ii, the activation a = softplus(h) has
@@ -11,12 +11,12 @@ Lh = sum_{i in x} h_ii, the activation a = softplus(h) has
 and a Linear layer maps values, tangents and second tangents alike (bias on values only). All
 rows (values, the tangents, the Laplacian) of all E members go through one batched matmul per
 layer, so the log-FP residual (eq. 16/20) costs about (d + 3) forward passes instead of the
-d + 2 nested reverse passes of ``fpbench.operators``; the parameter gradient of a loss built
+d + 2 nested reverse passes of ``fpbench.core.operators``; the parameter gradient of a loss built
 from them is one ordinary backward pass.
 
 Parameters are stacked from the members' own ``nn.Linear`` weights on every call
 (``torch.stack`` is differentiable), so gradients land in each member's parameters and one
-Adam over all of them is E independent Adams. Verified against ``fpbench.operators`` (which is
+Adam over all of them is E independent Adams. Verified against ``fpbench.core.operators`` (which is
 verified against closed forms) in ``tests/test_jet.py``.
 """
 
@@ -41,7 +41,7 @@ class Jet:
 
 
 def supports(model) -> bool:
-    """True when ``model.net`` is an ``fpbench.models.mlp`` stack (Linear, Softplus, ..., Linear)."""
+    """True when ``model.net`` is an ``fpbench.core.models.mlp`` stack (Linear, Softplus, ..., Linear)."""
     net = getattr(model, "net", None)
     if not isinstance(net, nn.Sequential) or len(net) % 2 != 1:
         return False

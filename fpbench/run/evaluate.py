@@ -1,175 +1,27 @@
-"""Run cases: train -> sample -> metrics -> store. Each stage's output is stored before the next
-begins, so a rerun after a crash resumes at the first missing stage (training itself resumes
-from its last checkpoint) and finished cases are skipped."""
+"""Evaluate a trained case against its exact oracle: W2^2 between ODE, SDE and p0 samples with noise
+floors and intervals (grid, exact or sliced), the model's residuals (eqs. 20, 32), L_DSM and curl,
+its convergence evidence, the samplers' discretisation bounds, and the exact score through the same
+samplers. Cached quantities (floors, oracles) live in the store."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import platform
-import time
 
-import numpy as np
 import torch
 
-from . import metrics as mx
-from . import operators as ops
-from .convergence import evidence
-from .ensemble import cpu_settings
-from .jet import fast_score
-from .losses import DSMBatch, dsm_batch, dsm_loss_terms
-from .methods import make_method
-from .models import ExactScore, make_model
-from .residuals import Box, log_fp_residual_mc, score_fp_residual_mc
-from .samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
-from .sde import make_sde
-from .store import Store, read_json, write_json, write_npz
-from .suite import Case
-from .targets import make_target
-from .train import progress_bar, train
+from ..core import metrics as mx
+from ..core import operators as ops
+from ..core.convergence import evidence
+from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
+from ..core.models import ExactScore
+from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
+from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
+from .config import POINT_DEFAULTS
+from .store import Store, read_json, write_json
+from .suite import Case, build
 
 
-def build(case: Case, device=None):
-    """(target, sde, model, method) of a case; the model initialised from the case's seed."""
-    cfg = case.config
-    target = make_target(cfg["target"]["name"], **cfg["target"]["params"])
-    sde = make_sde(cfg["sde"]["name"], **cfg["sde"]["params"])
-    torch.manual_seed(cfg["seed"])
-    params = {k: v for k, v in cfg["model"].items() if k != "kind"}
-    model = make_model(cfg["model"]["kind"], target.dim, **params).to(getattr(torch, cfg["train"]["dtype"]))
-    method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
-    return target, sde, model.to(device), method
-
-
-def run_case(case: Case, store: Store, device=None, progress: bool = False, log=print, deadline=None) -> dict:
-    """Run one case to completion (or skip it if done); returns its metrics record. Past ``deadline``
-    (a ``train.Deadline``) training stops with ``TimeBudgetReached``, its checkpoint kept."""
-    key, out = case.key, store.case_dir(case.key)
-    if store.is_done(key):
-        log(f"skip   {case.label} [{key}] (done)")
-        return _with_convergence(case, store, device)
-    out.mkdir(parents=True, exist_ok=True)
-    store.clear_failure(key)  # a rerun retries a failed case
-    write_json(out / "config.json", case.config)
-    target, sde, model, method = build(case, device)
-    train_info = _trained(case, model, method, target, sde, out, device, progress, log, deadline)
-    model.eval()
-    hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
-    record = {"key": key, "config": case.config, "train": train_info, "sample_seconds": sample_seconds,
-              "metrics": evaluate(case, model, target, sde, hist, store, device, train_info["history"]),
-              "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
-    write_json(out / "metrics.json", record)
-    log(f"done   {case.label} [{key}]")
-    return record
-
-
-def ensemble_key(case: Case) -> str | None:
-    """Cases with the same key can train as one ensemble (same SDE, model shape and train config,
-    fpbench MLPs with built-in loss terms); None when this case cannot."""
-    from .ensemble import can_ensemble
-
-    cfg = case.config
-    params = {k: v for k, v in cfg["model"].items() if k != "kind"}
-    try:
-        method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
-        model = make_model(cfg["model"]["kind"], 1, **params)
-    except ValueError:
-        return None  # reported when the case itself runs
-    if not can_ensemble(method, model):
-        return None
-    dim = cfg["target"].get("params", {}).get("dim")
-    return json.dumps([cfg["sde"], cfg["model"], cfg["train"], dim], sort_keys=True)
-
-
-def train_groups(cases: list[Case], store: Store, device=None, log=print, compile: bool = False,
-                 deadline=None, progress: bool = False) -> dict[str, str]:
-    """Train, as ensembles, the untrained cases that share an ``ensemble_key``; each member's weights
-    and history land in its own case directory. A member whose loss turns non-finite fails alone:
-    it is marked failed in the store and returned as {key: reason}; the others finish."""
-    from .ensemble import train_ensemble
-
-    groups: dict[str, list[Case]] = {}
-    for case in cases:
-        trained = (store.case_dir(case.key) / "model.pt").exists() or store.is_done(case.key)
-        key = None if trained else ensemble_key(case)
-        if key is not None:
-            groups.setdefault(key, []).append(case)
-    failed: dict[str, str] = {}
-    for members in groups.values():
-        built = [build(c, device) for c in members]
-        log(f"train  {len(members)} case(s) as one ensemble")
-        ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in members).encode()).hexdigest()[:16]
-                                           + ".pt")
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
-                                 members[0].config["train"], [c.config["seed"] for c in members],
-                                 [c.label for c in members], device, checkpoint=ckpt, compile=compile,
-                                 deadline=deadline, progress=progress)
-        for case, (_, _, model, _), res in zip(members, built, results):
-            out = store.case_dir(case.key)
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / "config.json", case.config)
-            if isinstance(res, Exception):
-                store.mark_failed(case.key, case.label, res)
-                failed[case.key] = f"{type(res).__name__}: {res}"
-                log(f"failed {case.label} [{case.key}]: {res}")
-                continue
-            _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
-                                  "ensemble": len(members)}, out)
-        ckpt.unlink(missing_ok=True)
-    return failed
-
-
-def _save_trained(model, info: dict, out) -> None:
-    tmp = out / ".model.pt.tmp"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(out / "model.pt")
-    write_json(out / "train.json", info)
-
-
-def _trained(case, model, method, target, sde, out, device, progress, log, deadline=None) -> dict:
-    weights, info_path = out / "model.pt", out / "train.json"
-    if weights.exists() and info_path.exists():
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        return read_json(info_path)
-    log(f"train  {case.label} [{case.key}]")
-    ckpt = out / "checkpoint.pt"
-    result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
-                   checkpoint=ckpt, progress=progress, device=device, deadline=deadline)
-    info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history}
-    _save_trained(model, info, out)
-    ckpt.unlink(missing_ok=True)
-    return info
-
-
-def _sampled(case, model, target, sde, out, device, progress, log):
-    path = out / "histograms.npz"
-    if path.exists():
-        data = np.load(path)
-        return {k: data[k] for k in data.files}, float(data["seconds"])
-    cfg, grid = case.config["sample"], _grid(case)
-    log(f"sample {case.label} [{case.key}] n={cfg['n']}")
-    ts = _sample_grid(case, sde.T)
-    began = time.perf_counter()
-    with cpu_settings(device), progress_bar(cfg["n"], f"sample {case.label}", progress) as bar:
-        x_ode, x_sde = sample_pair(fast_score(model), sde, cfg["n"], target.dim, ts,
-                                   seed=case.config["seed"] + 10_000, scheme=cfg["scheme"], chunk=cfg["chunk"],
-                                   dtype=getattr(torch, cfg["dtype"]), device=device, progress=bar.update)
-    seconds = time.perf_counter() - began
-    x_p0 = target.sample(cfg["n"], torch.Generator().manual_seed(case.config["seed"] + 20_000))
-    samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}
-    if distance(case) != "grid":  # grids do not scale with d: keep the points
-        hist = {k: x.float().numpy() for k, x in samples.items()}
-    else:
-        hist = {k: mx.grid_histogram(x, grid) for k, x in samples.items()}
-    hist.update({"ode_points": x_ode[:2000].numpy(), "sde_points": x_sde[:2000].numpy(),
-                 "seconds": np.array(seconds)})
-    write_npz(path, **hist)
-    return hist, seconds
-
-
-def _grid(case: Case) -> mx.Grid:
+def grid_of(case: Case) -> mx.Grid:
     low, high, n = case.config["metrics"]["grid"]
     return mx.Grid(float(low), float(high), int(n))
 
@@ -183,12 +35,9 @@ def noise_floor(case: Case, target, store: Store, n: int | None = None, reps: in
     path = store.floor_path(spec)
     if path.exists():
         return mx.NoiseFloor(**read_json(path)["floor"])
-    floor = mx.grid_noise_floor(lambda n, g: target.sample(n, g), spec["n"], spec["reps"], seed=1, grid=_grid(case))
+    floor = mx.grid_noise_floor(lambda n, g: target.sample(n, g), spec["n"], spec["reps"], seed=1, grid=grid_of(case))
     write_json(path, {"spec": spec, "floor": floor.to_dict()})
     return floor
-
-
-POINT_DEFAULTS = {"distance": "grid", "point_n": 2000, "n_projections": 200}  # only where a suite sets them
 
 
 def distance(case: Case) -> str:
@@ -234,7 +83,7 @@ def point_noise_floors(case: Case, target, store: Store, n: int | None = None) -
     return floors
 
 
-def _with_convergence(case: Case, store: Store, device=None) -> dict:
+def with_convergence(case: Case, store: Store, device=None) -> dict:
     """A finished case's record; one stored by an fpbench older than the convergence gate gets its
     evidence now, from its trained weights and history (no sampling), and is stored again."""
     record = store.metrics(case.key)
@@ -242,22 +91,22 @@ def _with_convergence(case: Case, store: Store, device=None) -> dict:
         out = store.case_dir(case.key)
         target, sde, model, _ = build(case, device)
         model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
-        record["metrics"]["convergence"] = _convergence(case, model, target, sde,
+        record["metrics"]["convergence"] = convergence_evidence(case, model, target, sde,
                                                         read_json(out / "train.json")["history"], device)
         write_json(out / "metrics.json", record)
     return record
 
 
-def _convergence(case: Case, model, target, sde, history: list, device=None) -> dict:
-    """The case's convergence evidence (``fpbench.convergence``) in its training dtype."""
+def convergence_evidence(case: Case, model, target, sde, history: list, device=None) -> dict:
+    """The case's convergence evidence (``fpbench.core.convergence``) in its training dtype."""
     return evidence(model, target, sde, history, case.config["seed"], getattr(torch, case.config["train"]["dtype"]),
                     device)
 
 
 def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=None, history=()) -> dict:
     """W2^2 (ODE-SDE, ODE-p0, SDE-p0) with floor and intervals; R~, R^s, L_DSM and curl of the model;
-    its convergence evidence against the exact score (``fpbench.convergence``)."""
-    cfg, grid = case.config["metrics"], _grid(case)
+    its convergence evidence against the exact score (``fpbench.core.convergence``)."""
+    cfg, grid = case.config["metrics"], grid_of(case)
     n, seed = case.config["sample"]["n"], case.config["seed"]
     if distance(case) == "grid":
         floor = noise_floor(case, target, store)
@@ -270,13 +119,13 @@ def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=No
         out = point_estimates(case, hist, floors)
         out["floor"], out["floor_sliced"] = floors["exact"].to_dict(), floors["sliced"].to_dict()
     out.update(model_diagnostics(case, model, target, sde, device))
-    out["convergence"] = _convergence(case, model, target, sde, list(history), device)
+    out["convergence"] = convergence_evidence(case, model, target, sde, list(history), device)
     out.update(discretisation(case, lambda x, t: model.score(x, t), sde, target.dim, device))
     out["oracle"] = oracle(case, target, sde, store)
     return out
 
 
-def _sample_grid(case: Case, T: float):
+def time_grid(case: Case, T: float):
     cfg = case.config["sample"]
     return refined_grid(T, cfg["nfe"], cfg["fine_steps"], cfg["coarse_in_fine"], cfg["eps"])
 
@@ -287,7 +136,7 @@ def discretisation(case: Case, score, sde, dim: int, device=None, dtype=None) ->
     dtype = dtype or getattr(torch, cfg["dtype"])
     gen = torch.Generator().manual_seed(case.config["seed"] + 40_000)
     x_T = sde.prior_sample(case.config["metrics"]["disc_points"], dim, gen, dtype, device)
-    ts = _sample_grid(case, sde.T)
+    ts = time_grid(case, sde.T)
     return {"disc_ode": ode_discretisation(score, sde, x_T, ts, cfg["scheme"]),
             "disc_sde": sde_discretisation(score, sde, x_T, ts, gen, cfg["scheme"])}
 
@@ -304,8 +153,8 @@ def oracle(case: Case, target, sde, store: Store, n: int | None = None) -> dict:
     path = store.floor_path(spec)
     if path.exists():
         return read_json(path)["oracle"]
-    exact, grid = ExactScore(target, sde), _grid(case)
-    x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, _sample_grid(case, sde.T), seed=7,
+    exact, grid = ExactScore(target, sde), grid_of(case)
+    x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, time_grid(case, sde.T), seed=7,
                                scheme=cfg["sample"]["scheme"], chunk=cfg["sample"]["chunk"], dtype=torch.float64)
     x_p0 = target.sample(n, torch.Generator().manual_seed(8))
     if distance(case) != "grid":

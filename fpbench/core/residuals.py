@@ -100,7 +100,7 @@ def score_fp_residual_from(s, s_t, jac, grad_div_s, sde, x, t) -> torch.Tensor:
     return s_t + jf + a * s - g2 * js - 0.5 * g2 * grad_div_s
 
 
-def _collocation(n, d, box: Box, t0: float, T: float, generator, dtype, device):
+def collocation_points(n, d, box: Box, t0: float, T: float, generator, dtype, device):
     x = box.sample(n, d, generator, dtype, device)
     t = t0 + (T - t0) * rand(n, generator, dtype, device)
     return x, t
@@ -109,19 +109,19 @@ def _collocation(n, d, box: Box, t0: float, T: float, generator, dtype, device):
 def log_fp_residual_mc(potential, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
                        generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R~(theta, u, t0) (eq. 20): mean of r^2 over U(Omega) x U(t0, T)."""
-    x, t = _collocation(n, d, box, t0, sde.T, generator, dtype, device)
+    x, t = collocation_points(n, d, box, t0, sde.T, generator, dtype, device)
     return log_fp_residual(potential, sde, x, t, create_graph=create_graph).pow(2).mean()
 
 
 def score_fp_residual_mc(score, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
                          generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R^s(theta, s, t0) (eq. 32): mean of ||r||^2 over U(Omega) x U(t0, T)."""
-    x, t = _collocation(n, d, box, t0, sde.T, generator, dtype, device)
+    x, t = collocation_points(n, d, box, t0, sde.T, generator, dtype, device)
     return score_fp_residual(score, sde, x, t, create_graph=create_graph).pow(2).sum(-1).mean()
 
 
 def density_fp_residual_mc(density, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
                            generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R(theta, p, t0) (eq. 18): mean of r^2 over U(Omega) x U(t0, T)."""
-    x, t = _collocation(n, d, box, t0, sde.T, generator, dtype, device)
+    x, t = collocation_points(n, d, box, t0, sde.T, generator, dtype, device)
     return density_fp_residual(density, sde, x, t, create_graph=create_graph).pow(2).mean()

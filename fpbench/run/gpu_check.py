@@ -61,9 +61,8 @@ def paper_throughput(device: str, steps: int, tiny: bool, compile: bool = False)
 
     import torch
 
-    from .ensemble import train_ensemble
-    from .runner import build
-    from .suite import expand, load_suite
+    from ..train.ensemble import train_ensemble
+    from .suite import build, expand, load_suite
 
     cases = expand(load_suite("paper"), "smoke" if tiny else "paper", seeds=1)
     dev = _torch_device(device)

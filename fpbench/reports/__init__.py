@@ -1,0 +1,1 @@
+"""Markdown reports and seaborn figures from stored results."""

@@ -1,0 +1,153 @@
+"""Run cases: train -> sample -> metrics -> store. Each stage's output is stored before the next
+begins, so a rerun after a crash resumes at the first missing stage (training itself resumes
+from its last checkpoint) and finished cases are skipped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from ..core import metrics as mx
+from ..core.jet import fast_score
+from ..core.models import make_model
+from ..core.samplers import sample_pair
+from ..train.loop import progress_bar, train
+from ..train.methods import make_method
+from ..train.process import cpu_settings
+from .evaluate import distance, evaluate, grid_of, time_grid, with_convergence
+from .store import Store, read_json, write_json, write_npz
+from .suite import Case, build
+
+
+def run_case(case: Case, store: Store, device=None, progress: bool = False, log=print, deadline=None) -> dict:
+    """Run one case to completion (or skip it if done); returns its metrics record. Past ``deadline``
+    (a ``train.Deadline``) training stops with ``TimeBudgetReached``, its checkpoint kept."""
+    key, out = case.key, store.case_dir(case.key)
+    if store.is_done(key):
+        log(f"skip   {case.label} [{key}] (done)")
+        return with_convergence(case, store, device)
+    out.mkdir(parents=True, exist_ok=True)
+    store.clear_failure(key)  # a rerun retries a failed case
+    write_json(out / "config.json", case.config)
+    target, sde, model, method = build(case, device)
+    train_info = _trained(case, model, method, target, sde, out, device, progress, log, deadline)
+    model.eval()
+    hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
+    record = {"key": key, "config": case.config, "train": train_info, "sample_seconds": sample_seconds,
+              "metrics": evaluate(case, model, target, sde, hist, store, device, train_info["history"]),
+              "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
+    write_json(out / "metrics.json", record)
+    log(f"done   {case.label} [{key}]")
+    return record
+
+
+def ensemble_key(case: Case) -> str | None:
+    """Cases with the same key can train as one ensemble (same SDE, model shape and train config,
+    fpbench MLPs with built-in loss terms); None when this case cannot."""
+    from ..train.ensemble import can_ensemble
+
+    cfg = case.config
+    params = {k: v for k, v in cfg["model"].items() if k != "kind"}
+    try:
+        method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
+        model = make_model(cfg["model"]["kind"], 1, **params)
+    except ValueError:
+        return None  # reported when the case itself runs
+    if not can_ensemble(method, model):
+        return None
+    dim = cfg["target"].get("params", {}).get("dim")
+    return json.dumps([cfg["sde"], cfg["model"], cfg["train"], dim], sort_keys=True)
+
+
+def train_groups(cases: list[Case], store: Store, device=None, log=print, compile: bool = False,
+                 deadline=None, progress: bool = False) -> dict[str, str]:
+    """Train, as ensembles, the untrained cases that share an ``ensemble_key``; each member's weights
+    and history land in its own case directory. A member whose loss turns non-finite fails alone:
+    it is marked failed in the store and returned as {key: reason}; the others finish."""
+    from ..train.ensemble import train_ensemble
+
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        trained = (store.case_dir(case.key) / "model.pt").exists() or store.is_done(case.key)
+        key = None if trained else ensemble_key(case)
+        if key is not None:
+            groups.setdefault(key, []).append(case)
+    failed: dict[str, str] = {}
+    for members in groups.values():
+        built = [build(c, device) for c in members]
+        log(f"train  {len(members)} case(s) as one ensemble")
+        ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in members).encode()).hexdigest()[:16]
+                                           + ".pt")
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
+                                 members[0].config["train"], [c.config["seed"] for c in members],
+                                 [c.label for c in members], device, checkpoint=ckpt, compile=compile,
+                                 deadline=deadline, progress=progress)
+        for case, (_, _, model, _), res in zip(members, built, results):
+            out = store.case_dir(case.key)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "config.json", case.config)
+            if isinstance(res, Exception):
+                store.mark_failed(case.key, case.label, res)
+                failed[case.key] = f"{type(res).__name__}: {res}"
+                log(f"failed {case.label} [{case.key}]: {res}")
+                continue
+            _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
+                                  "ensemble": len(members)}, out)
+        ckpt.unlink(missing_ok=True)
+    return failed
+
+
+def _save_trained(model, info: dict, out) -> None:
+    tmp = out / ".model.pt.tmp"
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(out / "model.pt")
+    write_json(out / "train.json", info)
+
+
+def _trained(case, model, method, target, sde, out, device, progress, log, deadline=None) -> dict:
+    weights, info_path = out / "model.pt", out / "train.json"
+    if weights.exists() and info_path.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return read_json(info_path)
+    log(f"train  {case.label} [{case.key}]")
+    ckpt = out / "checkpoint.pt"
+    result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
+                   checkpoint=ckpt, progress=progress, device=device, deadline=deadline)
+    info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history}
+    _save_trained(model, info, out)
+    ckpt.unlink(missing_ok=True)
+    return info
+
+
+def _sampled(case, model, target, sde, out, device, progress, log):
+    path = out / "histograms.npz"
+    if path.exists():
+        data = np.load(path)
+        return {k: data[k] for k in data.files}, float(data["seconds"])
+    cfg, grid = case.config["sample"], grid_of(case)
+    log(f"sample {case.label} [{case.key}] n={cfg['n']}")
+    ts = time_grid(case, sde.T)
+    began = time.perf_counter()
+    with cpu_settings(device), progress_bar(cfg["n"], f"sample {case.label}", progress) as bar:
+        x_ode, x_sde = sample_pair(fast_score(model), sde, cfg["n"], target.dim, ts,
+                                   seed=case.config["seed"] + 10_000, scheme=cfg["scheme"], chunk=cfg["chunk"],
+                                   dtype=getattr(torch, cfg["dtype"]), device=device, progress=bar.update)
+    seconds = time.perf_counter() - began
+    x_p0 = target.sample(cfg["n"], torch.Generator().manual_seed(case.config["seed"] + 20_000))
+    samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}
+    if distance(case) != "grid":  # grids do not scale with d: keep the points
+        hist = {k: x.float().numpy() for k, x in samples.items()}
+    else:
+        hist = {k: mx.grid_histogram(x, grid) for k, x in samples.items()}
+    hist.update({"ode_points": x_ode[:2000].numpy(), "sde_points": x_sde[:2000].numpy(),
+                 "seconds": np.array(seconds)})
+    write_npz(path, **hist)
+    return hist, seconds
+
+
