@@ -78,10 +78,23 @@ def _tampered(tmp_path, payload_global: bytes):
 
 
 @needs_artefacts
-def test_a_pickle_referencing_other_code_is_refused(tmp_path):
+def test_a_pickle_referencing_other_code_is_refused_without_unsafe_advice(tmp_path):
     path = _tampered(tmp_path, b"cos\nsystem\n")
-    with pytest.raises(ReferenceError, match="refusing checkpoint"):
+    refused = r"refusing checkpoint .*names code outside the allowlist \(os.system\)"
+    with pytest.raises(ReferenceError, match=refused) as err:
         load_checkpoint(path)
+    assert "weights_only" not in str(err.value)  # torch's advice (weights_only=False) would run the file's code
+
+
+@needs_artefacts
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_truncated_checkpoint_is_refused_cleanly(tmp_path, keep):
+    data = checkpoint_path(ROOT, "blob", 0.0).read_bytes()
+    path = tmp_path / "truncated"
+    path.write_bytes(data[:int(keep * len(data))])
+    with pytest.raises(ReferenceError, match="refusing checkpoint .*truncated or not a torch checkpoint") as err:
+        load_checkpoint(path)
+    assert "weights_only" not in str(err.value)
 
 
 def test_a_non_checkpoint_file_is_refused(tmp_path):

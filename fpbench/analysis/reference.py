@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import collections
 import os
-import pickle
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +67,22 @@ def load_checkpoint(path: Path, dtype=torch.float64) -> PotentialMLP:
     try:
         with torch.serialization.safe_globals(ALLOWED):
             net = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ReferenceError(f"refusing checkpoint {path}: not a plain authors' network ({first})") from None
+    except Exception as err:  # anything a file can make torch.load raise; torch's own text is not passed on
+        raise ReferenceError(f"refusing checkpoint {path}: {_refusal_reason(err)}; fpbench loads only the "
+                             "authors' plain networks, with no code of the file's choosing") from None
     return _to_potential(net, path).to(dtype)
+
+
+def _refusal_reason(err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in fpbench's words: torch's message
+    suggests loading with ``weights_only=False``, which would run whatever code the file names."""
+    found = re.search(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(err))
+    if found:
+        return f"it names code outside the allowlist ({found.group(1)})"
+    truncated = ("zip archive" in str(err)) or ("central directory" in str(err))
+    if isinstance(err, (EOFError, OSError, zipfile.BadZipFile)) or truncated:
+        return f"it is truncated or not a torch checkpoint ({type(err).__name__})"
+    return f"it is not a plain authors' network ({type(err).__name__})"
 
 
 def _to_potential(net, path: Path) -> PotentialMLP:
