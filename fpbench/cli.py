@@ -31,11 +31,9 @@ def _cmd_check(args) -> int:
 
 
 def _device(name: str):
-    import torch
+    from .run.execute import resolve_device
 
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here")
-    return None if name == "cpu" else torch.device(name)
+    return resolve_device(name)
 
 
 def _cmd_run(args) -> int:

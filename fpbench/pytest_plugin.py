@@ -22,6 +22,16 @@ def pytest_addoption(parser):
     group.addoption("--fpbench-device", default="cpu", help="device for missing cases: cpu or cuda")
 
 
+def pytest_configure(config):
+    """An absent ``--fpbench-device`` is a usage error before any case runs (as ``fpbench run --device``)."""
+    from fpbench.run.execute import DeviceError, resolve_device
+
+    try:
+        resolve_device(config.getoption("--fpbench-device"))
+    except DeviceError as err:
+        raise pytest.UsageError(f"--fpbench-device: {err}") from None
+
+
 @pytest.fixture(scope="session")
 def fpbench_scale(request) -> str:
     return request.config.getoption("--fpbench-scale")
@@ -37,12 +47,9 @@ def fpbench_store(request):
 @pytest.fixture(scope="session")
 def claim_results(request, fpbench_scale, fpbench_store) -> dict:
     """{'paper': (frame, records), 'curl': (frame, records), 'store': store, 'scale': scale}."""
-    import torch
+    from fpbench.run.execute import resolve_device, run_suite
 
-    device = request.config.getoption("--fpbench-device")
-    device = None if device == "cpu" else torch.device(device)
-    from fpbench.run.execute import run_suite
-
+    device = resolve_device(request.config.getoption("--fpbench-device"))
     quiet = lambda message: None  # noqa: E731 - the runner's log callback
     return {name: run_suite(name, fpbench_scale, str(fpbench_store.root), device=device, log=quiet)
             for name in ("paper", "curl")} | {"store": fpbench_store, "scale": fpbench_scale}

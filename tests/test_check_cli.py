@@ -47,3 +47,22 @@ def test_quiet_turns_the_progress_bars_off(monkeypatch, tmp_path):
         args = build_parser().parse_args(["run", "smoke", "--scale", "smoke", "--results", str(tmp_path), *flags])
         args.func(args)
         assert {t.progress for t in seen["tasks"]} == {expected}
+
+
+def test_an_absent_device_is_one_clear_error_for_run_and_for_the_claim_suite(capsys):
+    import subprocess
+    import sys
+
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["run", "smoke", "--scale", "smoke", "--device", "cuda"]) == 2
+    assert "no CUDA device is available here" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/paper", "--fpbench-device", "cuda", "-q",
+                           "-p", "no:cacheprovider"], capture_output=True, text=True, timeout=300,
+                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error, before any case runs
+    assert "--fpbench-device: device cuda: no CUDA device is available here" in proc.stderr
+    assert "KeyError" not in proc.stdout + proc.stderr

@@ -282,3 +282,20 @@ def run_suite(suite: str, scale: str, results: str | None = None, seeds: int | N
     run_tasks(plan(cases, store.root, None if device is None else str(device)), InProcess(), log=log)
     df, records, _missing = collect(store, cases)
     return df, records
+
+
+class DeviceError(ValueError):
+    """A device that this machine does not have."""
+
+
+def resolve_device(name: str | None):
+    """None for the CPU, else the torch device ``name``; a clear DeviceError where it is absent."""
+    import torch
+
+    if name in (None, "cpu"):
+        return None
+    if name not in ("cuda",) and not name.startswith("cuda:"):
+        raise DeviceError(f"unknown device {name!r}; known: cpu, cuda")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device {name}: no CUDA device is available here")
+    return torch.device(name)
