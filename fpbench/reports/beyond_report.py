@@ -1,6 +1,6 @@
 """Reports of suites beyond the paper's single sweep: several methods (``methods``, ``--method``),
 several SDEs (``sdes``) or a target sweep (``dims``). Each says which of claims C1-C5 carry over
-to each setting (``fpbench.compare.setting_claims``), and for several methods ranks them against
+to each setting (``fpbench.analysis.compare.setting_claims``), and for several methods ranks them against
 the baseline and decomposes their gaps."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     settings = settings_of(data, df)
     verdicts = {s: cmp.setting_claims(rows, weight, residual) for s, (rows, weight, residual) in settings.items()}
     lines += ["## Do the paper's claims C1-C5 carry over?", "",
-              "The claims machinery of `fpbench.claims` (the same tests, gates and thresholds as "
+              "The claims machinery of `fpbench.analysis.claims` (the same tests, gates and thresholds as "
               "reports/paper-quick.md) on each setting: for a regulariser other than R̃ its own weight plays "
               "w_R and its own residual plays R̃. SKIPPED says why a claim cannot be decided here.", "",
               cmp.carry_over_table(verdicts).to_markdown(), ""]

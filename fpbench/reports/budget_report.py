@@ -1,4 +1,4 @@
-"""``reports/budget.md``: the budget study (``fpbench.budget``) read back, every number from its
+"""``reports/budget.md``: the budget study (``fpbench.run.budget``) read back, every number from its
 records: per schedule the cost, the convergence gate's verdict on each of the 12 models, and the
 score-ratio and score-error trajectories over training."""
 
@@ -117,10 +117,11 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
              "The paper's protocol (loss L_DSM + w_R R̃, eq. 20; a fresh Adam per lr stage; the authors' network) "
              "on its three targets at w_R ∈ {0, 0.1, 1, 10}, seed 0, all 12 models trained as one ensemble per "
              "schedule, one schedule per single-thread process (two at a time on the 2-core machine). Every "
-             f"{PROBE_EVERY:,} steps each model's score is compared with the exact score (fpbench/convergence.py); "
-             f"at the end each model is also sampled ({SAMPLE['n']:,} ODE and SDE samples, nfe = {SAMPLE['nfe']}) "
-             "for the shares inside the grid. The gate is the one the claims use (fpbench/claims.py): score ratio "
-             f"within [{low:g}, {high:g}] at t ≥ 0.05 T, relative score error at most "
+             f"{PROBE_EVERY:,} steps each model's score is compared with the exact score "
+             "(fpbench/core/convergence.py); at the end each model is also sampled "
+             f"({SAMPLE['n']:,} ODE and SDE samples, nfe = {SAMPLE['nfe']}) "
+             "for the shares inside the grid. The gate is the one the claims use (fpbench/analysis/claims.py): "
+             f"score ratio within [{low:g}, {high:g}] at t ≥ 0.05 T, relative score error at most "
              f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors' published model of the same target and "
              f"w_R, and ODE/SDE shares inside the grid at least p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.",
              "", conclusion(summary), "", "## Schedules", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]

@@ -39,8 +39,8 @@ def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
              f"`pytest suites/paper --fpbench-scale {scale}` decides these same claims from the same results. "
              f"Tests are one-sided in the paper's direction at α = {alpha}; PASS needs p ≤ α and an effect of at "
              "least the stated size, FAIL needs a significant effect the other way or an interval that rules out the "
-             "needed size (fpbench/stats.py), with p adjusted by Holm's step-down method across the claims of this "
-             "report that ran a test (a PASS must hold after the adjustment). Claims on trained models are "
+             "needed size (fpbench/analysis/stats.py), with p adjusted by Holm's step-down method across the claims "
+             "of this report that ran a test (a PASS must hold after the adjustment). Claims on trained models are "
              "INCONCLUSIVE when any model fails the "
              "convergence gate (next section), skipped when the baselines have not learned their target, and claims "
              "on W2² differences are skipped when the noise floor exceeds the paper's own effect. "
@@ -80,12 +80,12 @@ def convergence_section(df: pd.DataFrame) -> str:
     low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
     return "\n".join([
         "## Convergence of the trained models", "",
-        "Measured against the exact score with x ~ p_t (fpbench/convergence.py): the score ratio "
+        "Measured against the exact score with x ~ p_t (fpbench/core/convergence.py): the score ratio "
         "E[s_θ·s*]/E|s*|² (0 for the trivial log-FP solution u = 2t + c) at t ≥ 0.05 T, the relative score error "
         "E|s_θ − s*|²/E|s*|² averaged over t = (0.001 ... 1) T, beside the same numbers for the authors' published "
-        "model of the same target and w_R (fpbench/authors_levels.py, `fpbench reference levels`); the shares of "
-        "samples inside the grid; the relative change of the mean loss over the last 20% of training (reported, "
-        f"not gated). The gate: ratio within [{low:g}, {high:g}], error at most "
+        "model of the same target and w_R (fpbench/analysis/authors_levels.py, `fpbench reference levels`); the "
+        "shares of samples inside the grid; the relative change of the mean loss over the last 20% of training "
+        f"(reported, not gated). The gate: ratio within [{low:g}, {high:g}], error at most "
         f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors', ODE and SDE shares inside the grid at least "
         f"p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.", "",
         f"**{passed} of {len(checks)} models pass the gate.**", "",
