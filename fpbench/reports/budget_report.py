@@ -25,6 +25,52 @@ def load_records(study_dir: Path) -> list[dict]:
     return records
 
 
+def load_in_progress(study_dir: Path) -> list[dict]:
+    """Schedules begun but not finished (no record yet): their probes so far (``<name>.probes.jsonl``),
+    as records with ``trajectories`` and the step and training seconds they reached."""
+    records = []
+    for name in SCHEDULES:
+        probes = Path(study_dir) / f"{name}.probes.jsonl"
+        if (Path(study_dir) / f"{name}.json").exists() or not probes.exists():
+            continue
+        lines = [json.loads(line) for line in probes.read_text().splitlines() if line.strip()]
+        if lines:
+            labels = lines[-1]["profiles"]
+            records.append({"name": name, "schedule": SCHEDULES[name], "step": lines[-1]["iteration"],
+                            "train_seconds": lines[-1]["elapsed_s"],
+                            "trajectories": {label: [{"iteration": line["iteration"], **line["profiles"][label]}
+                                                     for line in lines] for label in labels}})
+    return records
+
+
+def in_progress_section(records: list[dict]) -> list[str]:
+    """Each unfinished schedule's latest probe: the gate's score-ratio and score-error parts per model
+    (the shares inside the grid are measured only when a schedule ends)."""
+    lines = []
+    low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
+    factor = cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]
+    for rec in records:
+        s = rec["schedule"]
+        rows = []
+        for label, points in rec["trajectories"].items():
+            target, w_r = label.split("/")[0], float(label.split("w_r=")[1].split(")")[0])
+            p, level = points[-1], cl.reference_error(target, w_r)
+            ratio_ok = low <= p["ratio_min_late"] and p["ratio_max_late"] <= high
+            rows.append({"target": target, "w_R": w_r, "score ratio, t ≥ 0.05 T (min-max)":
+                         f"{p['ratio_min_late']:.3f}-{p['ratio_max_late']:.3f}", "rel. score error": p["rel_error"],
+                         "ratio to authors'": p["rel_error"] / level,
+                         "ratio and error parts of the gate": "pass" if ratio_ok and p["rel_error"] <= factor * level
+                         else "FAIL"})
+        frame = pd.DataFrame(rows).sort_values(["target", "w_R"])
+        lines += [f"### {rec['name']} (in progress: step {rec['step']:,} of {s['iterations']:,}, "
+                  f"{rec['train_seconds']:,.0f} s of training so far)", "",
+                  f"Lr stages {' / '.join(f'{lr:g} x {f:g}' for lr, f in s['lr_stages'])}, DSM batch "
+                  f"{s['dsm_batch']}, {s['residual_points']} residual points. The latest probe; "
+                  f"`fpbench budget run --schedules {rec['name']}` resumes it from its checkpoint.", "",
+                  frame.to_markdown(index=False, floatfmt=".3g"), ""]
+    return lines
+
+
 def members_frame(record: dict) -> pd.DataFrame:
     """One row per trained member, with the columns the convergence gate reads."""
     rows = []
@@ -104,11 +150,11 @@ def conclusion(summary: pd.DataFrame) -> str:
 
 
 def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
-    records = load_records(study_dir)
+    records, unfinished = load_records(study_dir), load_in_progress(study_dir)
     if not records:
         raise ValueError(f"no finished schedule under {study_dir}; run `fpbench budget run` first")
     summary = summary_frame(records)
-    fig = figure(trajectories_frame(records), out.parent / "figures" / "budget-trajectories.png")
+    fig = figure(trajectories_frame(records + unfinished), out.parent / "figures" / "budget-trajectories.png")
     low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
     lines = ["# fpbench budget study: how much training the paper's 12 models need on a CPU", "",
              f"Generated {datetime.date.today().isoformat()} from `{study_dir}` by `{command}`. The study itself "
@@ -128,10 +174,11 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
     for rec in records:
         lines += [f"### {rec['name']}", "", convergence_table(members_frame(rec)).to_markdown(index=False,
                                                                                        floatfmt=".3g"), ""]
+    lines += in_progress_section(unfinished)
     lines += ["## Trajectories", "", "The smallest score ratio over t ≥ 0.05 T (1: the exact score's size; the "
               "collapse toward u = 2t + c drives it toward 0) and the relative score error over the authors' model's, "
               "per probe.", "", f"![trajectories](figures/{fig.name})", ""]
-    last = trajectories_frame(records).sort_values("step").groupby(["schedule", "target", "w_R"]).tail(4)
+    last = trajectories_frame(records + unfinished).sort_values("step").groupby(["schedule", "target", "w_R"]).tail(4)
     pivot = last.pivot_table(index=["schedule", "target", "w_R"], columns="step",
                              values="smallest score ratio, t ≥ 0.05 T")
     lines += ["Smallest late score ratio at the last four probes:", "", pivot.to_markdown(floatfmt=".3f"), ""]
