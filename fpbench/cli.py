@@ -43,7 +43,7 @@ def _cmd_run(args) -> int:
     from .run.store import Store, results_root
 
     cases, data = _run_cases(args)
-    store = Store(results_root(args.results))
+    store = Store(results_root(args.results)).check_writable()
     _device(args.device)
     threads = args.threads or default_threads(args.executor, args.workers)
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None

@@ -66,3 +66,13 @@ def test_an_absent_device_is_one_clear_error_for_run_and_for_the_claim_suite(cap
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error, before any case runs
     assert "--fpbench-device: device cuda: no CUDA device is available here" in proc.stderr
     assert "KeyError" not in proc.stdout + proc.stderr
+
+
+def test_an_unwritable_results_directory_is_one_clear_line_before_anything_runs(tmp_path, capsys):
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a directory")
+    for results in (blocked, blocked / "below"):
+        assert main(["run", "smoke", "--scale", "smoke", "--results", str(results)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"results directory {results} cannot be written" in err
+    assert blocked.read_text() == "not a directory"

@@ -60,11 +60,28 @@ def write_npz(path: Path, **arrays) -> None:
     _atomic_write_bytes(path, buf.getvalue())
 
 
+class StoreError(ValueError):
+    """A results directory that cannot be used."""
+
+
 class Store:
     """Results of cases under one root."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def check_writable(self) -> Store:
+        """Create the root if needed and write (then remove) a probe file in it; a StoreError naming
+        the directory and the reason if either fails, before anything is computed."""
+        probe = self.root / f".write-probe-{os.getpid()}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise StoreError(f"results directory {self.root} cannot be written: {err.strerror or err} "
+                             f"(choose another with --results or $FPBENCH_RESULTS)") from None
+        return self
 
     def case_dir(self, key: str) -> Path:
         return self.root / key
