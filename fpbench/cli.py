@@ -6,8 +6,6 @@ import argparse
 import sys
 import warnings
 
-from .train.loop import TrainingError
-
 # torch emits DeprecationWarnings from its own internals on import; they are not the user's concern.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
 
@@ -380,7 +378,9 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and --version end here, before torch is imported
+    from .train.loop import TrainingError
+
     try:
         return args.func(args)
     except (UserError, ValueError, FileNotFoundError) as err:

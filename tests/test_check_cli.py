@@ -76,3 +76,15 @@ def test_an_unwritable_results_directory_is_one_clear_line_before_anything_runs(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"results directory {results} cannot be written" in err
     assert blocked.read_text() == "not a directory"
+
+
+def test_help_and_version_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, fpbench.cli\n"
+            "for argv in (['--help'], ['--version'], ['run', '--help']):\n"
+            "    try:\n        fpbench.cli.main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
