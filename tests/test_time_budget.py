@@ -11,6 +11,7 @@ from fpbench.core.models import PotentialMLP
 from fpbench.core.sde import make_sde
 from fpbench.core.targets import make_target
 from fpbench.run.store import read_json
+from fpbench.run.suite import expand, load_suite
 from fpbench.train.ensemble import train_ensemble
 from fpbench.train.loop import Deadline, TimeBudgetReached, train
 from fpbench.train.methods import make_method
@@ -83,3 +84,24 @@ def test_the_cli_stops_with_status_4_and_the_same_command_resumes(tmp_path, caps
     assert main(["run", suite, "--scale", "smoke", "--results", str(results), "--max-minutes", "30", "--quiet"]) == 0
     assert len(list(results.glob("*/metrics.json"))) == 2
     assert all(read_json(p)["metrics"]["convergence"]["times"] for p in results.glob("*/metrics.json"))
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_a_damaged_checkpoint_is_moved_aside_and_the_case_retrains_to_the_same_numbers(tmp_path, ensemble):
+    suite = _write_suite(tmp_path, GOOD)
+    extra = [] if ensemble else ["--no-ensemble"]
+    clean, damaged = tmp_path / "clean", tmp_path / "damaged"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(clean), "--quiet", *extra]) == 0
+    if ensemble:  # stopped before its first step: the ensemble's checkpoint is written
+        assert main(["run", suite, "--scale", "smoke", "--results", str(damaged), "--max-minutes", "0", "--quiet"]) == 4
+        (ckpt,) = damaged.glob("ensembles/*.pt")
+        ckpt.write_bytes(ckpt.read_bytes()[:100])  # cut short, as a full disk would leave it
+    else:  # a case's own checkpoint, damaged
+        ckpt = damaged / expand(load_suite(suite), "smoke")[0].key / "checkpoint.pt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.warns(UserWarning, match="is unreadable .* moved to .*corrupt, training starts again"):
+        assert main(["run", suite, "--scale", "smoke", "--results", str(damaged), "--quiet", *extra]) == 0
+    assert ckpt.with_name(ckpt.name + ".corrupt").exists()
+    metrics = lambda root: {p.parent.name: read_json(p)["metrics"] for p in root.glob("*/metrics.json")}  # noqa: E731
+    assert metrics(damaged) == metrics(clean) and len(metrics(clean)) == 2  # bit-identical, as never interrupted

@@ -30,6 +30,7 @@ from .loop import (
     divergence,
     lr_at,
     progress_bar,
+    read_checkpoint,
     save_atomic,
     stage_boundaries,
     stop_at_deadline,
@@ -244,9 +245,9 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
 
 
 def _resume(checkpoint, models, gens) -> dict:
-    if checkpoint is None or not checkpoint.exists():
+    state = read_checkpoint(checkpoint)
+    if state is None:
         return {"iteration": 0, "histories": None, "optimizer": None, "failures": {}}
-    state = torch.load(checkpoint, weights_only=True)
     for model, weights in zip(models, state["models"]):
         model.load_state_dict(weights)
     for g, g_state in zip(gens, state["generators"]):

@@ -14,6 +14,7 @@ run resumes from there with the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +151,27 @@ def _method_loss(method, model, ctx, case: str, it: int):
     return loss.reshape(()), terms
 
 
-def _resume(checkpoint: Path | None, model, gen) -> dict:
+def read_checkpoint(checkpoint: Path | None) -> dict | None:
+    """A training checkpoint's state, or None when there is none. An unreadable one (truncated by a
+    full disk or a copy cut short; fpbench's own writes are atomic) is moved aside to ``*.corrupt``,
+    with a warning, and training starts again from iteration 0: with the same seeds that reproduces
+    an uninterrupted run exactly, where resuming from a damaged state could not."""
     if checkpoint is None or not checkpoint.exists():
+        return None
+    try:
+        return torch.load(checkpoint, weights_only=True)
+    except Exception as err:  # any damage torch.load can meet; the file is kept for inspection
+        aside = checkpoint.with_name(checkpoint.name + ".corrupt")
+        checkpoint.replace(aside)
+        warnings.warn(f"checkpoint {checkpoint} is unreadable ({type(err).__name__}); moved to {aside.name}, "
+                      "training starts again from iteration 0", stacklevel=2)
+        return None
+
+
+def _resume(checkpoint: Path | None, model, gen) -> dict:
+    state = read_checkpoint(checkpoint)
+    if state is None:
         return {"iteration": 0, "history": [], "optimizer": None}
-    state = torch.load(checkpoint, weights_only=True)
     model.load_state_dict(state["model"])
     gen.set_state(state["generator"])
     return state
