@@ -247,6 +247,12 @@ def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys):
     assert "| C1 (Table 1)" in text and "models not converged: 12 of 12 models fail" in text
     assert "## Convergence of the trained models" in text and "**0 of 12 models pass the gate.**" in text
     assert "| C6 (Fig. 1)" in text and "**PASS**" in text
+    # the answer first: a summary before the tables, with the verdicts, convergence and what smoke can show
+    assert text.index("## Summary") < text.index("## Table 1")
+    summary = text[text.index("## Summary"):text.index("## Table 1")]
+    assert "- **INCONCLUSIVE**: C1, C2, C3, C4, C5: models not converged" in summary
+    assert "- **Convergence**: 0 of 12 trained models pass the gate" in summary
+    assert "What scale `smoke` can show**: that every stage runs" in summary
     for fig in ("fig1", "fig3", "fig4", "fig5", "calibration"):
         assert (tmp_path / "figures" / f"paper-smoke-{fig}.png").stat().st_size > 1000
     assert len(Store(results).table()) == 15  # 12 potential models + the 3 free score models of suite curl

@@ -71,6 +71,34 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
     ).sort_values(["target", "w_R", "seed"])
 
 
+def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: str, about: str | None) -> str:
+    """The report's answer first: the verdicts and their reasons, whether the models converged, and
+    what the scale can and cannot show (its ``about`` line in the suite file)."""
+    lines = ["## Summary", ""]
+    for verdict in ("PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"):
+        chosen = [o for o in outcomes if o.verdict == verdict]
+        if not chosen:
+            continue
+        if verdict in ("PASS", "FAIL"):
+            lines.append(f"- **{verdict}**: " + ", ".join(f"{o.claim.key} ({o.claim.source})" for o in chosen) + ".")
+        else:
+            reasons: dict[str, list[str]] = {}
+            for o in chosen:
+                reason = o.skipped or (o.result.summary().split(";")[0] if o.result else "")
+                reasons.setdefault(reason.split(":")[0] if o.inconclusive else reason, []).append(o.claim.key)
+            lines += [f"- **{verdict}**: " + "; ".join(f"{', '.join(keys)}: {why}" for why, keys in reasons.items())
+                      + "."]
+    if "convergence.rel_error" in df:
+        checks = cl.convergence_checks(df)
+        failing = checks[checks["fails"].map(bool)]
+        cells = sorted({f"{r.target} w_R = {r.w_r:g}" for r in failing.itertuples()})
+        lines.append(f"- **Convergence**: {len(checks) - len(failing)} of {len(checks)} trained models pass the gate"
+                     + (f"; failing: {', '.join(cells)} (next sections)." if cells else "."))
+    if about:
+        lines.append(f"- **What scale `{scale}` can show**: {about}")
+    return "\n".join(lines + [""])
+
+
 def convergence_section(df: pd.DataFrame) -> str:
     """Every model's convergence evidence against the exact score, and the gate's verdict on it."""
     if "convergence.rel_error" not in df:

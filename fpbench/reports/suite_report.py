@@ -217,10 +217,10 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     stem = out.stem
     df, param = sweep_column(df)
     figs = figures(df, out.parent / "figures", stem, param)
-    claim_lines = []
+    claim_lines, summary = [], []
     if data["suite"].get("claims"):
-        claim_lines, claim_figs, claim_missing = claims_part(data, scale, seeds, store, df, records, out, stem,
-                                                              calibration_reps)
+        claim_lines, claim_figs, claim_missing, summary = claims_part(data, scale, seeds, store, df, records, out,
+                                                                       stem, calibration_reps)
         figs += claim_figs
         missing += claim_missing
     lines = [f"# fpbench report: suite `{data['suite']['name']}`, scale `{scale}`", "",
@@ -232,6 +232,7 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
              "W2² reads when the distributions are equal), and the paper's value.", ""]
     if missing:
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
+    lines += summary
     for table in TABLES:
         lines += [f"## {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table, param)), ""]
     lines += claim_lines
@@ -266,7 +267,8 @@ def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_r
                         cr.fig3(records, store, fig_dir / f"{stem}-fig3.png")) if p is not None]
     lines = [cr.claims_section(outcomes, scale), cr.convergence_section(df), cr.why_section(df, outcomes),
              cr.calibration_section(cal, cal_fig)]
-    return lines, figs, missing
+    about = data.get("scales", {}).get(scale, {}).get("about")
+    return lines, figs, missing, [cr.summary_section(outcomes, df, scale, about)]
 
 
 def _interval_kind(df: pd.DataFrame, param: str = "param_w_r") -> str:

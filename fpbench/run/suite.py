@@ -141,7 +141,7 @@ def validate_suite(data: dict, path: Path) -> None:
     if missing:
         raise SuiteError(f"{path}: missing scale(s) {missing}; every suite defines {list(REQUIRED_SCALES)}")
     for name, scale in scales.items():
-        _check_keys(scale, {"seeds", *SECTIONS}, f"{path}: [scales.{name}]")
+        _check_keys(scale, {"seeds", "about", *SECTIONS}, f"{path}: [scales.{name}]")
         for section in SECTIONS:
             _check_keys(scale.get(section, {}), _allowed(section), f"{path}: [scales.{name}.{section}]")
         _check_values(data, scale, f"{path}: [scales.{name}]")
