@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis import claims as cl
-from ..run.budget import PROBE_EVERY, SAMPLE, SCHEDULES
+from ..run.budget import PROBE_EVERY, PROBE_POINTS, SAMPLE, SCHEDULES
 from .claims_report import convergence_table
 
 
@@ -65,7 +65,8 @@ def in_progress_section(records: list[dict]) -> list[str]:
         lines += [f"### {rec['name']} (in progress: step {rec['step']:,} of {s['iterations']:,}, "
                   f"{rec['train_seconds']:,.0f} s of training so far)", "",
                   f"Lr stages {' / '.join(f'{lr:g} x {f:g}' for lr, f in s['lr_stages'])}, DSM batch "
-                  f"{s['dsm_batch']}, {s['residual_points']} residual points. The latest probe; "
+                  f"{s['dsm_batch']}, {s['residual_points']} residual points. The latest probe "
+                  f"({PROBE_POINTS:,} points per t; the shares inside the grid are measured when the schedule ends); "
                   f"`fpbench budget run --schedules {rec['name']}` resumes it from its checkpoint.", "",
                   frame.to_markdown(index=False, floatfmt=".3g"), ""]
     return lines
@@ -159,7 +160,7 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
     lines = ["# fpbench budget study: how much training the paper's 12 models need on a CPU", "",
              f"Generated {datetime.date.today().isoformat()} from `{study_dir}` by `{command}`. The study itself "
              "(hours on 2 cores; a rerun skips finished schedules):", "", "```bash",
-             "fpbench budget run --schedules " + ",".join(r["name"] for r in records), "```", "",
+             "fpbench budget run --schedules " + ",".join(r["name"] for r in records + unfinished), "```", "",
              "The paper's protocol (loss L_DSM + w_R R̃, eq. 20; a fresh Adam per lr stage; the authors' network) "
              "on its three targets at w_R ∈ {0, 0.1, 1, 10}, seed 0, all 12 models trained as one ensemble per "
              "schedule, one schedule per single-thread process (two at a time on the 2-core machine). Every "
