@@ -267,8 +267,10 @@ def _run_cli(suite, results, env_extra=None, extra=()):
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
     # A run started from a background job inherits SIGINT ignored; the child restores the default so that
     # Python turns SIGINT into KeyboardInterrupt, as it does under an interactive shell.
+    # one torch thread: beside the other test workers, two would wait on each other (measured: 10x slower)
     return subprocess.Popen([sys.executable, "-m", "fpbench", "run", suite, "--scale", "smoke", "--results",
-                             str(results), "--quiet", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             str(results), "--quiet", "--threads", "1", *extra], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stderr=subprocess.STDOUT, text=True)
 
