@@ -48,7 +48,8 @@ def test_a_tiny_study_records_trajectories_reports_the_gate_and_resumes_after_a_
     with pytest.raises(KeyboardInterrupt):
         budget.run_schedule("tiny", str(tmp_path / "cut"), compile=False)
     assert (tmp_path / "cut" / "tiny.ckpt").exists() and not (tmp_path / "cut" / "tiny.json").exists()
-    (unfinished,) = budget_report.load_in_progress(tmp_path / "cut")  # the report shows how far it got
+    unfinished = budget_report.load_in_progress(tmp_path / "cut")  # the report shows how far it got
+    assert len(unfinished) == 1
     text = "\n".join(budget_report.in_progress_section(unfinished))
     assert "tiny (in progress: step 2 of 4" in text and text.count("| FAIL ") == 12
     monkeypatch.setattr(convergence, "score_profile", profile)
