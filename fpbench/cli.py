@@ -28,21 +28,15 @@ def _cmd_check(args) -> int:
     return 0 if worst < 1e-8 else 1
 
 
-def _device(name: str):
-    from .run.execute import resolve_device
-
-    return resolve_device(name)
-
-
 def _cmd_run(args) -> int:
     import time
 
-    from .run.execute import SlurmOptions, default_threads, make_executor, plan, run_tasks
+    from .run.execute import SlurmOptions, default_threads, make_executor, plan, resolve_device, run_tasks
     from .run.store import Store, results_root
 
     cases, data = _run_cases(args)
     store = Store(results_root(args.results)).check_writable()
-    _device(args.device)
+    resolve_device(args.device)
     threads = args.threads or default_threads(args.executor, args.workers)
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
     tasks = plan(cases, store.root, args.device, threads, args.workers, ensemble=args.ensemble,
@@ -182,9 +176,10 @@ def _cmd_bench(args) -> int:
     from pathlib import Path
 
     from .run.bench import format_bench, run_bench
+    from .run.execute import resolve_device
 
     text = format_bench(run_bench(args.suite, args.scale, args.members, args.iterations, args.n, args.steps,
-                                  _device(args.device), args.workers, args.repeats))
+                                  resolve_device(args.device), args.workers, args.repeats))
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

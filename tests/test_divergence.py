@@ -9,7 +9,7 @@ from fpbench.core.sde import make_sde
 from fpbench.core.targets import make_target
 from fpbench.train import ensemble
 from fpbench.train.ensemble import train_ensemble
-from fpbench.train.loop import DIVERGENCE_FACTOR, TrainingError, divergence, train
+from fpbench.train.loop import DIVERGENCE_FACTOR, TrainingError, loss_failure, train
 from fpbench.train.methods import Method, make_method
 
 CFG = {"iterations": 12, "lr_stages": [[1e-3, 1.0]], "dsm_batch": 32, "time_law": "beta12", "t_eps": 1e-5,
@@ -18,9 +18,9 @@ CFG = {"iterations": 12, "lr_stages": [[1e-3, 1.0]], "dsm_batch": 32, "time_law"
 
 
 def test_the_rule_flags_only_a_climb_of_orders_of_magnitude():
-    assert divergence(2.0 * DIVERGENCE_FACTOR, 1.0) and not divergence(0.5 * DIVERGENCE_FACTOR, 1.0)
-    assert not divergence(3.0, 1e-9)  # a tiny first loss: the bound is at least DIVERGENCE_FACTOR
-    assert not divergence(5.0, None)
+    assert loss_failure(2.0 * DIVERGENCE_FACTOR, 1.0) and not loss_failure(0.5 * DIVERGENCE_FACTOR, 1.0)
+    assert not loss_failure(3.0, 1e-9)  # a tiny first loss: the bound is at least DIVERGENCE_FACTOR
+    assert not loss_failure(5.0, None)
 
 
 class Exploding(Method):

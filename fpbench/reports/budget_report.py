@@ -44,24 +44,25 @@ def load_in_progress(study_dir: Path) -> list[dict]:
 
 
 def in_progress_section(records: list[dict]) -> list[str]:
-    """Each unfinished schedule's latest probe: the gate's score-ratio and score-error parts per model
-    (the shares inside the grid are measured only when a schedule ends)."""
+    """Each unfinished schedule's latest probe, judged by the convergence gate's score-ratio and
+    score-error checks (the shares inside the grid are measured only when a schedule ends)."""
     lines = []
-    low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
-    factor = cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]
     for rec in records:
         s = rec["schedule"]
-        rows = []
-        for label, points in rec["trajectories"].items():
-            target, w_r = label.split("/")[0], float(label.split("w_r=")[1].split(")")[0])
-            p, level = points[-1], cl.reference_error(target, w_r)
-            ratio_ok = low <= p["ratio_min_late"] and p["ratio_max_late"] <= high
-            rows.append({"target": target, "w_R": w_r, "score ratio, t ≥ 0.05 T (min-max)":
-                         f"{p['ratio_min_late']:.3f}-{p['ratio_max_late']:.3f}", "rel. score error": p["rel_error"],
-                         "ratio to authors'": p["rel_error"] / level,
-                         "ratio and error parts of the gate": "pass" if ratio_ok and p["rel_error"] <= factor * level
-                         else "FAIL"})
-        frame = pd.DataFrame(rows).sort_values(["target", "w_R"])
+        latest = pd.DataFrame([{"target": target, "param_w_r": w_r, "seed": 0,
+                                "convergence.ratio_min_late": points[-1]["ratio_min_late"],
+                                "convergence.ratio_max_late": points[-1]["ratio_max_late"],
+                                "convergence.rel_error": points[-1]["rel_error"]}
+                               for (target, w_r), points in _by_model(rec).items()])
+        checks = cl.convergence_checks(latest)
+        frame = pd.DataFrame({
+            "target": checks["target"], "w_R": checks["w_r"],
+            "score ratio, t ≥ 0.05 T (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(
+                latest["convergence.ratio_min_late"], latest["convergence.ratio_max_late"])],
+            "rel. score error": checks["rel_error"],
+            "ratio to authors'": checks["rel_error"] / checks["authors_rel_error"],
+            "ratio and error parts of the gate": ["pass" if not f else "FAIL" for f in checks["fails"]]})
+        frame = frame.sort_values(["target", "w_R"])
         lines += [f"### {rec['name']} (in progress: step {rec['step']:,} of {s['iterations']:,}, "
                   f"{rec['train_seconds']:,.0f} s of training so far)", "",
                   f"Lr stages {' / '.join(f'{lr:g} x {f:g}' for lr, f in s['lr_stages'])}, DSM batch "
@@ -70,6 +71,12 @@ def in_progress_section(records: list[dict]) -> list[str]:
                   f"`fpbench budget run --schedules {rec['name']}` resumes it from its checkpoint.", "",
                   frame.to_markdown(index=False, floatfmt=".3g"), ""]
     return lines
+
+
+def _by_model(record: dict) -> dict[tuple[str, float], list[dict]]:
+    """A record's probe trajectories keyed by (target, w_R), parsed from the case labels."""
+    return {(label.split("/")[0], float(label.split("w_r=")[1].split(")")[0])): points
+            for label, points in record["trajectories"].items()}
 
 
 def members_frame(record: dict) -> pd.DataFrame:
@@ -89,8 +96,7 @@ def members_frame(record: dict) -> pd.DataFrame:
 def trajectories_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for rec in records:
-        for label, points in rec["trajectories"].items():
-            target, w_r = label.split("/")[0], float(label.split("w_r=")[1].split(")")[0])
+        for (target, w_r), points in _by_model(rec).items():
             level = cl.reference_error(target, w_r)
             rows += [{"schedule": rec["name"], "target": target, "w_R": w_r, "step": p["iteration"],
                       "smallest score ratio, t ≥ 0.05 T": p["ratio_min_late"],

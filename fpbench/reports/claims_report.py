@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..analysis import claims as cl
-from ..analysis.stats import FAIL
+from ..analysis.stats import FAIL, INCONCLUSIVE, PASS
 from ..core import operators as ops
 from ..run.store import Store
 from ..run.suite import Case
@@ -75,11 +75,11 @@ def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: st
     """The report's answer first: the verdicts and their reasons, whether the models converged, and
     what the scale can and cannot show (its ``about`` line in the suite file)."""
     lines = ["## Summary", ""]
-    for verdict in ("PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"):
+    for verdict in (PASS, FAIL, INCONCLUSIVE, "SKIPPED"):
         chosen = [o for o in outcomes if o.verdict == verdict]
         if not chosen:
             continue
-        if verdict in ("PASS", "FAIL"):
+        if verdict in (PASS, FAIL):
             lines.append(f"- **{verdict}**: " + ", ".join(f"{o.claim.key} ({o.claim.source})" for o in chosen) + ".")
         else:
             reasons: dict[str, list[str]] = {}

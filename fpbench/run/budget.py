@@ -111,10 +111,12 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
 
 
 def _checkpoint_iteration(checkpoint: Path) -> int:
-    """The iteration an interrupted schedule resumes from (0: none)."""
-    import torch
+    """The iteration an interrupted schedule resumes from (0: none, or a damaged checkpoint, which
+    ``read_checkpoint`` moves aside so that training starts again as well)."""
+    from ..train.loop import read_checkpoint
 
-    return torch.load(checkpoint, weights_only=True)["iteration"] if checkpoint.exists() else 0
+    state = read_checkpoint(checkpoint)
+    return state["iteration"] if state is not None else 0
 
 
 def _recorded_probes(path: Path, labels: list[str], upto: int) -> tuple[dict, float]:

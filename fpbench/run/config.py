@@ -84,6 +84,7 @@ def deep_merge(base: dict, override: dict) -> dict:
             out[key] = copy.deepcopy(value)
     return out
 
+
 # The point-distance settings of a suite's metrics table, used only where a suite sets them (absent from
 # PAPER_DEFAULTS so that grid suites keep their case keys).
-POINT_DEFAULTS = {"distance": "grid", "point_n": 2000, "n_projections": 200}  # only where a suite sets them
+POINT_DEFAULTS = {"distance": "grid", "point_n": 2000, "n_projections": 200}

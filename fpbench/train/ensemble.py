@@ -27,7 +27,7 @@ from ..core.residuals import Box, collocation_points, log_fp_residual_from, scor
 from .loop import (
     TrainingError,
     TrainResult,
-    divergence,
+    loss_failure,
     lr_at,
     progress_bar,
     read_checkpoint,
@@ -218,12 +218,10 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
         values = _all_terms(models, sde, cfg, methods, draws, alive, member_chunk(device), compile)
         totals = {e: sum(methods[e].weights[k] * v for k, v in values[e].items()) for e in alive}
         for e, total in totals.items():
-            terms = {k: float(v.detach()) for k, v in values[e].items()}
-            diverged = divergence(total.item(), histories[e][0]["loss"] if histories[e] else None)
-            if not torch.isfinite(total):
-                failures[e] = f"case {labels[e]}: loss is {total.item()} at iteration {it} (terms {terms})"
-            elif diverged:
-                failures[e] = f"case {labels[e]}: {diverged} at iteration {it} (terms {terms})"
+            failure = loss_failure(total.item(), histories[e][0]["loss"] if histories[e] else None)
+            if failure:
+                terms = {k: float(v.detach()) for k, v in values[e].items()}
+                failures[e] = f"case {labels[e]}: {failure} at iteration {it} (terms {terms})"
         opt.zero_grad(set_to_none=True)
         kept = [totals[e] for e in alive if e not in failures]
         if kept:

@@ -13,6 +13,7 @@ run resumes from there with the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -104,16 +105,15 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
         x0 = target.sample(cfg["dsm_batch"], gen, dtype=dtype, device=device)
         ctx = TrainContext(sde, target, x0, gen, cfg, it, cfg["iterations"])
         loss, terms = _method_loss(method, model, ctx, case, it)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"case {case}: loss is {loss.item()} at iteration {it} (terms {terms})")
-        diverged = divergence(loss.item(), history[0]["loss"] if history else None)
-        if diverged:
-            raise TrainingError(f"case {case}: {diverged} at iteration {it} (terms {terms})")
+        value = loss.item()
+        failure = loss_failure(value, history[0]["loss"] if history else None)
+        if failure:
+            raise TrainingError(f"case {case}: {failure} at iteration {it} (terms {terms})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            history.append({"iteration": it, "loss": loss.item(), **terms})
+            history.append({"iteration": it, "loss": value, **terms})
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
             save_atomic(snapshot(it + 1), checkpoint)
         bar.update(1)
@@ -126,9 +126,11 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
 DIVERGENCE_FACTOR = 1e6
 
 
-def divergence(loss: float, first: float | None) -> str | None:
-    """Why a finite ``loss`` counts as diverged (None if it does not): above ``DIVERGENCE_FACTOR`` x
-    max(|first iteration's loss|, 1)."""
+def loss_failure(loss: float, first: float | None) -> str | None:
+    """Why training must stop at this ``loss`` (None if it need not): the loss is NaN or infinite, or it
+    has diverged while finite, above ``DIVERGENCE_FACTOR`` x max(|first iteration's loss|, 1)."""
+    if not math.isfinite(loss):
+        return f"loss is {loss}"
     bound = DIVERGENCE_FACTOR * max(abs(first if first is not None else loss), 1.0)
     if loss > bound:
         return f"training diverged: loss {loss:.3g} > {DIVERGENCE_FACTOR:g} x the first iteration's {first:.3g}"
