@@ -204,6 +204,23 @@ def _cmd_budget(args) -> int:
     return 0
 
 
+def _cmd_lab(args) -> int:
+    import time
+    from pathlib import Path
+
+    from .reports.lab_report import write_report
+    from .run.lab import load_lab, run_lab
+    from .run.store import results_root
+
+    started = time.perf_counter()
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
+    frame = run_lab(args.scale, str(results_root(args.results)), log=log)
+    out = Path(args.out or ("reports/lab.md" if args.scale == "quick" else f"reports/lab-{args.scale}.md"))
+    command = f"fpbench lab --scale {args.scale}" + (f" --out {args.out}" if args.out else "")
+    print(f"wrote {write_report(frame, load_lab(args.scale), out, command, time.perf_counter() - started)}")
+    return 0
+
+
 def _cmd_reference(args) -> int:
     from pathlib import Path
 
@@ -334,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--results", default=None)
     budget.add_argument("--out", default="reports/budget.md")
     budget.set_defaults(func=_cmd_budget)
+
+    lab = sub.add_parser("lab", help="the error-injection lab: exact scores with planted errors (no training) -> "
+                         "claims L1-L4 and reports/lab.md (resumable)")
+    lab.add_argument("--scale", default="quick", help="a scale of suites/lab.toml (default quick)")
+    lab.add_argument("--results", default=None)
+    lab.add_argument("--out", default=None, help="report file (default reports/lab.md at quick, else "
+                     "reports/lab-SCALE.md)")
+    lab.add_argument("--quiet", action="store_true")
+    lab.set_defaults(func=_cmd_lab)
 
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
     ref.add_argument("action", choices=["tables", "evaluate", "levels"],

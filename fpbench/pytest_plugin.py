@@ -53,3 +53,13 @@ def claim_results(request, fpbench_scale, fpbench_store) -> dict:
     quiet = lambda message: None  # noqa: E731 - the runner's log callback
     return {name: run_suite(name, fpbench_scale, str(fpbench_store.root), device=device, log=quiet)
             for name in ("paper", "curl")} | {"store": fpbench_store, "scale": fpbench_scale}
+
+
+@pytest.fixture(scope="session")
+def lab_results(fpbench_scale, fpbench_store) -> dict:
+    """{'frame': the error-injection lab's records at the scale (missing models measured first), 'lab': its
+    declaration}. The lab has the claim suites' scale names (smoke, quick)."""
+    from fpbench.run.lab import load_lab, run_lab
+
+    return {"frame": run_lab(fpbench_scale, str(fpbench_store.root), log=lambda message: None),
+            "lab": load_lab(fpbench_scale)}

@@ -42,12 +42,14 @@ TREND_MIN_EFFECT = "trend min effect (mean Spearman rho within blocks)"
 PAIRED_MIN_EFFECT = "paired min effect (mean log ratio)"
 CORRELATION_MIN_EFFECT = "correlation min effect (Spearman rho)"
 BOUND_MAX_SPREAD = "bound: max spread of C across targets"
+LAB_USABLE_FACTOR = "lab L1: a planted gap is fitted when W2^2 is at least (x the exact score's, same noise)"
 CLAIM_SETTINGS = {
     ALPHA: st.ALPHA,
     TREND_MIN_EFFECT: 0.5,
     PAIRED_MIN_EFFECT: round(math.log(1.1), 4),
     CORRELATION_MIN_EFFECT: 0.3,
     BOUND_MAX_SPREAD: 10.0,
+    LAB_USABLE_FACTOR: 4.0,
     "curl: min separation (decades)": 2.0,
     "curl: zero tolerance (x machine eps of the dtype)": 1e4,
     "oracle residual tolerance (float64, max |R~|)": 1e-8,

@@ -342,3 +342,76 @@ def summarise(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> tuple[
         half = stats.t.ppf(0.975, len(values) - 1) * se
         return mean, mean - half, mean + half, f"t over {len(values)} seeds"
     return float(values[0]), float(lows[0]), float(highs[0]), "bootstrap"
+
+
+# --- power laws (the lab's L1) -----------------------------------------------------------------------
+
+def _within_slope(lx: np.ndarray, ly: np.ndarray, groups: np.ndarray) -> float:
+    """OLS slope of ly on lx with one intercept per group (both centred within groups)."""
+    cx, cy = lx.copy(), ly.copy()
+    for g in np.unique(groups):
+        m = groups == g
+        cx[m] -= cx[m].mean()
+        cy[m] -= cy[m].mean()
+    return float((cx * cy).sum() / (cx**2).sum())
+
+
+def power_law_exponent(x: np.ndarray, y: np.ndarray, y_draws: np.ndarray, groups: np.ndarray, at_least: float,
+                       alpha: float = ALPHA) -> ClaimTest:
+    """The exponent a of y = c_g x^a (one c per group, e.g. per target and error shape), by least squares
+    on log-log axes, and the claim a >= ``at_least``. Its interval is a parametric bootstrap: each row of
+    ``y_draws`` (B, n) is y redrawn from its sampling distribution (non-positive draws drop that point from
+    that replicate). Effect a - at_least; p = share of replicates with a <= at_least (and the opposite p
+    its complement), so FAIL means a is below ``at_least`` beyond the sampling noise."""
+    x, y, groups = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(groups)
+    counts = {g: int(np.sum(groups == g)) for g in np.unique(groups)}
+    if sum(c for c in counts.values() if c >= 2) < 3 or len(x) != len(y):
+        raise UndecidableError(f"a power law needs at least 3 points in groups of 2 or more; got {counts}")
+    a = _within_slope(np.log(x), np.log(y), groups)
+    reps = []
+    for row in np.asarray(y_draws, dtype=float):
+        keep = np.isfinite(row) & (row > 0)
+        kept = groups[keep]
+        if len(np.unique(kept)) and all(np.sum(kept == g) >= 2 for g in np.unique(kept)) and keep.sum() >= 3:
+            reps.append(_within_slope(np.log(x[keep]), np.log(row[keep]), kept))
+    reps = np.array(reps)
+    if len(reps) < 10:
+        raise UndecidableError("fewer than 10 bootstrap replicates kept enough points for a slope")
+    p_claim = float((1 + np.sum(reps <= at_least)) / (len(reps) + 1))
+    p_opp = float((1 + np.sum(reps >= at_least)) / (len(reps) + 1))
+    low, high = (float(q) - at_least for q in np.quantile(reps, [0.025, 0.975]))
+    effect = a - at_least
+    return ClaimTest(f"power law y ~ x^a (least squares on log-log, {len(counts)} curves), a >= {at_least:g} claimed",
+                     a, p_claim, p_opp, effect, f"a - {at_least:g}", low, high, len(x), alpha, 0.0,
+                     decide(p_claim, p_opp, effect, high, alpha, 0.0),
+                     f"a = {a:.3f} [{low + at_least:.3f}, {high + at_least:.3f}] (parametric bootstrap, "
+                     f"{len(reps)} replicates)")
+
+
+def constant_spread(x: np.ndarray, y: np.ndarray, y_draws: np.ndarray, exponent: float, max_spread: float,
+                    alpha: float = ALPHA) -> ClaimTest:
+    """The constants C_i = y_i / x_i^exponent of a bound y <= C x^exponent over all points (e.g. every eps
+    and target), and the claim that one C serves them all: spread max C / min C <= ``max_spread``. Effect
+    log10(max_spread / spread) (> 0: stable); p = share of bootstrap replicates (rows of ``y_draws``)
+    whose spread exceeds ``max_spread``, the opposite p its complement."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2:
+        raise UndecidableError("a constant's spread needs at least two points")
+
+    def spread(values: np.ndarray) -> float:
+        c = values / x**exponent
+        c = c[np.isfinite(c) & (c > 0)]
+        return float(c.max() / c.min()) if len(c) >= 2 else math.nan
+
+    value = spread(y)
+    reps = np.array([spread(row) for row in np.asarray(y_draws, dtype=float)])
+    reps = np.log10(max_spread / reps[np.isfinite(reps)])
+    p_claim = float((1 + np.sum(reps <= 0)) / (len(reps) + 1))
+    p_opp = float((1 + np.sum(reps > 0)) / (len(reps) + 1))
+    low, high = float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))
+    effect = float(math.log10(max_spread / value))
+    c = y / x**exponent
+    return ClaimTest(f"bound y <= C x^{exponent:g}: spread of C over {len(x)} points", value, p_claim, p_opp, effect,
+                     f"log10({max_spread:g} / spread)", low, high, len(x), alpha, 0.0,
+                     decide(p_claim, p_opp, effect, high, alpha, 0.0),
+                     f"C from {np.nanmin(c):.3g} to {np.nanmax(c):.3g} (spread {value:.3g}, allowed {max_spread:g})")

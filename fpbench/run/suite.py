@@ -83,6 +83,9 @@ def load_suite(name_or_path: str) -> dict:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"malformed suite file {path}: {err}") from None
+    if "lab" in data and "suite" not in data:
+        raise SuiteError(f"{path} is the error-injection lab, not a training suite: run it with "
+                         "`fpbench lab --scale SCALE`")
     data = with_shared_scales(data, path)
     validate_suite(data, path)
     return data
@@ -265,7 +268,9 @@ def _sde_params(data: dict, sde: str) -> dict:
 
 
 def list_suites() -> list[str]:
-    return sorted({p.stem for folder in (Path("suites"), SUITES_DIR) for p in folder.glob("*.toml")})
+    """The training suites (``[suite]`` files) beside the package and in ./suites; not the lab."""
+    return sorted({p.stem for folder in (Path("suites"), SUITES_DIR) for p in folder.glob("*.toml")
+                   if "[suite]" in p.read_text()})
 
 
 def build(case: Case, device=None):

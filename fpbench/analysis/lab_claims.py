@@ -1,0 +1,263 @@
+"""The error-injection lab's claims L1-L4 (issue 18), decided on the lab's frame (``fpbench.run.lab``):
+one row per planted model, with its target's exact-score numbers beside it (``exact_*`` columns).
+
+A planted model's *excess* in a W2^2 is its value minus the exact score's value under the same random
+numbers (the same prior points, Brownian increments and p0 sample): what the planted error adds to the
+noise floor and the discretisation. Every test is one of ``fpbench.analysis.stats`` and reads its
+settings from ``claims.CLAIM_SETTINGS``; the family of lab claims is adjusted by Holm's method.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from . import stats as st
+from .claims import (
+    ALPHA,
+    BOUND_MAX_SPREAD,
+    CLAIM_SETTINGS,
+    CORRELATION_MIN_EFFECT,
+    LAB_USABLE_FACTOR,
+    PAIRED_MIN_EFFECT,
+    TREND_MIN_EFFECT,
+    Claim,
+    ClaimOutcome,
+    adjust_family,
+    test_settings,
+)
+
+LAB_CLAIMS = {c.key: c for c in [
+    Claim("L1", "Theorem 1", "W2(p_ODE, p_SDE) < C δ whenever R̃ < δ, C independent of δ: for gradient errors "
+          "of vanishing size, W2 ∝ R̃^a with a >= 1"),
+    Claim("L1-lin", "Theorem 1", "one C serves W2 <= C·R̃ across error sizes, shapes and targets"),
+    Claim("L1-sqrt", "first-order perturbation (fpbench)", "one C serves W2 <= C·R̃^(1/2) across error sizes, "
+          "shapes and targets"),
+    Claim("L2", "arXiv 2606.06179", "only the gradient part of a score error matters: p-solenoidal errors leave "
+          "p_ODE and p_SDE within floor + discretisation while their score error, curl and R^s grow; gradient "
+          "twins of the same size move them"),
+    Claim("L3", "Cao et al. 2023 (arXiv 2306.02063)", "an error late in generation hurts the SDE more than the ODE; "
+          "an early one hurts the ODE more than the SDE"),
+    Claim("L4", "the paper's remark on score models (section 3.3)", "a small ODE-SDE gap needs a small R^s "
+          "(necessity: every model with a clear gap has a larger R^s than every model without one)"),
+    Claim("L4-suff", "the paper's remark on score models (section 3.3)", "across gradient errors, a larger R^s "
+          "goes with a larger gap (R^s orders the gap)"),
+]}
+BOOTSTRAP = 2000
+DISTANCES = ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")
+
+
+def _skip(key: str, reason: str) -> ClaimOutcome:
+    return ClaimOutcome(LAB_CLAIMS[key], skipped=reason)
+
+
+def allowance(df: pd.DataFrame, distance: str) -> np.ndarray:
+    """Floor + discretisation of one W2^2 for each model (as claim C7b): the floor's mean plus the
+    model's own coupling bounds, (sqrt(disc_ODE) + sqrt(disc_SDE))^2 for the gap (triangle inequality)."""
+    disc = {"w2_ode_sde": (np.sqrt(df["disc_ode"]) + np.sqrt(df["disc_sde"])) ** 2,
+            "w2_ode_p0": df["disc_ode"], "w2_sde_p0": df["disc_sde"]}[distance]
+    return (df["floor_mean"] + disc).to_numpy()
+
+
+def noise_sd(df: pd.DataFrame, distance: str) -> np.ndarray:
+    """The larger of the floor's sd and the estimate's own bootstrap sd."""
+    return np.maximum(df["floor_sd"].to_numpy(), df[f"{distance}_sd"].to_numpy())
+
+
+def excess_z(df: pd.DataFrame, distance: str) -> np.ndarray:
+    """(W2^2 - allowance) / noise sd per model."""
+    return (df[distance].to_numpy() - allowance(df, distance)) / np.maximum(noise_sd(df, distance), 1e-300)
+
+
+# --- L1: Theorem 1's scaling ----------------------------------------------------------------------
+
+def l1_points(df: pd.DataFrame) -> pd.DataFrame:
+    """The gradient family's models whose gap is at least ``LAB_USABLE_FACTOR`` x the exact score's, with
+    W2 excess = sqrt(W2^2 - exact W2^2) (the gap the planted error adds) and R~."""
+    g = df[(df["family"] == "gradient") & (df["eps"] > 0)].copy()
+    g = g[g["w2_ode_sde"] >= CLAIM_SETTINGS[LAB_USABLE_FACTOR] * g["exact_w2_ode_sde"]]
+    g["w2_excess"] = np.sqrt(g["w2_ode_sde"] - g["exact_w2_ode_sde"])
+    g["curve"] = g["target"] + "/" + g["shape"]
+    return g.sort_values(["curve", "eps"])
+
+
+def _excess_draws(points: pd.DataFrame, exact: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """(BOOTSTRAP, n) draws of sqrt(W2^2 - exact W2^2): each W2^2 from N(value, its bootstrap sd^2), the
+    exact score's once per target and replicate (it is shared by the target's models)."""
+    gap = rng.normal(points["w2_ode_sde"].to_numpy(), points["w2_ode_sde_sd"].to_numpy(), (BOOTSTRAP, len(points)))
+    targets = list(exact.index)
+    base = rng.normal(exact["w2_ode_sde"].to_numpy(), exact["w2_ode_sde_sd"].to_numpy(), (BOOTSTRAP, len(targets)))
+    column = np.array([targets.index(t) for t in points["target"]])
+    diff = gap - base[:, column]
+    return np.sqrt(np.where(diff > 0, diff, np.nan))
+
+
+def claim_l1(df: pd.DataFrame, seed: int = 0) -> list[ClaimOutcome]:
+    """L1 (the exponent a, claim a >= 1), L1-lin and L1-sqrt (one constant for exponent 1 and 1/2)."""
+    points = l1_points(df)
+    curves = points.groupby("curve").size()
+    points = points[points["curve"].isin(curves[curves >= 2].index)]
+    if points["target"].nunique() < 2:
+        reason = (f"the claims hold across targets, and {points['target'].nunique()} target(s) have 2 or more planted "
+                  f"gaps above {CLAIM_SETTINGS[LAB_USABLE_FACTOR]:g}x the exact score's (at least 2 are needed)")
+        return [_skip(k, reason) for k in ("L1", "L1-lin", "L1-sqrt")]
+    exact = df[df["family"] == "exact"].set_index("target")
+    draws = _excess_draws(points, exact, np.random.default_rng(seed))
+    x, y = points["log_fp_residual"].to_numpy(), points["w2_excess"].to_numpy()
+    measured = "; ".join(f"{c}: " + ", ".join(f"eps {r.eps:g}: R̃ {r.log_fp_residual:.3g}, W2 {r.w2_excess:.3g}"
+                                               for r in grp.itertuples()) for c, grp in points.groupby("curve"))
+    out = []
+    try:
+        result = st.power_law_exponent(x, y, draws, points["curve"].to_numpy(), 1.0, **test_settings())
+        out.append(ClaimOutcome(LAB_CLAIMS["L1"], result, measured=measured))
+    except st.UndecidableError as err:
+        out.append(_skip("L1", str(err)))
+    for key, exponent in (("L1-lin", 1.0), ("L1-sqrt", 0.5)):
+        result = st.constant_spread(x, y, draws, exponent, CLAIM_SETTINGS[BOUND_MAX_SPREAD], **test_settings())
+        out.append(ClaimOutcome(LAB_CLAIMS[key], result, measured=f"{len(points)} models, {len(curves)} curves"))
+    return out
+
+
+def local_slopes(df: pd.DataFrame) -> pd.DataFrame:
+    """d log W2 / d log R~ between consecutive usable eps of each curve (the exponent as eps shrinks)."""
+    rows = []
+    for curve, grp in l1_points(df).groupby("curve"):
+        grp = grp.sort_values("eps")
+        for (_, a), (_, b) in zip(grp.iloc[:-1].iterrows(), grp.iloc[1:].iterrows()):
+            slope = math.log(b.w2_excess / a.w2_excess) / math.log(b.log_fp_residual / a.log_fp_residual)
+            rows.append({"curve": curve, "eps": f"{a.eps:g} → {b.eps:g}", "slope": slope})
+    return pd.DataFrame(rows)
+
+
+# --- L2: only the gradient part matters --------------------------------------------------------------
+
+def _flat(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    measured = np.concatenate([df[d].to_numpy() for d in DISTANCES])
+    allow = np.concatenate([allowance(df, d) for d in DISTANCES])
+    sd = np.concatenate([noise_sd(df, d) for d in DISTANCES])
+    return measured, allow, sd
+
+
+def claim_l2(df: pd.DataFrame) -> ClaimOutcome:
+    """All of: (a) every solenoidal model's three W2^2 within floor + its discretisation (``within_noise``;
+    the resolution is the largest discretisation allowance plus the z test's margin, and must be below
+    the smallest distance the gradient twins move); (b) its score error, curl and R^s increase with eps
+    (Page's trend over targets); (c) every twin's largest W2^2 significantly above its allowance."""
+    sol, twin = df[df["family"] == "solenoidal"], df[df["family"] == "twin"]
+    if sol.empty or twin.empty:
+        return _skip("L2", "no solenoidal models or no twins at this scale")
+    alpha = CLAIM_SETTINGS[ALPHA]
+    measured, allow, sd = _flat(sol)
+    z = sps.norm.isf(alpha / len(measured))
+    resolution = float(np.max(allow - np.concatenate([sol["floor_mean"].to_numpy()] * 3) + z * sd))
+    moved = np.max([twin[d].to_numpy() - twin["floor_mean"].to_numpy() for d in DISTANCES], axis=0)
+    parts = {"solenoidal within floor + discretisation":
+             st.within_noise(measured, allow, sd, resolution, float(moved.min()), alpha=alpha)}
+    for column in ("score_error", "curl_mean", "score_fp_residual"):
+        table = sol.pivot_table(index="target", columns="eps", values=column).sort_index(axis=1).to_numpy()
+        try:
+            parts[f"solenoidal {column} grows with eps"] = st.ordered_trend(table, True,
+                                                                              **test_settings(TREND_MIN_EFFECT))
+        except st.UndecidableError as err:
+            return _skip("L2", f"the growth of {column} cannot be tested: {err}")
+    parts["gradient twins move the distributions"] = _twins_move(twin, alpha)
+    measured_text = "; ".join(
+        f"{r.target} eps {r.eps:g}: gap {r.w2_ode_sde:.3g}, ODE-p0 {r.w2_ode_p0:.3g}, SDE-p0 {r.w2_sde_p0:.3g} "
+        f"(floor {r.floor_mean:.3g}, disc ODE {r.disc_ode:.3g}, SDE {r.disc_sde:.3g})" for r in sol.itertuples())
+    return ClaimOutcome(LAB_CLAIMS["L2"], st.all_of(parts, "all of three parts"), measured=measured_text, parts=parts)
+
+
+def _twins_move(twin: pd.DataFrame, alpha: float) -> st.ClaimTest:
+    """Each twin's largest z (over the three W2^2) above its allowance; PASS when the smallest of them is
+    significant after Bonferroni over the twins, else INCONCLUSIVE (the comparison would lack power)."""
+    z = np.max([excess_z(twin, d) for d in DISTANCES], axis=0)
+    p = float(min(1.0, len(z) * sps.norm.sf(z.min())))
+    verdict = st.PASS if p <= alpha else st.INCONCLUSIVE
+    return st.ClaimTest("one-sided z test of each twin's excess (Bonferroni)", float(z.min()), p, math.nan,
+                        float(z.min()), "smallest z over twins", float(z.min()), float(z.max()), len(z), alpha, 0.0,
+                        verdict)
+
+
+# --- L3: where in generation an error hurts ----------------------------------------------------------
+
+def pulse_excess(df: pd.DataFrame) -> pd.DataFrame:
+    """The pulse family with the excess of W2^2(ODE, p0) and W2^2(SDE, p0) over the exact score's."""
+    p = df[df["family"] == "pulse"].copy()
+    p["ode_excess"] = p["w2_ode_p0"] - p["exact_w2_ode_p0"]
+    p["sde_excess"] = p["w2_sde_p0"] - p["exact_w2_sde_p0"]
+    return p.sort_values(["target", "position"])
+
+
+def claim_l3(df: pd.DataFrame, late: list, early: list) -> ClaimOutcome:
+    """All of two paired sign-flip tests over targets x positions: at the ``late`` positions the SDE's
+    excess above the ODE's, at the ``early`` ones the ODE's above the SDE's (mean log ratio >= log 1.1)."""
+    p = pulse_excess(df)
+    lt, et = p[p["position"].isin(late)], p[p["position"].isin(early)]
+    if lt.empty or et.empty:
+        return _skip("L3", "no pulses at the late or the early positions at this scale")
+    kw = test_settings(PAIRED_MIN_EFFECT)
+    try:
+        parts = {"late: SDE hurt more": st.paired_comparison(lt["ode_excess"], lt["sde_excess"], **kw),
+                 "early: ODE hurt more": st.paired_comparison(et["sde_excess"], et["ode_excess"], **kw)}
+    except st.UndecidableError as err:
+        return _skip("L3", str(err))
+    cross = crossovers(df)
+    measured = "; ".join(f"{t}: crossover at t_c ≈ {c:.3g}" if np.isfinite(c) else f"{t}: no crossover"
+                         for t, c in cross.items())
+    return ClaimOutcome(LAB_CLAIMS["L3"], st.all_of(parts, "all of two paired tests"), measured=measured, parts=parts)
+
+
+def crossovers(df: pd.DataFrame) -> dict:
+    """Per target, the pulse position where log(SDE excess / ODE excess) first changes sign from + to -
+    as t_c grows (interpolated in log t_c); NaN where it does not."""
+    out = {}
+    for target, grp in pulse_excess(df).groupby("target"):
+        grp = grp[(grp["ode_excess"] > 0) & (grp["sde_excess"] > 0)]
+        t, r = np.log(grp["position"].to_numpy()), np.log(grp["sde_excess"] / grp["ode_excess"]).to_numpy()
+        out[target] = math.nan
+        for i in range(len(r) - 1):
+            if r[i] > 0 >= r[i + 1]:
+                out[target] = float(math.exp(t[i] + (t[i + 1] - t[i]) * r[i] / (r[i] - r[i + 1])))
+                break
+    return out
+
+
+# --- L4: is a small R^s necessary? -------------------------------------------------------------------
+
+def claim_l4(df: pd.DataFrame) -> list[ClaimOutcome]:
+    """Necessity (L4): the R^s of every model with a clear gap (its z above allowance significant after
+    Bonferroni over all models) against the R^s of every solenoidal model without one (``separation``,
+    0 decades needed). Sufficiency (L4-suff): Spearman's rho of R^s and the gap's excess over all gradient
+    errors (gradient, twin, pulse families), permutation within targets."""
+    alpha = CLAIM_SETTINGS[ALPHA]
+    planted = df[df["family"] != "exact"]
+    z = excess_z(planted, "w2_ode_sde")
+    critical = sps.norm.isf(alpha / len(planted))
+    gap, no_gap = planted[z > critical], planted[(z <= critical) & (planted["family"] == "solenoidal")]
+    out = []
+    if gap.empty or no_gap.empty:
+        out.append(_skip("L4", f"{len(gap)} models with a clear gap, {len(no_gap)} solenoidal models without one: "
+                               "both are needed"))
+    else:
+        result = st.separation(gap["score_fp_residual"], no_gap["score_fp_residual"], min_decades=0.0, alpha=alpha)
+        out.append(ClaimOutcome(LAB_CLAIMS["L4"], result,
+                                measured=f"R^s with a clear gap: {gap['score_fp_residual'].min():.3g} to "
+                                         f"{gap['score_fp_residual'].max():.3g} ({len(gap)} models); solenoidal "
+                                         f"without one: {no_gap['score_fp_residual'].min():.3g} to "
+                                         f"{no_gap['score_fp_residual'].max():.3g} ({len(no_gap)})"))
+    grad = df[df["family"].isin(["gradient", "twin", "pulse"])]
+    try:
+        result = st.rank_correlation(grad["score_fp_residual"], grad["w2_ode_sde"] - grad["exact_w2_ode_sde"], True,
+                                     grad["target"].to_numpy(), **test_settings(CORRELATION_MIN_EFFECT))
+        out.append(ClaimOutcome(LAB_CLAIMS["L4-suff"], result, measured=f"{len(grad)} gradient errors"))
+    except st.UndecidableError as err:
+        out.append(_skip("L4-suff", str(err)))
+    return out
+
+
+def evaluate_lab(df: pd.DataFrame, late: list, early: list) -> list[ClaimOutcome]:
+    """Every lab claim in order, decided on p-values adjusted across the lab's family (Holm)."""
+    return adjust_family([*claim_l1(df), claim_l2(df), claim_l3(df, late, early), *claim_l4(df)])

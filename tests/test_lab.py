@@ -1,0 +1,155 @@
+"""The error-injection lab's runner (fpbench.run.lab), its statistics and claims (fpbench.analysis.lab_claims)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fpbench.analysis import lab_claims as lc
+from fpbench.analysis import stats as st
+from fpbench.run import lab as lab_mod
+
+TINY = """
+[lab]
+sde = "ou"
+targets = [{ label = "blob", name = "blob" }, { label = "gmm2", name = "gmm", params = { dim = 2 } }]
+[families.gradient]
+shapes = ["gauss"]
+centre = [0.5, 0.5]
+radius = 0.75
+pulse = { centre = 1.0, width = 0.7 }
+eps = [0.5]
+[families.solenoidal]
+eps = [1.0]
+[families.pulse]
+shape = "gauss"
+centre = [0.5, 0.5]
+radius = 0.75
+width = 0.35
+positions = [0.05]
+eps = 0.5
+late = [0.05]
+early = [2.0]
+[scales.tiny]
+targets = ["blob"]
+n = 400
+nfe = 10
+dtype = "float32"
+floor_reps = 2
+residual_points = 200
+score_points = 50
+disc_points = 10
+n_boot = 2
+"""
+
+
+@pytest.fixture
+def tiny_lab(tmp_path):
+    path = tmp_path / "lab.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(lab file, store root, frame) of one run of the tiny lab, shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp("lab")
+    (folder / "lab.toml").write_text(TINY)
+    frame = lab_mod.run_lab("tiny", str(folder / "store"), log=lambda m: None, path=folder / "lab.toml")
+    return folder / "lab.toml", folder / "store", frame
+
+
+def _copy_store(tiny_run, tmp_path):
+    import shutil
+
+    return shutil.copytree(tiny_run[1], tmp_path / "store")
+
+
+def test_lab_measures_every_model_once_and_a_rerun_reads_them(tiny_run, tmp_path, monkeypatch):
+    path, _, first = tiny_run
+    assert list(first["family"]) == ["exact", "gradient", "solenoidal", "twin", "pulse"]
+    assert (first["target"] == "blob").all()
+    exact = first[first["family"] == "exact"].iloc[0]
+    assert exact["score_error"] == 0.0 and exact["log_fp_residual"] < 1e-20
+    assert first["exact_w2_ode_sde"].nunique() == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a stored model was measured again")
+
+    monkeypatch.setattr(lab_mod, "measure", refuse)
+    again = lab_mod.run_lab("tiny", str(_copy_store(tiny_run, tmp_path)), log=lambda m: None, path=path)
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_solenoidal_error_and_its_twin_have_the_same_size(tiny_run):
+    df = tiny_run[2]
+    sol, twin = (df[df["family"] == f].iloc[0] for f in ("solenoidal", "twin"))
+    assert sol["score_error"] == pytest.approx(twin["score_error"], rel=1e-9)
+    assert sol["curl_mean"] > 1e6 * twin["curl_mean"]
+
+
+def test_a_corrupted_lab_record_is_a_clear_error(tiny_run, tmp_path):
+    store = _copy_store(tiny_run, tmp_path)
+    record = next((store / "lab" / "tiny").glob("blob-twin-*.json"))
+    record.write_text(record.read_text()[:40])
+    with pytest.raises(ValueError, match="corrupt result file .*blob-twin.*delete it to recompute"):
+        lab_mod.run_lab("tiny", str(store), log=lambda m: None, path=tiny_run[0])
+
+
+def test_unknown_lab_scale_or_key_is_a_clear_error(tiny_lab):
+    with pytest.raises(lab_mod.LabError, match="unknown lab scale 'huge'; known: tiny"):
+        lab_mod.load_lab("huge", tiny_lab)
+    tiny_lab.write_text(TINY + "nsamples = 3\n")
+    with pytest.raises(lab_mod.LabError, match=r"unknown key\(s\) \['nsamples'\] in \[scales.tiny\]"):
+        lab_mod.load_lab("tiny", tiny_lab)
+
+
+def test_the_project_lab_file_loads_at_every_scale():
+    for scale in ("smoke", "quick"):
+        lab = lab_mod.load_lab(scale)
+        assert lab_mod.lab_specs(lab)
+
+
+# --- statistics --------------------------------------------------------------------------------------
+
+def _power_law_data(a, rng, noise=0.03, curves=3, points=5):
+    x = np.tile(np.geomspace(1e-3, 1e-1, points), curves)
+    groups = np.repeat(np.arange(curves), points)
+    y = (1 + groups) * x**a * np.exp(rng.normal(0, noise, len(x)))
+    draws = y * np.exp(rng.normal(0, noise, (200, len(x))))
+    return x, y, draws, groups
+
+
+def test_power_law_exponent_recovers_a_known_exponent_and_decides_against_it():
+    rng = np.random.default_rng(0)
+    x, y, draws, groups = _power_law_data(0.5, rng)
+    result = st.power_law_exponent(x, y, draws, groups, at_least=1.0)
+    assert result.statistic == pytest.approx(0.5, abs=0.03)
+    assert result.verdict == st.FAIL
+    x, y, draws, groups = _power_law_data(1.4, rng)
+    assert st.power_law_exponent(x, y, draws, groups, at_least=1.0).verdict == st.PASS
+
+
+def test_power_law_exponent_false_pass_rate_at_the_boundary_is_at_most_alpha():
+    """True a = 1 with the claim a >= 1: PASS must be rare (it needs a > 1 beyond the noise)."""
+    def make(rng):
+        return _power_law_data(1.0, rng, noise=0.1)
+
+    cal = st.calibrate(lambda x, y, d, g: st.power_law_exponent(x, y, d, g, at_least=1.0), make, reps=60)
+    assert cal[st.PASS] <= 0.1
+
+
+def test_constant_spread_tells_a_stable_constant_from_a_drifting_one():
+    rng = np.random.default_rng(1)
+    x = np.geomspace(1e-4, 1e-1, 6)
+    stable = 3.0 * x**0.5
+    draws = stable * np.exp(rng.normal(0, 0.02, (300, 6)))
+    assert st.constant_spread(x, stable, draws, 0.5, 10.0).verdict == st.PASS
+    assert st.constant_spread(x, stable, draws, 1.0, 10.0).verdict == st.FAIL  # C = 3 x^-1/2: spread 31
+
+
+def test_crossover_is_where_the_sde_stops_being_hurt_more():
+    df = pd.DataFrame({"family": "pulse", "target": "t", "position": [0.01, 0.1, 1.0, 10.0],
+                       "w2_ode_p0": [1.0, 1.0, 4.0, 8.0], "w2_sde_p0": [4.0, 2.0, 2.0, 1.0],
+                       "exact_w2_ode_p0": 0.0, "exact_w2_sde_p0": 0.0})
+    # log(SDE / ODE): log 4, log 2, -log 2, -log 8: the sign changes half way between 0.1 and 1 in log t
+    assert lc.crossovers(df)["t"] == pytest.approx(10**-0.5)
