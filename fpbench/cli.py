@@ -49,7 +49,8 @@ def _cmd_run(args) -> int:
         outcomes = run_tasks(tasks, executor)
     failed = [o for o in outcomes if o.status == "failed"]
     stopped = [o for o in outcomes if o.status == "stopped"]
-    done = len(outcomes) - len(failed) - len(stopped)
+    busy = [o for o in outcomes if o.status == "busy"]
+    done = len(outcomes) - len(failed) - len(stopped) - len(busy)
     print(f"finished {done} of {len(outcomes)} case(s) in {time.perf_counter() - began:.0f} s; "
           f"next: {_report_hint(args)}")
     for o in failed:
@@ -61,6 +62,10 @@ def _cmd_run(args) -> int:
         print(f"fpbench: stopped at the time budget (--max-minutes {args.max_minutes:g}) with {len(stopped)} case(s) "
               "unfinished; the same command resumes them from their checkpoints", file=sys.stderr)
         return 4
+    if busy:
+        print(f"fpbench: {len(busy)} case(s) left to another fpbench process running them on this store; rerun "
+              "the same command when it ends to collect them", file=sys.stderr)
+        return 3 if failed else 4
     return 3 if failed else 0
 
 

@@ -382,3 +382,24 @@ def test_version_and_the_report_hint_keeps_the_users_options(tmp_path, capsys):
     assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "my results"), "--quiet"]) == 0
     hint = f"next: fpbench report {suite} --scale smoke --results '{tmp_path / 'my results'}'"
     assert hint in capsys.readouterr().out
+
+
+def test_two_runs_on_one_store_never_run_a_case_twice(tmp_path):
+    """Two real `fpbench run` processes on one store: each case is run by exactly one of them (its lock),
+    the other reports it busy, and a rerun afterwards finds everything done and complete."""
+    suite = _write_suite(tmp_path, GOOD.replace("iterations = 20", "iterations = 600").replace(
+        "w_r = [0.0, 1.0]", "w_r = [0.0, 0.1, 1.0]"))
+    root = tmp_path / "shared"
+    first = _run_cli(suite, root, extra=["--no-ensemble"])
+    # the second starts once the first is training a case (it holds that case's lock by then)
+    assert _wait_for(lambda: list(root.glob("*/checkpoint.pt")), first), first.communicate()[0]
+    second = _run_cli(suite, root, extra=["--no-ensemble"])
+    outputs = [first.communicate(timeout=300)[0], second.communicate(timeout=300)[0]]
+    done = [line.split()[1] for out in outputs for line in out.splitlines() if line.startswith("done ")]
+    assert len(done) == len(set(done)) == 3, outputs  # every case run once, by one process
+    assert "busy" in outputs[1], outputs[1]
+    assert second.returncode in (0, 4), outputs[1]  # 4: it left cases to the other process
+    rerun = _run_cli(suite, root, extra=["--no-ensemble"])
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and out.count("skip ") == 3, out
+    assert len(_metrics_by_key(root)) == 3

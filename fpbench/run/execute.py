@@ -47,7 +47,8 @@ class Task:
 class Outcome:
     key: str
     label: str
-    status: str  # "done", "failed", "stopped" (the time budget ended; a rerun resumes it)
+    status: str  # "done", "failed", "stopped" (the time budget ended; a rerun resumes it), "busy" (another
+    # process holds the case's lock and is running it; a rerun collects it)
     error: str = ""
 
 
@@ -107,7 +108,45 @@ def split_balanced(members: list, parts: int) -> list[list]:
     return [[members[i] for i in sorted(part)] for part in chosen]
 
 
+def claim_cases(task: Task, store) -> tuple[list, list, list[Outcome]]:
+    """(the cases this process may run, the locks it now holds, "busy" outcomes for the cases whose lock
+    another process holds). Finished cases need no lock: they are only read."""
+    from filelock import Timeout
+
+    mine, locks, busy = [], [], []
+    for case in task.cases:
+        if store.is_done(case.key):
+            mine.append(case)
+            continue
+        lock = store.case_lock(case.key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            busy.append(Outcome(case.key, case.label, "busy", "another fpbench process is running it"))
+            continue
+        mine.append(case)
+        locks.append(lock)
+    return mine, locks, busy
+
+
 def run_task(task: Task, log=print) -> list[Outcome]:
+    """Run the task's cases whose locks this process gets (``claim_cases``); the others are "busy"."""
+    from dataclasses import replace
+
+    from .store import Store
+
+    store = Store(Path(task.results))
+    mine, locks, busy = claim_cases(task, store)
+    for outcome in busy:
+        log(f"busy   {outcome.label} [{outcome.key}]: {outcome.error}")
+    try:
+        return _run_claimed(replace(task, cases=mine), log) + busy
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _run_claimed(task: Task, log=print) -> list[Outcome]:
     """Train the task's ensemble, then run each case (finished ones are skipped); never raises for a case."""
     import torch
 

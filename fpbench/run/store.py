@@ -7,6 +7,8 @@
     <root>/<case key>/histograms.npz   64 x 64 node counts of the ODE, SDE and p0 samples
     <root>/<case key>/metrics.json     all metrics; written last, so its presence means "done"
     <root>/<case key>/failed.json      why the case failed (a rerun retries it and removes this)
+    <root>/<case key>/.lock            held by the process running the case (two runs on one store
+                                       never run a case twice: the second leaves it, status "busy")
     <root>/floors/<key>.json           noise floors, shared by cases with the same target and n
 
 Every write goes to a temporary file first and is renamed into place (atomic on POSIX), so a
@@ -103,6 +105,14 @@ class Store:
 
     def clear_failure(self, key: str) -> None:
         (self.case_dir(key) / "failed.json").unlink(missing_ok=True)
+
+    def case_lock(self, key: str):
+        """The case's inter-process lock (``<root>/<key>/.lock``, the ``filelock`` package): whoever holds
+        it runs the case; another ``fpbench run`` on the same store leaves the case alone."""
+        from filelock import FileLock
+
+        self.case_dir(key).mkdir(parents=True, exist_ok=True)
+        return FileLock(self.case_dir(key) / ".lock")
 
     def floor_path(self, spec: dict) -> Path:
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
