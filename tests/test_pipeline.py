@@ -403,3 +403,37 @@ def test_two_runs_on_one_store_never_run_a_case_twice(tmp_path):
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and out.count("skip ") == 3, out
     assert len(_metrics_by_key(root)) == 3
+
+
+@pytest.mark.parametrize("damaged", ["metrics.json", "model.pt", "train.json", "histograms.npz"])
+def test_a_damaged_stored_file_is_set_aside_and_recomputed_to_the_same_numbers(tmp_path, damaged):
+    """Each kind of stored file, truncated: the rerun moves it to <name>.corrupt with a warning naming it,
+    recomputes what it held, and ends with the numbers of an undamaged run. (Checkpoints: test_time_budget.)"""
+    import shutil
+
+    suite = _write_suite(tmp_path, GOOD)
+    reference = tmp_path / "reference"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(reference), "--quiet"]) == 0
+    damaged_store = Path(shutil.copytree(reference, tmp_path / "damaged"))
+    files = sorted(damaged_store.glob(f"*/{damaged}"))
+    assert files
+    target = files[0]
+    target.write_bytes(target.read_bytes()[: max(1, target.stat().st_size // 3)])
+    with pytest.warns(UserWarning, match=f"{target.name} is unreadable .*moved to {target.name}.corrupt"):
+        assert main(["run", suite, "--scale", "smoke", "--results", str(damaged_store), "--quiet"]) == 0
+    assert target.with_name(target.name + ".corrupt").exists() and target.exists()
+    assert _metrics_by_key(damaged_store) == _metrics_by_key(reference)
+
+
+def test_a_damaged_noise_floor_is_set_aside_and_measured_again(tmp_path):
+    """Floors are shared by cases: the next case that needs a damaged one measures it again (same seeds)."""
+    suite = _write_suite(tmp_path, GOOD)
+    results = tmp_path / "results"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(results), "--quiet"]) == 0
+    original = {p: p.read_text() for p in results.glob("floors/*.json")}
+    for path, text in original.items():
+        path.write_text(text[:20])
+    with pytest.warns(UserWarning, match=r"floors/.*\.json is unreadable .*moved to .*\.json\.corrupt"):
+        assert main(["run", suite, "--scale", "smoke", "--seeds", "2", "--results", str(results), "--quiet"]) == 0
+    assert {p: p.read_text() for p in original if p.exists()} == {p: t for p, t in original.items() if p.exists()}
+    assert any(p.exists() for p in original)

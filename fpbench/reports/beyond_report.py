@@ -117,10 +117,9 @@ def far_samples_section(df: pd.DataFrame, store, radius: float = 3.5) -> list[st
     of ODE and SDE samples outside the residual box [-radius, radius]^d says how many there are."""
     rows = []
     for row in df.itertuples():
-        path = store.case_dir(row.key) / "histograms.npz"
-        if not path.exists():
+        data = store.cached(store.case_dir(row.key) / "histograms.npz", lambda p: dict(np.load(p)))
+        if data is None:
             continue
-        data = np.load(path)
         share = {k: float((np.abs(data[k]).max(axis=1) > radius).mean()) for k in ("ode", "sde", "p0")}
         rows.append({"target": row.target, "w_r": row.param_w_r, "ODE outside": share["ode"],
                      "SDE outside": share["sde"], "p0 outside": share["p0"],

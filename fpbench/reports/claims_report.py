@@ -219,7 +219,8 @@ def fig3(records: list[dict], store: Store, path: Path, seed: int = 0) -> Path |
     for i, w in enumerate(levels):
         for j, target in enumerate(targets):
             rec = chosen.get((target, w))
-            hist = np.load(store.case_dir(rec["key"]) / "histograms.npz") if rec else None
+            hist = (Store.cached(store.case_dir(rec["key"]) / "histograms.npz", lambda p: dict(np.load(p)))
+                    if rec else None)
             for k, name in enumerate(("sde", "ode")):
                 ax = axes[i, 2 * j + k]
                 ax.set_xticks([])
@@ -248,13 +249,17 @@ def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circ
     rec = recs[0]
     case = Case(rec["config"])
     _target, _sde, model, _method = build(case)
-    model.load_state_dict(torch.load(store.case_dir(rec["key"]) / "model.pt", weights_only=True))
+    weights = Store.cached(store.case_dir(rec["key"]) / "model.pt", lambda p: torch.load(p, weights_only=True))
+    stored = Store.cached(store.case_dir(rec["key"]) / "histograms.npz", lambda p: dict(np.load(p)))
+    if weights is None or stored is None:  # damaged since the run (set aside, named in a warning): no figure
+        return None
+    model.load_state_dict(weights)
     axis = torch.linspace(-3.5, 3.5, n_grid, dtype=torch.float32)
     xx, yy = torch.meshgrid(axis, axis, indexing="ij")
     x = torch.stack([xx.ravel(), yy.ravel()], 1)
     t = torch.full((len(x),), t_value)
     curl = ops.curl(lambda a, b: model.score(a, b, create_graph=True), x, t).abs().detach().reshape(n_grid, n_grid)
-    points = np.load(store.case_dir(rec["key"]) / "histograms.npz")["sde_points"]
+    points = stored["sde_points"]
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
     ax1.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)

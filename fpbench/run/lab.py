@@ -41,7 +41,7 @@ from ..core.residuals import PAPER_BOX, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
 from ..core.sde import make_sde
 from ..core.targets import make_target
-from .store import Store, read_json, write_json
+from .store import Store, write_json
 
 LAB_FILE = "lab.toml"
 T0 = 1e-5  # the residuals' and the score error's smallest t (the authors' t0, REFERENCE.md)
@@ -150,8 +150,8 @@ def target_floor(lab: dict, label: str, target, store: Store) -> mx.NoiseFloor:
     spec = {"lab_floor": 1, "target": next(t for t in lab["targets"] if t["label"] == label), "n": s["n"],
             "reps": s["floor_reps"]}
     path = store.floor_path(spec)
-    if path.exists():
-        return mx.NoiseFloor(**read_json(path)["floor"])
+    if (cached := store.cached(path)) is not None:
+        return mx.NoiseFloor(**cached["floor"])
     floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), s["n"], s["floor_reps"], seed=SEEDS["floor"])
     write_json(path, {"spec": spec, "floor": floor.to_dict()})
     return floor
@@ -216,8 +216,8 @@ def run_lab(scale: str, root: str | None = None, log=print, path: Path | None = 
     records, targets = [], {}
     for i, spec in enumerate(specs, 1):
         record_path = folder / f"{spec_key(spec, lab)}.json"
-        if record_path.exists():
-            records.append(read_json(record_path))
+        if (record := store.cached(record_path)) is not None:
+            records.append(record)
             continue
         label = spec["target"]
         if label not in targets:

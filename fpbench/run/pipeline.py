@@ -20,7 +20,7 @@ from ..train.loop import progress_bar, train
 from ..train.methods import make_method
 from ..train.process import cpu_settings
 from .evaluate import distance, evaluate, grid_of, time_grid, with_convergence
-from .store import Store, read_json, write_json, write_npz
+from .store import Store, write_json, write_npz
 from .suite import Case, build
 
 
@@ -29,6 +29,7 @@ def run_case(case: Case, store: Store, device=None, progress: bool = False, log=
     (a ``train.Deadline``) training stops with ``TimeBudgetReached``, its checkpoint kept."""
     key, out = case.key, store.case_dir(case.key)
     if store.is_done(key):
+        _repair(case, store, device, log)
         log(f"skip   {case.label} [{key}] (done)")
         return with_convergence(case, store, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,25 @@ def run_case(case: Case, store: Store, device=None, progress: bool = False, log=
     write_json(out / "metrics.json", record)
     log(f"done   {case.label} [{key}]")
     return record
+
+
+def _repair(case: Case, store: Store, device, log) -> None:
+    """A finished case whose weights, history or histograms were damaged since (each set aside by
+    ``Store.cached``) gets them again: retrained (by the plain loop, same seeds: bit for bit what a
+    --no-ensemble run stores; for a case trained in an ensemble, the same protocol up to float rounding)
+    or resampled with the same seeds. Its metrics stand."""
+    out = store.case_dir(case.key)
+    trained = _stored_weights(out) is not None and Store.cached(out / "train.json") is not None
+    sampled = Store.cached(out / "histograms.npz", lambda p: dict(np.load(p))) is not None
+    if trained and sampled:
+        return
+    log(f"repair {case.label} [{case.key}]: {'' if trained else 'weights and history'}"
+        f"{'' if trained or sampled else ', '}{'' if sampled else 'histograms'} recomputed")
+    target, sde, model, method = build(case, device)
+    _trained(case, model, method, target, sde, out, device, False, log)
+    if not sampled:
+        model.eval()
+        _sampled(case, model, target, sde, out, device, False, log)
 
 
 def ensemble_key(case: Case) -> str | None:
@@ -73,7 +93,7 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print, compil
 
     groups: dict[str, list[Case]] = {}
     for case in cases:
-        trained = (store.case_dir(case.key) / "model.pt").exists() or store.is_done(case.key)
+        trained = store.is_done(case.key) or _stored_weights(store.case_dir(case.key)) is not None
         key = None if trained else ensemble_key(case)
         if key is not None:
             groups.setdefault(key, []).append(case)
@@ -110,11 +130,16 @@ def _save_trained(model, info: dict, out) -> None:
     write_json(out / "train.json", info)
 
 
+def _stored_weights(out):
+    """The case's trained weights, or None when absent or damaged (set aside: it trains again)."""
+    return Store.cached(out / "model.pt", lambda p: torch.load(p, weights_only=True))
+
+
 def _trained(case, model, method, target, sde, out, device, progress, log, deadline=None) -> dict:
-    weights, info_path = out / "model.pt", out / "train.json"
-    if weights.exists() and info_path.exists():
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        return read_json(info_path)
+    weights, info = _stored_weights(out), Store.cached(out / "train.json")
+    if weights is not None and info is not None:
+        model.load_state_dict(weights)
+        return info
     log(f"train  {case.label} [{case.key}]")
     ckpt = out / "checkpoint.pt"
     result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
@@ -127,9 +152,9 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
 
 def _sampled(case, model, target, sde, out, device, progress, log):
     path = out / "histograms.npz"
-    if path.exists():
-        data = np.load(path)
-        return {k: data[k] for k in data.files}, float(data["seconds"])
+    stored = Store.cached(path, lambda p: dict(np.load(p)))  # dict(): every array read now, damage found here
+    if stored is not None:
+        return stored, float(stored["seconds"])
     cfg, grid = case.config["sample"], grid_of(case)
     log(f"sample {case.label} [{case.key}] n={cfg['n']}")
     ts = time_grid(case, sde.T)

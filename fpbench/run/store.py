@@ -89,7 +89,16 @@ class Store:
         return self.root / key
 
     def is_done(self, key: str) -> bool:
-        return (self.case_dir(key) / "metrics.json").exists()
+        """The case's ``metrics.json`` exists and reads (a damaged one is set aside: the case is not done)."""
+        return self.cached(self.case_dir(key) / "metrics.json") is not None
+
+    @staticmethod
+    def cached(path: Path, load=None):
+        """A stored result, or None when it is absent or damaged (then moved to ``<name>.corrupt`` with a
+        warning, ``fpbench.core.files``): the caller computes it again."""
+        from ..core.files import read_or_set_aside
+
+        return read_or_set_aside(path, load or (lambda p: json.loads(p.read_text())))
 
     def metrics(self, key: str) -> dict:
         return read_json(self.case_dir(key) / "metrics.json")
@@ -100,8 +109,7 @@ class Store:
                                                         "message": str(err)})
 
     def failure(self, key: str) -> dict | None:
-        path = self.case_dir(key) / "failed.json"
-        return read_json(path) if path.exists() else None
+        return self.cached(self.case_dir(key) / "failed.json")
 
     def clear_failure(self, key: str) -> None:
         (self.case_dir(key) / "failed.json").unlink(missing_ok=True)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..core.files import read_or_set_aside
 from .methods import TrainContext
 
 
@@ -154,20 +154,13 @@ def _method_loss(method, model, ctx, case: str, it: int):
 
 
 def read_checkpoint(checkpoint: Path | None) -> dict | None:
-    """A training checkpoint's state, or None when there is none. An unreadable one (truncated by a
-    full disk or a copy cut short; fpbench's own writes are atomic) is moved aside to ``*.corrupt``,
-    with a warning, and training starts again from iteration 0: with the same seeds that reproduces
-    an uninterrupted run exactly, where resuming from a damaged state could not."""
-    if checkpoint is None or not checkpoint.exists():
+    """A training checkpoint's state, or None when there is none. An unreadable one is moved aside
+    (``fpbench.core.files``) and training starts again from iteration 0: with the same seeds that
+    reproduces an uninterrupted run exactly, where resuming from a damaged state could not."""
+    if checkpoint is None:
         return None
-    try:
-        return torch.load(checkpoint, weights_only=True)
-    except Exception as err:  # any damage torch.load can meet; the file is kept for inspection
-        aside = checkpoint.with_name(checkpoint.name + ".corrupt")
-        checkpoint.replace(aside)
-        warnings.warn(f"checkpoint {checkpoint} is unreadable ({type(err).__name__}); moved to {aside.name}, "
-                      "training starts again from iteration 0", stacklevel=2)
-        return None
+    return read_or_set_aside(checkpoint, lambda p: torch.load(p, weights_only=True),
+                             "training starts again from iteration 0")
 
 
 def _resume(checkpoint: Path | None, model, gen) -> dict:
