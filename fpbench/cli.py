@@ -209,6 +209,35 @@ def _cmd_budget(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from .reports.external_report import write_report
+    from .run.execute import InProcess, plan, resolve_device, run_tasks
+    from .run.external import baseline_case, external_case
+    from .run.pipeline import run_external
+    from .run.store import Store, results_root
+
+    store = Store(results_root(args.results)).check_writable()
+    device = resolve_device(args.device)
+    log = (lambda message: None) if args.quiet else print  # noqa: E731
+    bases = [baseline_case(args.suite, args.scale, args.target, seed) for seed in range(args.seeds)]
+    run_tasks(plan(bases, store.root, None if device is None else str(device)), InProcess(), log=log)
+    missing = [c.label for c in bases if not store.is_done(c.key)]
+    if missing:
+        raise UserError(f"the baseline did not finish: {', '.join(missing)} (its failed.json says why)")
+    pairs = [(store.metrics(c.key), run_external(external_case(args.model, args.suite, args.scale, args.target,
+                                                               c.config["seed"]), store, device, log=log))
+             for c in bases]
+    out = Path(args.out or f"reports/external-{args.target}-{args.scale}.md")
+    command = " ".join(shlex.quote(a) for a in ["fpbench", "evaluate", args.model, "--target", args.target,
+                                                  "--scale", args.scale, "--suite", args.suite,
+                                                  "--seeds", str(args.seeds), "--out", str(out)])
+    print(f"wrote {write_report(pairs, args.model, out, command)}")
+    return 0
+
+
 def _cmd_lab(args) -> int:
     import time
     from pathlib import Path
@@ -356,6 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--results", default=None)
     budget.add_argument("--out", default="reports/budget.md")
     budget.set_defaults(func=_cmd_budget)
+
+    ev = sub.add_parser("evaluate", help="a model trained elsewhere (module:factory, file.py:factory or a "
+                        "TorchScript file) measured like fpbench's own, beside the built-in baseline -> a report")
+    ev.add_argument("model", help="module:factory, path/file.py:factory (returns an object with score(x, t) and "
+                    "optionally potential(x, t)) or a TorchScript file with a score method")
+    ev.add_argument("--target", required=True, help="the built-in target the model was trained on")
+    ev.add_argument("--scale", required=True)
+    ev.add_argument("--suite", default="paper", help="whose baseline (w_R = 0) and settings to use (default paper)")
+    ev.add_argument("--seeds", type=_positive_int, default=1,
+                    help="seeds 0..K-1: a factory taking `seed` builds one model per seed; paired tests need 2+")
+    ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ev.add_argument("--results", default=None)
+    ev.add_argument("--out", default=None, help="report file (default reports/external-TARGET-SCALE.md)")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
 
     lab = sub.add_parser("lab", help="the error-injection lab: exact scores with planted errors (no training) -> "
                          "claims L1-L4 and reports/lab.md (resumable)")

@@ -47,6 +47,32 @@ def run_case(case: Case, store: Store, device=None, progress: bool = False, log=
     return record
 
 
+def run_external(case: Case, store: Store, device=None, progress: bool = False, log=print) -> dict:
+    """Sample and evaluate a user's model (``fpbench.run.external``; ``case`` from ``external_case``) like
+    any case, with no training; returns its record (a stored one when done)."""
+    from ..core.sde import make_sde
+    from ..core.targets import make_target
+    from .external import ExternalModel, check_protocol, load_external
+
+    key, out, cfg = case.key, store.case_dir(case.key), case.config
+    if store.is_done(key):
+        log(f"skip   {case.label} [{key}] (done)")
+        return store.metrics(key)
+    target = make_target(cfg["target"]["name"], **cfg["target"]["params"])
+    sde = make_sde(cfg["sde"]["name"], **cfg["sde"]["params"])
+    model = ExternalModel(load_external(cfg["model"]["spec"], cfg["seed"]), target.dim)
+    check_protocol(model, cfg["model"]["spec"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg)
+    hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
+    record = {"key": key, "config": cfg, "train": {"external": cfg["model"]["spec"], "history": []},
+              "sample_seconds": sample_seconds, "metrics": evaluate(case, model, target, sde, hist, store, device),
+              "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
+    write_json(out / "metrics.json", record)
+    log(f"done   {case.label} [{key}]")
+    return record
+
+
 def _repair(case: Case, store: Store, device, log) -> None:
     """A finished case whose weights, history or histograms were damaged since (each set aside by
     ``Store.cached``) gets them again: retrained (by the plain loop, same seeds: bit for bit what a

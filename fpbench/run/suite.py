@@ -60,6 +60,8 @@ class Case:
         target = cfg["target"]["name"] + ("(" + ",".join(f"{k}={v}" for k, v in cfg["target"]["params"].items()) + ")"
                                           if cfg["target"]["params"] else "")
         sde = "" if cfg["sde"]["name"] == "ou" else f"{cfg['sde']['name']}/"
+        if cfg["model"].get("kind") == "external":  # a user's model (fpbench.run.external): named by its spec
+            return f"{sde}{target}/external({cfg['model']['spec']})/seed{cfg['seed']}"
         kind = "" if cfg["model"].get("kind", "potential") == "potential" else f"{cfg['model']['kind']}:"
         return f"{sde}{target}/{kind}{cfg['method']['name']}({params})/seed{cfg['seed']}"
 
