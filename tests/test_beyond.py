@@ -95,6 +95,11 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     rows = [line for line in text.splitlines() if "RampedFP (--method" in line]
     assert rows and any("p_lower" in r for r in rows)  # tested against the baseline
     assert "## Do the paper's claims C1-C5 carry over?" in text and "score-FP R^s" in text
+    # the answer first: the summary (verdicts per setting, convergence) before any table
+    assert text.index("## Summary") < text.index("## Do the paper's claims") < text.index("## Methods ranked")
+    summary = text[text.index("## Summary"):text.index("## Do the paper's claims")]
+    assert "log-FP R~, potential (the paper): **" in summary and "- **Convergence**: " in summary
+    assert " n/a" not in text
 
 
 def test_bench_reports_every_ratio(monkeypatch):

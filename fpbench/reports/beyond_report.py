@@ -83,6 +83,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
     settings = settings_of(data, df)
     verdicts = {s: cmp.setting_claims(rows, weight, residual) for s, (rows, weight, residual) in settings.items()}
+    lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"))
     lines += ["## Do the paper's claims C1-C5 carry over?", "",
               "The claims machinery of `fpbench.analysis.claims` (the same tests, gates and thresholds as "
               "reports/paper-quick.md) on each setting: for a regulariser other than R̃ its own weight plays "
@@ -110,6 +111,20 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
+
+
+def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | None) -> list[str]:
+    """The answer first: per setting the claims' verdicts with reasons, the convergence gate's count,
+    and what the scale can show (its ``about`` line)."""
+    from .claims_report import convergence_lines, verdict_lines
+
+    lines = ["## Summary", ""]
+    for setting, outcomes in verdicts.items():
+        lines += verdict_lines(outcomes, prefix=f"{setting}: ")
+    lines += convergence_lines(df)
+    if about:
+        lines.append(f"- **What scale `{scale}` can show**: {about}")
+    return lines + [""]
 
 
 def far_samples_section(df: pd.DataFrame, store, radius: float = 3.5) -> list[str]:
@@ -201,8 +216,12 @@ def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
 
 def _fmt(mean, low, high) -> str:
     if not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.4f}" + (f" [{low:.4f}, {high:.4f}]" if np.isfinite(low) else "")
+        return "not measured: no samples inside the grid (the sampler left the box) or no finished seed"
+    if not np.isfinite(low):
+        return f"{mean:.4f} (one seed: no interval)"
+    if low == high:
+        return f"{mean:.4f} (interval of zero width: the seeds agree exactly)"
+    return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
 
 def _versus(row) -> str:

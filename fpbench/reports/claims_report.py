@@ -74,29 +74,42 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
 def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: str, about: str | None) -> str:
     """The report's answer first: the verdicts and their reasons, whether the models converged, and
     what the scale can and cannot show (its ``about`` line in the suite file)."""
-    lines = ["## Summary", ""]
+    lines = ["## Summary", "", *verdict_lines(outcomes), *convergence_lines(df)]
+    if about:
+        lines.append(f"- **What scale `{scale}` can show**: {about}")
+    return "\n".join(lines + [""])
+
+
+def verdict_lines(outcomes: list[cl.ClaimOutcome], prefix: str = "") -> list[str]:
+    """One bullet per verdict: the claims that passed or failed; the others with their reasons."""
+    lines = []
     for verdict in (PASS, FAIL, INCONCLUSIVE, "SKIPPED"):
         chosen = [o for o in outcomes if o.verdict == verdict]
         if not chosen:
             continue
         if verdict in (PASS, FAIL):
-            lines.append(f"- **{verdict}**: " + ", ".join(f"{o.claim.key} ({o.claim.source})" for o in chosen) + ".")
+            lines.append(f"- {prefix}**{verdict}**: " + ", ".join(f"{o.claim.key} ({o.claim.source})" for o in chosen)
+                         + ".")
         else:
             reasons: dict[str, list[str]] = {}
             for o in chosen:
                 reason = o.skipped or (o.result.summary().split(";")[0] if o.result else "")
                 reasons.setdefault(reason.split(":")[0] if o.inconclusive else reason, []).append(o.claim.key)
-            lines += [f"- **{verdict}**: " + "; ".join(f"{', '.join(keys)}: {why}" for why, keys in reasons.items())
-                      + "."]
-    if "convergence.rel_error" in df:
-        checks = cl.convergence_checks(df)
-        failing = checks[checks["fails"].map(bool)]
-        cells = sorted({f"{r.target} w_R = {r.w_r:g}" for r in failing.itertuples()})
-        lines.append(f"- **Convergence**: {len(checks) - len(failing)} of {len(checks)} trained models pass the gate"
-                     + (f"; failing: {', '.join(cells)} (next sections)." if cells else "."))
-    if about:
-        lines.append(f"- **What scale `{scale}` can show**: {about}")
-    return "\n".join(lines + [""])
+            lines += [f"- {prefix}**{verdict}**: " + "; ".join(f"{', '.join(keys)}: {why}"
+                                                              for why, keys in reasons.items()) + "."]
+    return lines
+
+
+def convergence_lines(df: pd.DataFrame) -> list[str]:
+    """How many trained models pass the convergence gate, and which fail (none without evidence)."""
+    if "convergence.rel_error" not in df:
+        return []
+    checks = cl.convergence_checks(df)
+    failing = checks[checks["fails"].map(bool)]
+    cells = sorted({f"{r.target} w_R = {r.w_r:g}" if r.w_r == r.w_r and r.w_r is not None else f"{r.target}"
+                    for r in failing.itertuples()})
+    return [f"- **Convergence**: {len(checks) - len(failing)} of {len(checks)} trained models pass the gate"
+            + (f"; failing: {', '.join(cells)}." if cells else ".")]
 
 
 def convergence_section(df: pd.DataFrame) -> str:
