@@ -437,3 +437,48 @@ def test_a_damaged_noise_floor_is_set_aside_and_measured_again(tmp_path):
         assert main(["run", suite, "--scale", "smoke", "--seeds", "2", "--results", str(results), "--quiet"]) == 0
     assert {p: p.read_text() for p in original if p.exists()} == {p: t for p, t in original.items() if p.exists()}
     assert any(p.exists() for p in original)
+
+
+WARM = GOOD.replace('method = "fp"\nsweep = { w_r = [0.0, 1.0] }', "").replace(
+    '[model]', '''[[methods]]
+name = "fp"
+model = "potential"
+params = { w_r = 0.0 }
+
+[[methods]]
+name = "warm_fp"
+model = "potential"
+sweep = { w_r = [0.0, 1.0] }
+
+[model]''')
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-ensemble"], ["--executor", "process", "--workers", "2"]])
+def test_warm_start_trains_from_the_baselines_weights_on_every_path(tmp_path, extra):
+    """warm_fp starts from the trained w_R = 0 baseline of the same seed: its first loss is the trained
+    model's, not an untrained one's; in a process pool the task that needs the baseline waits for it."""
+    from fpbench.run.pipeline import _stored_weights, warm_start_case
+    from fpbench.run.suite import build
+    from fpbench.train.methods import FokkerPlanck, TrainContext
+
+    suite = _write_suite(tmp_path, WARM)
+    results = tmp_path / "results"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(results), "--quiet", *extra]) == 0
+    cases = expand(load_suite(suite), "smoke")
+    store = Store(results)
+    base = next(c for c in cases if c.config["method"]["name"] == "fp")
+    history = {c.config["method"]["name"] + str(c.config["method"]["params"]["w_r"]):
+               read_json(store.case_dir(c.key) / "train.json")["history"] for c in cases}
+    # its first loss is the trained baseline's loss on the first batch of the seed (recomputed here)
+    target, sde, model, _ = build(base)
+    model.load_state_dict(_stored_weights(store.case_dir(base.key)))
+    cfg = base.config["train"]
+    gen = torch.Generator().manual_seed(base.config["seed"])
+    x0 = target.sample(cfg["dsm_batch"], gen, dtype=torch.float32)
+    expected, _ = FokkerPlanck(w_r=0.0).loss(model, TrainContext(sde, target, x0, gen, cfg, 0, cfg["iterations"]))
+    assert history["warm_fp0.0"][0]["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert history["warm_fp0.0"][0]["loss"] != pytest.approx(history["fp0.0"][0]["loss"], rel=1e-3)
+    for case in cases:
+        if case.config["method"]["name"] == "warm_fp":
+            assert warm_start_case(case).key == base.key
+    assert _stored_weights(store.case_dir(base.key)) is not None

@@ -57,6 +57,9 @@ def settings_of(data: dict, df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, s
         fp = df[df["method"] == "fp"]
         if not fp.empty:
             out["log-FP R~, potential (the paper)"] = (fp, "param_w_r", "log_fp_residual")
+        warm = df[df["method"] == "warm_fp"]
+        if not warm.empty:
+            out["log-FP R~ from the trained baseline (warm start)"] = (warm, "param_w_r", "log_fp_residual")
         free = df[df["model"] == "score"].copy()
         if "param_w_s" in free:
             free["param_w_s"] = free["param_w_s"].fillna(0.0)  # DSM alone is w = 0 of the score-FP family

@@ -126,6 +126,7 @@ def claim_cases(task: Task, store) -> tuple[list, list, list[Outcome]]:
             continue
         mine.append(case)
         locks.append(lock)
+        store.held.add(case.key)
     return mine, locks, busy
 
 
@@ -144,6 +145,7 @@ def run_task(task: Task, log=print) -> list[Outcome]:
     finally:
         for lock in locks:
             lock.release()
+        store.held.clear()
 
 
 def _run_claimed(task: Task, log=print) -> list[Outcome]:

@@ -36,7 +36,7 @@ def run_case(case: Case, store: Store, device=None, progress: bool = False, log=
     store.clear_failure(key)  # a rerun retries a failed case
     write_json(out / "config.json", case.config)
     target, sde, model, method = build(case, device)
-    train_info = _trained(case, model, method, target, sde, out, device, progress, log, deadline)
+    train_info = _trained(case, model, method, target, sde, out, device, progress, log, deadline, store)
     model.eval()
     hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
     record = {"key": key, "config": case.config, "train": train_info, "sample_seconds": sample_seconds,
@@ -86,7 +86,7 @@ def _repair(case: Case, store: Store, device, log) -> None:
     log(f"repair {case.label} [{case.key}]: {'' if trained else 'weights and history'}"
         f"{'' if trained or sampled else ', '}{'' if sampled else 'histograms'} recomputed")
     target, sde, model, method = build(case, device)
-    _trained(case, model, method, target, sde, out, device, False, log)
+    _trained(case, model, method, target, sde, out, device, False, log, store=store)
     if not sampled:
         model.eval()
         _sampled(case, model, target, sde, out, device, False, log)
@@ -107,7 +107,8 @@ def ensemble_key(case: Case) -> str | None:
     if not can_ensemble(method, model):
         return None
     dim = cfg["target"].get("params", {}).get("dim")
-    return json.dumps([cfg["sde"], cfg["model"], cfg["train"], dim], sort_keys=True)
+    warm = getattr(method, "warm_start_from", None) is not None  # trained after their sources, as a group
+    return json.dumps([cfg["sde"], cfg["model"], cfg["train"], dim, warm], sort_keys=True)
 
 
 def train_groups(cases: list[Case], store: Store, device=None, log=print, compile: bool = False,
@@ -124,8 +125,11 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print, compil
         if key is not None:
             groups.setdefault(key, []).append(case)
     failed: dict[str, str] = {}
-    for members in groups.values():
+    # warm-started members need their sources' weights: the groups without them train first
+    for members in sorted(groups.values(), key=lambda m: warm_start_case(m[0]) is not None):
         built = [build(c, device) for c in members]
+        for case, (_, _, model, _) in zip(members, built):
+            _warm_start(case, model, store, device, log)
         log(f"train  {len(members)} case(s) as one ensemble")
         ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in members).encode()).hexdigest()[:16]
                                            + ".pt")
@@ -156,17 +160,63 @@ def _save_trained(model, info: dict, out) -> None:
     write_json(out / "train.json", info)
 
 
+def warm_start_case(case: Case) -> Case | None:
+    """The case whose trained weights start this one (a method with ``warm_start_from``, e.g. ``warm_fp``:
+    the same configuration with that method), or None."""
+    from ..train.methods import make_method
+
+    source = getattr(make_method(case.config["method"]["name"], **case.config["method"]["params"]),
+                     "warm_start_from", None)
+    if source is None:
+        return None
+    return Case({**case.config, "method": json.loads(json.dumps(source))})
+
+
+def _warm_start(case: Case, model, store: Store, device, log, poll: float = 2.0) -> None:
+    """Load the warm-start source's trained weights into ``model``. Where the store lacks them, this
+    process runs the source case first if it holds or gets its lock; if another process holds it, this
+    waits for its weights (a task writes its non-warm members' weights before it waits on anything, so
+    two tasks never wait on each other), and fails clearly if that run fails."""
+    from filelock import Timeout
+
+    source = warm_start_case(case)
+    if source is None:
+        return
+    while (weights := _stored_weights(store.case_dir(source.key))) is None:
+        if (failure := store.failure(source.key)) is not None and source.key not in store.held:
+            raise RuntimeError(f"warm start of {case.label}: its source {source.label} failed: {failure['message']}")
+        if source.key in store.held:
+            run_case(source, store, device, log=log)
+            continue
+        lock = store.case_lock(source.key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:  # another process is running the source: its weights come before its end
+            time.sleep(poll)
+            continue
+        try:
+            log(f"warm   {case.label}: first its source {source.label}")
+            store.held.add(source.key)
+            run_case(source, store, device, log=log)
+        finally:
+            store.held.discard(source.key)
+            lock.release()
+    model.load_state_dict(weights)
+
+
 def _stored_weights(out):
     """The case's trained weights, or None when absent or damaged (set aside: it trains again)."""
     return Store.cached(out / "model.pt", lambda p: torch.load(p, weights_only=True))
 
 
-def _trained(case, model, method, target, sde, out, device, progress, log, deadline=None) -> dict:
+def _trained(case, model, method, target, sde, out, device, progress, log, deadline=None, store=None) -> dict:
     weights, info = _stored_weights(out), Store.cached(out / "train.json")
     if weights is not None and info is not None:
         model.load_state_dict(weights)
         return info
     log(f"train  {case.label} [{case.key}]")
+    if store is not None:
+        _warm_start(case, model, store, device, log)
     ckpt = out / "checkpoint.pt"
     result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
                    checkpoint=ckpt, progress=progress, device=device, deadline=deadline)

@@ -71,6 +71,7 @@ class Store:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.held: set[str] = set()  # keys of the cases whose locks this process holds (``case_lock``)
 
     def check_writable(self) -> Store:
         """Create the root if needed and write (then remove) a probe file in it; a StoreError naming

@@ -1,7 +1,8 @@
 """Training methods: a method builds the loss from named terms with weights.
 
 Built in: ``dsm`` (the baseline, L_DSM alone), ``fp`` (the paper's family, eq. in section 4:
-L_DSM + w_R * R~(theta, phi_theta, 0)) and ``score_fp`` (L_DSM + w * R^s, eq. 32, for score models).
+L_DSM + w_R * R~(theta, phi_theta, 0)), ``score_fp`` (L_DSM + w * R^s, eq. 32, for score models) and
+``warm_fp`` (``fp`` started from the trained DSM baseline: a method, never the paper's protocol).
 A method of your own is one class, referenced from a suite file as ``"package.module:ClassName"``
 or registered by name in the ``fpbench.methods`` entry-point group:
 subclass ``Method`` and override ``loss_terms`` (or add terms to ``TERMS``); the runner, store and
@@ -116,7 +117,17 @@ class ScoreFokkerPlanck(Method):
         super().__init__(dsm=dsm, score_fp=w_s)
 
 
-METHODS = {"dsm": DSM, "fp": FokkerPlanck, "score_fp": ScoreFokkerPlanck}
+class WarmStartFP(FokkerPlanck):
+    """A warm start (fpbench's, not the paper's protocol): L_DSM + w_R R~ trained from the weights of the
+    DSM baseline of the same target, seed, model and schedule (``warm_start_from``: the paper's w_R = 0
+    case), for the case's own schedule. The baseline's steps are shared, not repeated; w_R = 0 is the
+    baseline trained on by DSM for as many steps, the fair reference for the others."""
+
+    name = "warm_fp"
+    warm_start_from = {"name": "fp", "params": {"w_r": 0.0}}
+
+
+METHODS = {"dsm": DSM, "fp": FokkerPlanck, "score_fp": ScoreFokkerPlanck, "warm_fp": WarmStartFP}
 
 
 ENTRY_POINT_GROUP = "fpbench.methods"
