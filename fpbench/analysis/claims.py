@@ -43,6 +43,7 @@ PAIRED_MIN_EFFECT = "paired min effect (mean log ratio)"
 CORRELATION_MIN_EFFECT = "correlation min effect (Spearman rho)"
 BOUND_MAX_SPREAD = "bound: max spread of C across targets"
 LAB_USABLE_FACTOR = "lab L1: a planted gap is fitted when W2^2 is at least (x the exact score's, same noise)"
+LAB_FIT_POINTS = "lab L1: points fitted per curve (its smallest resolved eps: the claim is about eps -> 0)"
 CLAIM_SETTINGS = {
     ALPHA: st.ALPHA,
     TREND_MIN_EFFECT: 0.5,
@@ -50,6 +51,7 @@ CLAIM_SETTINGS = {
     CORRELATION_MIN_EFFECT: 0.3,
     BOUND_MAX_SPREAD: 10.0,
     LAB_USABLE_FACTOR: 4.0,
+    LAB_FIT_POINTS: 3,
     "curl: min separation (decades)": 2.0,
     "curl: zero tolerance (x machine eps of the dtype)": 1e4,
     "oracle residual tolerance (float64, max |R~|)": 1e-8,

@@ -21,6 +21,7 @@ from .claims import (
     BOUND_MAX_SPREAD,
     CLAIM_SETTINGS,
     CORRELATION_MIN_EFFECT,
+    LAB_FIT_POINTS,
     LAB_USABLE_FACTOR,
     PAIRED_MIN_EFFECT,
     TREND_MIN_EFFECT,
@@ -74,14 +75,16 @@ def excess_z(df: pd.DataFrame, distance: str) -> np.ndarray:
 
 # --- L1: Theorem 1's scaling ----------------------------------------------------------------------
 
-def l1_points(df: pd.DataFrame) -> pd.DataFrame:
-    """The gradient family's models whose gap is at least ``LAB_USABLE_FACTOR`` x the exact score's, with
-    W2 excess = sqrt(W2^2 - exact W2^2) (the gap the planted error adds) and R~."""
+def l1_points(df: pd.DataFrame, fitted_only: bool = True) -> pd.DataFrame:
+    """The gradient family's models whose gap is at least ``LAB_USABLE_FACTOR`` x the exact score's (and,
+    with ``fitted_only``, of those the ``LAB_FIT_POINTS`` smallest eps of each curve), with W2 excess =
+    sqrt(W2^2 - exact W2^2) (the gap the planted error adds) and R~."""
     g = df[(df["family"] == "gradient") & (df["eps"] > 0)].copy()
     g = g[g["w2_ode_sde"] >= CLAIM_SETTINGS[LAB_USABLE_FACTOR] * g["exact_w2_ode_sde"]]
     g["w2_excess"] = np.sqrt(g["w2_ode_sde"] - g["exact_w2_ode_sde"])
     g["curve"] = g["target"] + "/" + g["shape"]
-    return g.sort_values(["curve", "eps"])
+    g = g.sort_values(["curve", "eps"])
+    return g.groupby("curve").head(CLAIM_SETTINGS[LAB_FIT_POINTS]) if fitted_only else g
 
 
 def _excess_draws(points: pd.DataFrame, exact: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
@@ -124,7 +127,7 @@ def claim_l1(df: pd.DataFrame, seed: int = 0) -> list[ClaimOutcome]:
 def local_slopes(df: pd.DataFrame) -> pd.DataFrame:
     """d log W2 / d log R~ between consecutive usable eps of each curve (the exponent as eps shrinks)."""
     rows = []
-    for curve, grp in l1_points(df).groupby("curve"):
+    for curve, grp in l1_points(df, fitted_only=False).groupby("curve"):
         grp = grp.sort_values("eps")
         for (_, a), (_, b) in zip(grp.iloc[:-1].iterrows(), grp.iloc[1:].iterrows()):
             slope = math.log(b.w2_excess / a.w2_excess) / math.log(b.log_fp_residual / a.log_fp_residual)
