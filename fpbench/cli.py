@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -248,7 +249,7 @@ def _cmd_lab(args) -> int:
 
     started = time.perf_counter()
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
-    frame = run_lab(args.scale, str(results_root(args.results)), log=log)
+    frame = run_lab(args.scale, str(results_root(args.results)), log=log, workers=args.workers)
     out = Path(args.out or ("reports/lab.md" if args.scale == "quick" else f"reports/lab-{args.scale}.md"))
     command = f"fpbench lab --scale {args.scale}" + (f" --out {args.out}" if args.out else "")
     print(f"wrote {write_report(frame, load_lab(args.scale), out, command, time.perf_counter() - started)}")
@@ -407,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--results", default=None)
     lab.add_argument("--out", default=None, help="report file (default reports/lab.md at quick, else "
                      "reports/lab-SCALE.md)")
+    lab.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+                     help="processes of one thread each (default: one per core)")
     lab.add_argument("--quiet", action="store_true")
     lab.set_defaults(func=_cmd_lab)
 

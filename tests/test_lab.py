@@ -80,6 +80,13 @@ def test_lab_measures_every_model_once_and_a_rerun_reads_them(tiny_run, tmp_path
     pd.testing.assert_frame_equal(first, again)
 
 
+def test_a_process_pool_measures_the_same_numbers(tiny_run, tmp_path):
+    path, _, serial = tiny_run
+    pooled = lab_mod.run_lab("tiny", str(tmp_path / "pool"), log=lambda m: None, path=path, workers=2)
+    columns = [c for c in serial.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(pooled[columns], serial[columns])
+
+
 def test_solenoidal_error_and_its_twin_have_the_same_size(tiny_run):
     df = tiny_run[2]
     sol, twin = (df[df["family"] == f].iloc[0] for f in ("solenoidal", "twin"))

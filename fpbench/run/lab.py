@@ -206,31 +206,49 @@ def measure(spec: dict, lab: dict, target, sde, floor: mx.NoiseFloor) -> dict:
     return out
 
 
-def run_lab(scale: str, root: str | None = None, log=print, path: Path | None = None) -> pd.DataFrame:
-    """Measure every planted model of the scale not yet in the store; return all records as a frame."""
+def _measure_and_store(spec: dict, lab: dict, floor: dict, record_path: Path, threads: int | None) -> dict:
+    """One planted model measured and written (atomically); run in a worker process or here."""
+    if threads:
+        torch.set_num_threads(threads)
+    record = measure(spec, lab, make_lab_target(lab, spec["target"]), make_sde(lab["sde"]), mx.NoiseFloor(**floor))
+    write_json(record_path, record)
+    return record
+
+
+def run_lab(scale: str, root: str | None = None, log=print, path: Path | None = None, workers: int = 1) -> pd.DataFrame:
+    """Measure every planted model of the scale not yet in the store (``workers`` processes of one
+    thread each, or here); return all records as a frame. Every model's numbers are the same either way."""
     lab = load_lab(scale, path)
     store = Store(Path(root) if root else Path("results")).check_writable()
     folder = store.root / "lab" / scale
-    sde = make_sde(lab["sde"])
     specs = lab_specs(lab)
-    records, targets = [], {}
-    for i, spec in enumerate(specs, 1):
-        record_path = folder / f"{spec_key(spec, lab)}.json"
-        if (record := store.cached(record_path)) is not None:
-            records.append(record)
-            continue
-        label = spec["target"]
-        if label not in targets:
-            targets[label] = make_lab_target(lab, label)
-        target = targets[label]
-        record = measure(spec, lab, target, sde, target_floor(lab, label, target, store))
-        write_json(record_path, record)
-        records.append(record)
-        log(f"[lab {i}/{len(specs)}] {record_path.stem[:-13]}: W2^2 ODE-SDE {record['w2_ode_sde']:.4g}, "
+    stored = {i: store.cached(folder / f"{spec_key(spec, lab)}.json") for i, spec in enumerate(specs)}
+    pending = [i for i, record in stored.items() if record is None]
+    floors = {label: target_floor(lab, label, make_lab_target(lab, label), store).to_dict()
+              for label in dict.fromkeys(specs[i]["target"] for i in pending)}
+    jobs = [(specs[i], lab, floors[specs[i]["target"]], folder / f"{spec_key(specs[i], lab)}.json") for i in pending]
+    for n, (i, record) in enumerate(zip(pending, _measure_all(jobs, workers)), 1):
+        stored[i] = record
+        log(f"[lab {n}/{len(pending)}] {jobs[n - 1][3].stem[:-13]}: W2^2 ODE-SDE {record['w2_ode_sde']:.4g}, "
             f"ODE-p0 {record['w2_ode_p0']:.4g}, SDE-p0 {record['w2_sde_p0']:.4g} ({record['seconds']:.0f} s)")
-    frame = pd.DataFrame(records)
+    frame = pd.DataFrame([stored[i] for i in range(len(specs))])
     lead = [c for c in ("target", "family", "shape", "eps", "position") if c in frame]
     return with_exact_columns(frame[lead + sorted(set(frame.columns) - set(lead))])
+
+
+def _measure_all(jobs: list, workers: int):
+    """The records of ``jobs``, in order, as they finish in order."""
+    if workers <= 1:
+        for job in jobs:
+            yield _measure_and_store(*job, threads=None)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_measure_and_store, *job, 1) for job in jobs]
+        for future in futures:
+            yield future.result()
 
 
 def with_exact_columns(df: pd.DataFrame) -> pd.DataFrame:
