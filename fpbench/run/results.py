@@ -1,5 +1,6 @@
 """The results of a suite as a table: one row per finished case, its labels, method parameters and
-scalar metrics (``store.flatten_metrics``: nested metrics as ``name.field``, e.g. ``w2_ode_sde.value``).
+scalar metrics (``store.flatten_metrics``: nested metrics as ``name.field``, e.g. ``w2_ode_sde.value``),
+typed by the results schema (``fpbench.run.schema``: every column's dtype and meaning).
 
     import fpbench
     df = fpbench.load_results("paper", "quick")          # pandas.DataFrame
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .schema import typed
 from .store import Store, flatten_metrics, results_root
 from .suite import Case, expand, load_suite
 
@@ -25,7 +27,7 @@ def collect(store: Store, cases: list[Case]) -> tuple[pd.DataFrame, list[dict], 
         else:
             failure = store.failure(case.key)
             missing.append(case.label + (f" (failed: {failure['message']})" if failure else ""))
-    return pd.DataFrame(rows), records, missing
+    return typed(pd.DataFrame(rows)), records, missing
 
 
 def load_results(suite: str, scale: str, results: str | None = None, seeds: int | None = None) -> pd.DataFrame:

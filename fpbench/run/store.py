@@ -153,10 +153,12 @@ class Store:
     def table(self) -> pd.DataFrame:
         """One row per finished case: its labels, method parameters and scalar metrics."""
         rows = []
+        from .schema import typed
+
         for path in sorted(self.root.glob("*/metrics.json")):
             m = read_json(path)
             rows.append(flatten_metrics(m))
-        return pd.DataFrame(rows)
+        return typed(pd.DataFrame(rows))
 
 
 def flatten_metrics(m: dict) -> dict:

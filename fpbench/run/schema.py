@@ -1,0 +1,95 @@
+"""The results schema: one definition of every column of a results frame (``load_results``,
+``Store.table``), with its type and meaning. ``store.flatten_metrics`` turns a case's stored record into
+one row of these columns (nested metrics as ``name.field``); ``typed`` gives a frame the declared dtypes
+and refuses a column the schema does not declare (tests run the pipeline and check every column it
+stores is here), so a new metric is declared once, here, before anything reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Field:
+    dtype: str  # a pandas dtype (Int64: integers that may be missing in a frame of mixed cases)
+    meaning: str
+
+
+def _w2(name: str, what: str) -> dict[str, Field]:
+    return {f"{name}.value": Field("float64", f"{what}: W2² estimate (grid, exact or sliced: the case's distance)"),
+            f"{name}.ci_low": Field("float64", f"{what}: 95% bootstrap interval, low"),
+            f"{name}.ci_high": Field("float64", f"{what}: 95% bootstrap interval, high"),
+            f"{name}.boot_sd": Field("float64", f"{what}: bootstrap sd"),
+            f"{name}.floor": Field("float64", f"{what}: the noise floor's mean at this n"),
+            f"{name}.n": Field("Int64", f"{what}: samples per set")}
+
+
+def _floor(name: str, what: str) -> dict[str, Field]:
+    return {f"{name}.{k}": Field("Int64" if k in ("n", "reps") else "float64", f"{what}: {meaning}")
+            for k, meaning in (("mean", "mean over replicates"), ("sd", "sd over replicates"),
+                               ("q95", "95th percentile"), ("n", "samples per draw"), ("reps", "replicates"))}
+
+
+FIELDS: dict[str, Field] = {
+    "key": Field("string", "the case's key: hash of its resolved configuration (its results directory)"),
+    "suite": Field("string", "suite name"),
+    "scale": Field("string", "scale name"),
+    "target": Field("string", "target name (fpbench.core.targets)"),
+    "sde": Field("string", "forward SDE (fpbench.core.sde)"),
+    "model": Field("string", "model kind: potential, score, or external (fpbench evaluate)"),
+    "method": Field("string", "training method name"),
+    "seed": Field("Int64", "the case's seed"),
+    **_w2("w2_ode_sde", "Table 1, W2²(p_ODE, p_SDE)"),
+    **_w2("w2_ode_p0", "Table 2, W2²(p_ODE, p0)"),
+    **_w2("w2_sde_p0", "Table 3, W2²(p_SDE, p0)"),
+    **_floor("floor", "noise floor of the case's distance"),
+    **_floor("floor_sliced", "noise floor of the sliced W2² (point distances)"),
+    "inside_grid_ode": Field("float64", "share of ODE samples inside the grid"),
+    "inside_grid_sde": Field("float64", "share of SDE samples inside the grid"),
+    "inside_grid_p0": Field("float64", "share of p0 samples inside the grid"),
+    "log_fp_residual": Field("float64", "R~ (eq. 20) on fresh points of the training domain; potential models"),
+    "score_fp_residual": Field("float64", "R^s (eq. 32) on fresh points of the training domain"),
+    "dsm_loss": Field("float64", "L_DSM (eq. 5) of the model on one fresh batch"),
+    "dsm_loss_exact": Field("float64", "L_DSM of the exact score on the same batch"),
+    "dsm_excess": Field("float64", "L_DSM(model) - L_DSM(exact): an estimate of L_SM (eq. 4)"),
+    "dsm_excess_se": Field("float64", "its standard error"),
+    "prior_score_ratio": Field("float64", "E[s(x, T) . s_pi(x)] / E|s_pi|^2, x ~ pi: 1 matches the prior"),
+    "curl_mean_t0": Field("float64", "mean |curl s| over the box at t = 0.01 (Fig. 1)"),
+    "curl_max_t0": Field("float64", "max |curl s| over the box at t = 0.01"),
+    "curl_mean_all_t": Field("float64", "mean |curl s| over the box x U(0, T)"),
+    "curl_max_all_t": Field("float64", "max |curl s| over the box x U(0, T)"),
+    "convergence.ratio_min_late": Field("float64", "smallest score ratio E[s.s*]/E|s*|^2 at t >= 0.05 T"),
+    "convergence.ratio_max_late": Field("float64", "largest score ratio at t >= 0.05 T"),
+    "convergence.rel_error": Field("float64", "relative score error E|s - s*|^2 / E|s*|^2, mean over gate times"),
+    "convergence.loss_plateau": Field("float64", "relative change of the mean loss over the last 20% of training"),
+    "disc_ode": Field("float64", "coupling bound on the ODE sampler's discretisation part of W2²"),
+    "disc_sde": Field("float64", "coupling bound on the SDE sampler's discretisation part of W2²"),
+    "oracle.w2_ode_sde": Field("float64", "the exact score through the same samplers: W2²(p_ODE, p_SDE)"),
+    "oracle.w2_ode_p0": Field("float64", "the exact score: W2²(p_ODE, p0)"),
+    "oracle.w2_sde_p0": Field("float64", "the exact score: W2²(p_SDE, p0)"),
+    "oracle.n": Field("Int64", "the exact score: samples per sampler"),
+    "oracle.floor_mean": Field("float64", "the exact score: noise floor's mean at its n"),
+    "oracle.floor_q95": Field("float64", "the exact score: noise floor's 95th percentile"),
+    "oracle.disc_ode": Field("float64", "the exact score: ODE discretisation bound"),
+    "oracle.disc_sde": Field("float64", "the exact score: SDE discretisation bound"),
+}
+PARAM_PREFIX = "param_"  # param_<name>: the method's parameters (e.g. param_w_r), one column each
+
+
+class SchemaError(ValueError):
+    """A results column that the schema does not declare."""
+
+
+def undeclared(columns) -> list[str]:
+    return [c for c in columns if c not in FIELDS and not str(c).startswith(PARAM_PREFIX)]
+
+
+def typed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the declared dtypes; a SchemaError naming any undeclared column."""
+    unknown = undeclared(df.columns)
+    if unknown:
+        raise SchemaError(f"results column(s) {unknown} are not declared in fpbench/run/schema.py (FIELDS)")
+    return df.astype({c: FIELDS[c].dtype for c in df.columns if c in FIELDS})
