@@ -405,15 +405,22 @@ def test_two_runs_on_one_store_never_run_a_case_twice(tmp_path):
     assert len(_metrics_by_key(root)) == 3
 
 
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    """(suite file, results root) of one run of the GOOD suite at smoke, shared by tests that copy it."""
+    folder = tmp_path_factory.mktemp("good")
+    suite = _write_suite(folder, GOOD)
+    assert main(["run", suite, "--scale", "smoke", "--results", str(folder / "results"), "--quiet"]) == 0
+    return suite, folder / "results"
+
+
 @pytest.mark.parametrize("damaged", ["metrics.json", "model.pt", "train.json", "histograms.npz"])
-def test_a_damaged_stored_file_is_set_aside_and_recomputed_to_the_same_numbers(tmp_path, damaged):
+def test_a_damaged_stored_file_is_set_aside_and_recomputed_to_the_same_numbers(tmp_path, damaged, good_run):
     """Each kind of stored file, truncated: the rerun moves it to <name>.corrupt with a warning naming it,
     recomputes what it held, and ends with the numbers of an undamaged run. (Checkpoints: test_time_budget.)"""
     import shutil
 
-    suite = _write_suite(tmp_path, GOOD)
-    reference = tmp_path / "reference"
-    assert main(["run", suite, "--scale", "smoke", "--results", str(reference), "--quiet"]) == 0
+    suite, reference = good_run
     damaged_store = Path(shutil.copytree(reference, tmp_path / "damaged"))
     files = sorted(damaged_store.glob(f"*/{damaged}"))
     assert files
@@ -425,11 +432,12 @@ def test_a_damaged_stored_file_is_set_aside_and_recomputed_to_the_same_numbers(t
     assert _metrics_by_key(damaged_store) == _metrics_by_key(reference)
 
 
-def test_a_damaged_noise_floor_is_set_aside_and_measured_again(tmp_path):
+def test_a_damaged_noise_floor_is_set_aside_and_measured_again(tmp_path, good_run):
     """Floors are shared by cases: the next case that needs a damaged one measures it again (same seeds)."""
-    suite = _write_suite(tmp_path, GOOD)
-    results = tmp_path / "results"
-    assert main(["run", suite, "--scale", "smoke", "--results", str(results), "--quiet"]) == 0
+    import shutil
+
+    suite = good_run[0]
+    results = Path(shutil.copytree(good_run[1], tmp_path / "results"))
     original = {p: p.read_text() for p in results.glob("floors/*.json")}
     for path, text in original.items():
         path.write_text(text[:20])
