@@ -242,3 +242,28 @@ def test_a_bug_inside_a_claim_surfaces_instead_of_reading_as_a_skip(monkeypatch)
 def test_data_that_cannot_decide_a_claim_skip_it_with_the_reason():
     outcome = claims.claim_c1(fabricate(seeds=1)[lambda d: d["target"] == "blob"])
     assert outcome.verdict != PASS and "needs >= 2 complete blocks" in outcome.skipped
+
+
+def test_ratio_of_means_standard_error_matches_a_bootstrap():
+    """The delta-method standard error of mean(a) / mean(b) (the score ratio and error of the convergence
+    evidence) against the sd of 2,000 bootstrap replicates on correlated data."""
+    from fpbench.core.convergence import ratio_of_means
+
+    rng = np.random.default_rng(0)
+    b = rng.gamma(2.0, 1.0, 4000)
+    a = 0.8 * b + rng.normal(0, 0.5, 4000)
+    value, se = ratio_of_means(a, b)
+    idx = rng.integers(0, 4000, (2000, 4000))
+    boot = a[idx].mean(1) / b[idx].mean(1)
+    assert value == pytest.approx(a.mean() / b.mean())
+    assert se == pytest.approx(boot.std(ddof=1), rel=0.1)
+    assert ratio_of_means(0.5 * b, b)[1] < 1e-12  # a model that is exactly a scaled exact score: no noise
+
+
+def test_loss_plateau_is_not_moved_by_one_spike():
+    from fpbench.core.convergence import loss_plateau
+
+    history = [{"iteration": i, "loss": 1.0} for i in range(100)]
+    assert loss_plateau(history) == 0.0
+    history[95]["loss"] = 1e3  # one minibatch spike in the last tenth
+    assert loss_plateau(history) == 0.0

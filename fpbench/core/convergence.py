@@ -12,8 +12,10 @@ learned its target is measured, not assumed. At the times ``GATE_FRACTIONS`` x T
 Their summary: the smallest and largest r(t) over the late times (t >= ``LATE_FRACTION`` T, where
 the regulariser does not shrink a converged score: the authors' 12 models all have r within 4% of 1
 there, while at t = 0.001 T their w_R = 10 models have r = 0.3-0.8), and the mean of e(t) over all
-gate times. The *loss plateau* is the relative change of the mean logged loss between the two halves
-of the last ``PLATEAU_TAIL`` of training (small when training has stopped improving).
+gate times, each with a delta-method standard error over the sampled points (``ratio_of_means``). The
+*loss plateau* is the relative change of the median logged loss between the two halves of the last
+``PLATEAU_TAIL`` of training (small when training has stopped improving; the median is not moved by
+the occasional spike of a minibatch loss).
 
 The gate that reads this evidence, and its thresholds, are in ``fpbench.analysis.claims``.
 """
@@ -36,7 +38,7 @@ def score_profile(score, target, sde, n: int = GATE_POINTS, generator: torch.Gen
     """r(t) and e(t) of ``score(x, t)`` at ``GATE_FRACTIONS`` x T (module docstring), with their
     summaries. The exact score is computed in float64; the model in ``dtype`` on ``device``."""
     gen = generator or torch.Generator().manual_seed(0)
-    times, ratio, error = [], [], []
+    times, ratio, error, ratio_se, error_se = [], [], [], [], []
     for fraction in GATE_FRACTIONS:
         t_value = fraction * sde.T
         x0 = target.sample(n, gen, dtype=torch.float64)
@@ -44,17 +46,32 @@ def score_profile(score, target, sde, n: int = GATE_POINTS, generator: torch.Gen
         xt, _ = sde.kernel_sample(x0, t, gen)
         exact = target.score(xt, t, sde).detach()
         model = score(xt.to(device, dtype), t.to(device, dtype)).detach().double().cpu()
-        norm = (exact**2).sum(-1).mean()
+        norm = (exact**2).sum(-1)
         times.append(t_value)
-        ratio.append(float((model * exact).sum(-1).mean() / norm))
-        error.append(float(((model - exact) ** 2).sum(-1).mean() / norm))
-    late = [r for f, r in zip(GATE_FRACTIONS, ratio) if f >= LATE_FRACTION]
-    return {"times": times, "ratio": ratio, "rel_error_t": error, "ratio_min_late": min(late),
-            "ratio_max_late": max(late), "rel_error": float(np.mean(error))}
+        for values, out, se in (((model * exact).sum(-1), ratio, ratio_se),
+                                (((model - exact) ** 2).sum(-1), error, error_se)):
+            value, sd = ratio_of_means(values.numpy(), norm.numpy())
+            out.append(value)
+            se.append(sd)
+    late = [i for i, f in enumerate(GATE_FRACTIONS) if f >= LATE_FRACTION]
+    low, high = min(late, key=lambda i: ratio[i]), max(late, key=lambda i: ratio[i])
+    return {"times": times, "ratio": ratio, "rel_error_t": error, "ratio_min_late": ratio[low],
+            "ratio_max_late": ratio[high], "rel_error": float(np.mean(error)),
+            "ratio_min_late_se": ratio_se[low], "ratio_max_late_se": ratio_se[high],
+            "rel_error_se": float(np.sqrt(np.sum(np.square(error_se)))) / len(error_se)}
+
+
+def ratio_of_means(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """mean(a) / mean(b) over the same points, with its delta-method standard error:
+    var(r) ~ (var(a) - 2 r cov(a, b) + r^2 var(b)) / (n mean(b)^2)."""
+    r = float(a.mean() / b.mean())
+    cov = np.cov(a, b)
+    var = (cov[0, 0] - 2 * r * cov[0, 1] + r**2 * cov[1, 1]) / (len(a) * b.mean() ** 2)
+    return r, float(np.sqrt(max(var, 0.0)))
 
 
 def loss_plateau(history: list[dict], tail: float = PLATEAU_TAIL) -> float:
-    """|mean loss over the last half of the tail - mean over its first half| / |the first|, from the
+    """|median loss over the last half of the tail - median over its first half| / |the first|, from the
     logged history (NaN with fewer than 4 logged points in the tail)."""
     if not history:
         return math.nan
@@ -63,7 +80,7 @@ def loss_plateau(history: list[dict], tail: float = PLATEAU_TAIL) -> float:
     losses = np.array([h["loss"] for h in history if h["iteration"] >= start])
     if len(losses) < 4:
         return math.nan
-    first, second = losses[: len(losses) // 2].mean(), losses[len(losses) // 2:].mean()
+    first, second = np.median(losses[: len(losses) // 2]), np.median(losses[len(losses) // 2:])
     return float(abs(second - first) / max(abs(first), np.finfo(float).tiny))
 
 

@@ -58,17 +58,26 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per model (rows of a results frame with its ``convergence.*`` columns): the evidence beside the
     authors' level, and the gate's verdict; sorted by target, w_R and seed."""
     checks = cl.convergence_checks(df)
+    se = {k: df.get(f"convergence.{k}_se", pd.Series(np.nan, index=df.index)).to_numpy()
+          for k in ("ratio_min_late", "ratio_max_late", "rel_error")}
     return pd.DataFrame({
         "target": checks["target"], "w_R": checks["w_r"], "seed": checks["seed"],
-        "score ratio, t ≥ 0.05 T (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(
-            df["convergence.ratio_min_late"], df["convergence.ratio_max_late"])],
-        "rel. score error": checks["rel_error"].to_numpy(), "authors' model": checks["authors_rel_error"].to_numpy(),
+        "score ratio, t ≥ 0.05 T (min-max, ± 95%)": [f"{_pm(a, sa, 3)} to {_pm(b, sb, 3)}" for a, b, sa, sb in zip(
+            df["convergence.ratio_min_late"], df["convergence.ratio_max_late"], se["ratio_min_late"],
+            se["ratio_max_late"])],
+        "rel. score error (± 95%)": [_pm(v, e, 4) for v, e in zip(checks["rel_error"], se["rel_error"])],
+        "authors' model": checks["authors_rel_error"].to_numpy(),
         "ratio to authors'": (checks["rel_error"] / checks["authors_rel_error"]).to_numpy(),
         "ODE / SDE in grid": [f"{a:.3f} / {b:.3f}" for a, b in zip(df.get("inside_grid_ode", np.nan),
                                                                     df.get("inside_grid_sde", np.nan))],
         "loss plateau": df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy(),
         "gate": ["pass" if not f else "FAIL: " + "; ".join(f) for f in checks["fails"]]}
     ).sort_values(["target", "w_R", "seed"])
+
+
+def _pm(value: float, se: float, digits: int) -> str:
+    """value ± 1.96 se (no interval where the record predates the standard errors)."""
+    return f"{value:.{digits}f}" + (f" ± {1.96 * se:.{digits}f}" if np.isfinite(se) else "")
 
 
 def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: str, about: str | None) -> str:
@@ -125,7 +134,7 @@ def convergence_section(df: pd.DataFrame) -> str:
         "E[s_θ·s*]/E|s*|² (0 for the trivial log-FP solution u = 2t + c) at t ≥ 0.05 T, the relative score error "
         "E|s_θ − s*|²/E|s*|² averaged over t = (0.001 ... 1) T, beside the same numbers for the authors' published "
         "model of the same target and w_R (fpbench/analysis/authors_levels.py, `fpbench reference levels`); the "
-        "shares of samples inside the grid; the relative change of the mean loss over the last 20% of training "
+        "shares of samples inside the grid; the relative change of the median loss over the last 20% of training "
         f"(reported, not gated). The gate: ratio within [{low:g}, {high:g}], error at most "
         f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors', ODE and SDE shares inside the grid at least "
         f"p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.", "",
