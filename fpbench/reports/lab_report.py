@@ -42,6 +42,7 @@ def l1_table(df: pd.DataFrame) -> pd.DataFrame:
         "exact score's W2²(ODE, SDE)": g["exact_w2_ode_sde"].map("{:.3g}".format),
         "floor": g["floor_mean"].map("{:.3g}".format),
         "disc ODE / SDE (model)": [f"{a:.2g} / {b:.2g}" for a, b in zip(g["disc_ode"], g["disc_sde"])],
+        "disc ODE / SDE (exact score)": _exact_disc(g),
         "in the fit": ["yes" if i in usable else "resolved" if i in resolved else "no (below the resolution)"
                        for i in g.index]})
 
@@ -55,7 +56,13 @@ def l2_table(df: pd.DataFrame) -> pd.DataFrame:
     for d in lc.DISTANCES:
         allow = lc.allowance(s, d)
         out[f"{d} (allowance)"] = [f"{_pm(v, sd)} ({a:.3g})" for v, sd, a in zip(s[d], s[f"{d}_sd"], allow)]
+    out["floor"] = s["floor_mean"].map("{:.3g}".format)
+    out["disc ODE / SDE (exact score)"] = _exact_disc(s)
     return pd.DataFrame(out)
+
+
+def _exact_disc(rows: pd.DataFrame) -> list[str]:
+    return [f"{a:.2g} / {b:.2g}" for a, b in zip(rows["exact_disc_ode"], rows["exact_disc_sde"])]
 
 
 def l3_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +74,8 @@ def l3_table(df: pd.DataFrame) -> pd.DataFrame:
                          "SDE excess": p["sde_excess"].map("{:.3g}".format),
                          "floor": p["floor_mean"].map("{:.3g}".format),
                          "disc ODE / SDE (model)": [f"{a:.2g} / {b:.2g}"
-                                                    for a, b in zip(p["disc_ode"], p["disc_sde"])]})
+                                                    for a, b in zip(p["disc_ode"], p["disc_sde"])],
+                         "disc ODE / SDE (exact score)": _exact_disc(p)})
 
 
 def figure_l1(df: pd.DataFrame, path: Path) -> Path | None:
