@@ -490,3 +490,23 @@ def test_warm_start_trains_from_the_baselines_weights_on_every_path(tmp_path, ex
         if case.config["method"]["name"] == "warm_fp":
             assert warm_start_case(case).key == base.key
     assert _stored_weights(store.case_dir(base.key)) is not None
+
+
+def test_a_samples_only_target_runs_end_to_end_and_says_what_is_not_available(tmp_path):
+    """moons has samples only: DSM, R~, both samplers and every W2^2 run; the oracle, the convergence
+    evidence and the exact score's L_DSM are reported as not available, never as numbers."""
+    suite = _write_suite(tmp_path, GOOD.replace('targets = ["blob"]', 'targets = ["moons", "8gaussians"]'))
+    results, report = tmp_path / "results", tmp_path / "toys.md"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(results), "--quiet"]) == 0
+    df = Store(results).table()
+    moons = df[df["target"] == "moons"]
+    # (20 steps of a width-8 model send most samples out of the grid; that the metrics ran is what counts)
+    assert len(moons) == 2 and moons["floor.mean"].gt(0).all() and moons["inside_grid_p0"].gt(0.99).all()
+    assert {"w2_ode_sde.value", "w2_sde_p0.value"} <= set(moons) and moons["log_fp_residual"].notna().all()
+    assert (moons["exact_density"] == False).all() and moons["dsm_excess"].isna().all()  # noqa: E712
+    assert df.loc[df["target"] == "8gaussians", "oracle.w2_ode_sde"].notna().all()
+    assert main(["report", suite, "--scale", "smoke", "--results", str(results), "--out", str(report)]) == 0
+    assert "Not available for moons: samples only, no exact density" in report.read_text()
+    from fpbench.analysis.claims import convergence_gate
+
+    assert "not available for moons (samples only: no exact density" in convergence_gate(df)

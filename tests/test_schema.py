@@ -25,4 +25,4 @@ def test_an_undeclared_column_is_refused_by_name():
 
 
 def test_every_field_says_what_it_is():
-    assert all(field.meaning and field.dtype in ("float64", "Int64", "string") for field in FIELDS.values())
+    assert all(field.meaning and field.dtype in ("float64", "Int64", "string", "boolean") for field in FIELDS.values())

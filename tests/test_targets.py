@@ -190,3 +190,35 @@ def test_float32_log_prob_agrees_with_float64():
         lp32 = target.log_prob(x.float(), t.float(), sde)
         assert lp32.dtype == torch.float32
         torch.testing.assert_close(lp32.double(), lp64, rtol=1e-4, atol=1e-4)
+
+
+def test_the_toys_sample_inside_the_box_and_the_samples_only_ones_refuse_a_density(tmp_path):
+    import numpy as np
+
+    from fpbench.core.sde import OU
+    from fpbench.core.targets import NoDensityError, has_density, make_target
+
+    for name in ("8gaussians", "moons", "swissroll", "pinwheel"):
+        x = make_target(name).sample(20_000, torch.Generator().manual_seed(0), dtype=torch.float64)
+        assert x.shape == (20_000, 2) and ((x.abs() <= 3.5).all(1).double().mean() > 0.99), name
+    assert has_density(make_target("8gaussians")) and not has_density(make_target("moons"))
+    with pytest.raises(NoDensityError, match="'moons' has samples only: no exact density"):
+        make_target("moons").log_prob(torch.zeros(2, 2), 0.5, OU())
+    data = np.random.default_rng(0).normal(size=(500, 3))
+    np.save(tmp_path / "mine.npy", data)
+    mine = make_target("samples", path=str(tmp_path / "mine.npy"))
+    drawn = mine.sample(1000, torch.Generator().manual_seed(1), dtype=torch.float64).numpy()
+    assert mine.dim == 3 and set(map(tuple, drawn)) <= set(map(tuple, data))  # drawn from the user's rows
+    with pytest.raises(ValueError, match="target 'samples': no file 'absent.npy'"):
+        make_target("samples", path="absent.npy")
+
+
+def test_eight_gaussians_has_the_mixture_density_in_closed_form():
+    from fpbench.core.sde import OU
+    from fpbench.core.targets import make_target
+
+    target, x = make_target("8gaussians"), torch.tensor([[2.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    angles = torch.arange(8, dtype=torch.float64) * math.pi / 4
+    means = 2.0 * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    dens = torch.exp(-((x[:, None] - means) ** 2).sum(-1) / (2 * 0.25**2)).mean(1) / (2 * math.pi * 0.25**2)
+    torch.testing.assert_close(target.log_prob(x, torch.zeros(2, dtype=torch.float64), OU()), dens.log())

@@ -197,6 +197,10 @@ def convergence_checks(df: pd.DataFrame) -> pd.DataFrame:
 
 def convergence_gate(df: pd.DataFrame) -> str | None:
     """None when every model passes the convergence gate (module docstring), else the evidence."""
+    if "exact_density" in df and (df["exact_density"] == False).any():  # noqa: E712 - a nullable column
+        targets = sorted(set(df.loc[df["exact_density"] == False, "target"]))  # noqa: E712
+        return (f"models not converged: not available for {', '.join(targets)} (samples only: no exact density, so "
+                "no oracle to measure convergence against)")
     if "convergence.rel_error" not in df or df["convergence.rel_error"].isna().any():
         return ("models not converged: no convergence evidence stored with these results (results from an older "
                 "fpbench: rerun `fpbench run` to add it)")

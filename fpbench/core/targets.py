@@ -41,6 +41,13 @@ TARGET_DEFAULTS: dict[str, dict] = {
         "spread": 2.5,
         "std": 0.5,
     },
+    # The 2D toys of the generative-modelling literature (the FFJORD / score-SDE benchmarks), scaled into
+    # the paper's box. 8gaussians has an exact density; the others are samples-only.
+    "8gaussians": {"radius": 2.0, "std": 0.25},
+    "moons": {"noise": 0.1, "scale": 1.2},
+    "swissroll": {"noise": 0.3, "scale": 0.22},
+    "pinwheel": {"radial_std": 0.3, "tangential_std": 0.1, "arms": 5, "rate": 0.25, "scale": 1.0},
+    "samples": {"path": ""},  # a user's .npy / .npz (array "x" or the first) of samples, one row each
 }
 
 
@@ -274,6 +281,97 @@ class Rings(Target):
         return torch.logsumexp(log_q + self.log_weights.to(x), -1) - torch.log(2 * math.pi * rho[:, 0])
 
 
+class SampleTarget(Target):
+    """A samples-only target: ``draw(n, generator) -> (n, d)`` float64 samples, and no density. DSM
+    training, both samplers and every W2^2 need only samples; the metrics that need the exact density
+    (the oracle, the convergence evidence, the exact score's L_DSM) are reported as not available."""
+
+    has_density = False
+
+    def __init__(self, name: str, dim: int, draw, **params):
+        super().__init__(**params)
+        self.name, self.dim, self._draw = name, dim, draw
+
+    def sample(self, n, generator=None, dtype=None, device=None):
+        return self._draw(n, generator).to(dtype=dtype or torch.get_default_dtype(), device=device)
+
+    def log_prob(self, x, t, sde):
+        raise NoDensityError(f"target {self.name!r} has samples only: no exact density")
+
+    def score(self, x, t, sde, create_graph: bool = False):
+        raise NoDensityError(f"target {self.name!r} has samples only: no exact score")
+
+
+class NoDensityError(ValueError):
+    """A quantity that needs the exact density, asked of a samples-only target."""
+
+
+def has_density(target) -> bool:
+    return getattr(target, "has_density", True)
+
+
+def _uniform(n, generator):
+    return torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def _normal(n, generator, d=None):
+    return torch.randn(n, *([d] if d else []), generator=generator, dtype=torch.float64)
+
+
+def _moons(noise, scale, **params):
+    """Two interleaving half circles (scikit-learn's make_moons), centred, times ``scale``."""
+    def draw(n, gen):
+        upper = torch.rand(n, generator=gen, dtype=torch.float64) < 0.5
+        angle = math.pi * _uniform(n, gen)
+        x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle)) - 0.5
+        y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle)) - 0.25
+        return scale * (torch.stack([x, y], 1) + noise * _normal(n, gen, 2))
+    return SampleTarget("moons", 2, draw, noise=noise, scale=scale, **params)
+
+
+def _swissroll(noise, scale, **params):
+    """scikit-learn's 2D Swiss roll (t cos t, t sin t), t ~ U(1.5 pi, 4.5 pi), times ``scale``."""
+    def draw(n, gen):
+        t = 1.5 * math.pi * (1 + 2 * _uniform(n, gen))
+        return scale * (torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) + noise * _normal(n, gen, 2))
+    return SampleTarget("swissroll", 2, draw, noise=noise, scale=scale, **params)
+
+
+def _pinwheel(radial_std, tangential_std, arms, rate, scale, **params):
+    """The pinwheel of Johnson et al. (2016): ``arms`` Gaussian arms bent by an angle growing with radius."""
+    def draw(n, gen):
+        arm = torch.randint(arms, (n,), generator=gen)
+        r = 1.0 + radial_std * _normal(n, gen)
+        tangential = tangential_std * _normal(n, gen)
+        angle = 2 * math.pi * arm / arms + rate * torch.exp(r)
+        x, y = r, tangential
+        return scale * torch.stack([x * torch.cos(angle) - y * torch.sin(angle),
+                                    x * torch.sin(angle) + y * torch.cos(angle)], 1)
+    return SampleTarget("pinwheel", 2, draw, radial_std=radial_std, tangential_std=tangential_std, arms=arms,
+                        rate=rate, scale=scale, **params)
+
+
+def _eight_gaussians(radius, std, **params):
+    angles = torch.arange(8, dtype=torch.float64) * math.pi / 4
+    means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    return GaussianMixture(means, std**2, name="8gaussians", radius=radius, std=std, **params)
+
+
+def _samples(path, **params):
+    """A user's samples from an .npy or .npz file (array ``x``, else the first), drawn with replacement."""
+    from pathlib import Path
+
+    if not path or not Path(path).exists():
+        raise ValueError(f"target 'samples': no file {path!r} (give path = '....npy' or '....npz')")
+    loaded = np.load(path)
+    data = loaded if isinstance(loaded, np.ndarray) else loaded["x" if "x" in loaded.files else loaded.files[0]]
+    data = torch.as_tensor(np.asarray(data, dtype=np.float64))
+    if data.ndim != 2 or not torch.isfinite(data).all():
+        raise ValueError(f"target 'samples': {path} must hold a finite (n, d) array; got shape {tuple(data.shape)}")
+    return SampleTarget("samples", data.shape[1], lambda n, gen: data[torch.randint(len(data), (n,), generator=gen)],
+                        path=path, **params)
+
+
 def _blob(means, var, scale, **params):
     means = scale * torch.as_tensor(means, dtype=torch.float64)
     return GaussianMixture(means, var * scale**2, name="blob", **params)
@@ -286,7 +384,8 @@ def _gmm(dim, spread, std, **params):
 
 
 _BUILDERS = {"blob": _blob, "circles2": lambda **p: Rings(**p), "checker": lambda **p: Checkerboard(**p),
-             "gmm": _gmm}
+             "gmm": _gmm, "8gaussians": _eight_gaussians, "moons": _moons, "swissroll": _swissroll,
+             "pinwheel": _pinwheel, "samples": _samples}
 
 
 def make_target(name: str, **overrides) -> Target:

@@ -125,6 +125,10 @@ def error_budget_section(df: pd.DataFrame) -> str:
     table = df.groupby("target")[cols].first().loc[_target_order(df["target"].unique())]
     table.columns = ["n", "floor (mean)", "floor (95%)", "W2²(ODE, p0)", "W2²(SDE, p0)", "W2²(ODE, SDE)",
                      "disc. ODE bound", "disc. SDE bound"]
+    no_density = table.index[table["W2²(ODE, p0)"].isna()].tolist()  # samples-only targets have no oracle
+    table = table.drop(index=no_density)
+    absent = ([f"Not available for {', '.join(no_density)}: samples only, no exact density (and no oracle).", ""]
+              if no_density else [])
     return "\n".join([
         "## Error budget: the exact score through the same samplers", "",
         "With the exact score the model error is zero, so what remains is sampling noise (the floor) and "
@@ -132,7 +136,7 @@ def error_budget_section(df: pd.DataFrame) -> str:
         "solution from the same prior points, `disc. SDE bound` is E‖x_h − x_h/4‖² between Euler–Maruyama at "
         "step h and h/4 on the same Brownian path: couplings, so upper bounds on the W2² they stand for. "
         "The same two bounds for each trained model are in the next table.", "",
-        table.to_markdown(floatfmt=".5f"), ""])
+        table.to_markdown(floatfmt=".5f"), "", *absent])
 
 
 def settings_section(case: Case) -> str:

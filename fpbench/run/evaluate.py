@@ -16,6 +16,7 @@ from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
 from ..core.models import ExactScore
 from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
+from ..core.targets import has_density
 from .config import POINT_DEFAULTS
 from .store import Store, read_json, write_json
 from .suite import Case, build
@@ -87,7 +88,7 @@ def with_convergence(case: Case, store: Store, device=None) -> dict:
     """A finished case's record; one stored by an fpbench older than the convergence gate gets its
     evidence now, from its trained weights and history (no sampling), and is stored again."""
     record = store.metrics(case.key)
-    if "convergence" not in record["metrics"]:
+    if "convergence" not in record["metrics"] and record["metrics"].get("exact_density", True):
         out = store.case_dir(case.key)
         target, sde, model, _ = build(case, device)
         model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
@@ -119,8 +120,11 @@ def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=No
         out = point_estimates(case, hist, floors)
         out["floor"], out["floor_sliced"] = floors["exact"].to_dict(), floors["sliced"].to_dict()
     out.update(model_diagnostics(case, model, target, sde, device))
-    out["convergence"] = convergence_evidence(case, model, target, sde, list(history), device)
     out.update(discretisation(case, lambda x, t: model.score(x, t), sde, target.dim, device))
+    if not has_density(target):  # samples only: no oracle, no convergence evidence (reports say so)
+        out["exact_density"] = False
+        return out
+    out["convergence"] = convergence_evidence(case, model, target, sde, list(history), device)
     out["oracle"] = oracle(case, target, sde, store)
     return out
 
@@ -211,11 +215,14 @@ def dsm_diagnostics(case, model, target, sde, gen, dtype, device) -> dict:
     tc = case.config["train"]
     x0 = target.sample(case.config["metrics"]["dsm_points"], gen, dtype=torch.float64)
     batch = dsm_batch(x0, sde, tc["time_law"], tc["t_eps"], gen)
-    exact = ExactScore(target, sde)
     model_terms = torch.cat([dsm_loss_terms(lambda x, t: model.score(x.to(device, dtype), t.to(device, dtype))
                                             .double().cpu(), sde, b, tc["dsm_weighting"]) for b in _chunks(batch)])
-    exact_terms = torch.cat([dsm_loss_terms(exact.score, sde, b, tc["dsm_weighting"]) for b in _chunks(batch)])
     model_terms = model_terms.detach()
+    if not has_density(target):
+        return {"dsm_loss": float(model_terms.mean()), "dsm_loss_exact": math.nan, "dsm_excess": math.nan,
+                "dsm_excess_se": math.nan}
+    exact = ExactScore(target, sde)
+    exact_terms = torch.cat([dsm_loss_terms(exact.score, sde, b, tc["dsm_weighting"]) for b in _chunks(batch)])
     excess = model_terms - exact_terms.detach()
     return {"dsm_loss": float(model_terms.mean()), "dsm_loss_exact": float(exact_terms.mean()),
             "dsm_excess": float(excess.mean()), "dsm_excess_se": float(excess.std() / math.sqrt(len(excess)))}

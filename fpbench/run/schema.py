@@ -68,6 +68,7 @@ FIELDS: dict[str, Field] = {
     "convergence.ratio_max_late_se": Field("float64", "its standard error"),
     "convergence.rel_error_se": Field("float64", "its standard error"),
     "convergence.loss_plateau": Field("float64", "relative change of the median loss over the last 20% of training"),
+    "exact_density": Field("boolean", "False for a samples-only target (no oracle, no convergence evidence)"),
     "disc_ode": Field("float64", "coupling bound on the ODE sampler's discretisation part of W2²"),
     "disc_sde": Field("float64", "coupling bound on the SDE sampler's discretisation part of W2²"),
     "oracle.w2_ode_sde": Field("float64", "the exact score through the same samplers: W2²(p_ODE, p_SDE)"),
