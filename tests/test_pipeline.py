@@ -80,7 +80,7 @@ def test_methods_registered_as_entry_points_are_found(monkeypatch):
     assert make_method("half", scale=0.25).weights == {"dsm": 0.25}
     with pytest.raises(ValueError, match="cannot load method 'broken'"):
         make_method("broken")
-    with pytest.raises(ValueError, match="known: dsm, fp, score_fp, broken, half"):
+    with pytest.raises(ValueError, match="known: dsm, fp, score_fp, warm_fp, broken, half"):
         make_method("nothing")
 
 

@@ -222,3 +222,23 @@ def test_eight_gaussians_has_the_mixture_density_in_closed_form():
     means = 2.0 * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
     dens = torch.exp(-((x[:, None] - means) ** 2).sum(-1) / (2 * 0.25**2)).mean(1) / (2 * math.pi * 0.25**2)
     torch.testing.assert_close(target.log_prob(x, torch.zeros(2, dtype=torch.float64), OU()), dens.log())
+
+
+def test_a_users_target_class_is_samples_only_or_has_its_exact_density():
+    from fpbench.core.models import ExactScore
+    from fpbench.core.residuals import log_fp_residual_mc
+    from fpbench.core.sde import OU
+    from fpbench.core.targets import has_density, make_target
+
+    ring = make_target("tests.plugins.targets:Ring", noise=0.05)
+    assert not has_density(ring) and ring.sample(10, torch.Generator().manual_seed(0)).shape == (10, 2)
+    gauss = make_target("tests.plugins.targets:Gaussian")
+    assert has_density(gauss)
+    x = torch.randn(100, 2, dtype=torch.float64)
+    t = torch.full((100,), 0.7, dtype=torch.float64)
+    m, s = OU().marginal(t)
+    torch.testing.assert_close(gauss.score(x, t, OU()), -x / (m**2 * 0.5 + s**2)[:, None])  # closed form
+    residual = log_fp_residual_mc(ExactScore(gauss, OU()).potential, OU(), 2, 2000, dtype=torch.float64)
+    assert float(residual) < 1e-20  # its own density satisfies the log-FP equation: the oracle works
+    with pytest.raises(ValueError, match="cannot load target 'tests.plugins.targets:Nothing'"):
+        make_target("tests.plugins.targets:Nothing")

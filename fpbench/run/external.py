@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import importlib.util
 import inspect
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..core.imports import load_attr
 from .suite import Case, expand, load_suite
 
 TORCHSCRIPT = (".pt", ".pth", ".ts")
@@ -62,22 +61,6 @@ def _rows(t, x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
 
 
-def _import(module_or_file: str):
-    if module_or_file.endswith(".py"):
-        path = Path(module_or_file)
-        if not path.exists():
-            raise ExternalModelError(f"no file {path}")
-        spec = importlib.util.spec_from_file_location(f"fpbench_external_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-    try:
-        return importlib.import_module(module_or_file)
-    except ImportError as err:
-        raise ExternalModelError(f"cannot import {module_or_file!r}: {err}") from None
-
-
 def load_external(spec: str, seed: int = 0):
     """The user's model object for ``spec`` (module docstring), checked on a small batch."""
     if spec.endswith(TORCHSCRIPT):
@@ -91,10 +74,10 @@ def load_external(spec: str, seed: int = 0):
         if ":" not in spec:
             raise ExternalModelError(f"model {spec!r}: expected module:factory, file.py:factory or a TorchScript "
                                      f"file ({', '.join(TORCHSCRIPT)})")
-        where, name = spec.rsplit(":", 1)
-        factory = getattr(_import(where), name, None)
-        if factory is None:
-            raise ExternalModelError(f"{where} has no {name!r}")
+        try:
+            factory = load_attr(spec, "model")
+        except ValueError as err:
+            raise ExternalModelError(str(err)) from None
         takes_seed = "seed" in inspect.signature(factory).parameters
         obj = factory(seed=seed) if takes_seed else factory()
     if not callable(getattr(obj, "score", None)):

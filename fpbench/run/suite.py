@@ -24,7 +24,7 @@ import torch
 
 from ..core.models import MODELS, make_model
 from ..core.sde import SDES, make_sde
-from ..core.targets import TARGETS, make_target
+from ..core.targets import TARGETS, USER_DATA_TARGETS, make_target
 from ..train.methods import make_method
 from .config import PAPER_DEFAULTS, SETTING_RANGES, deep_merge
 
@@ -123,8 +123,9 @@ def validate_suite(data: dict, path: Path) -> None:
     if "method" not in suite and "methods" not in data:
         raise SuiteError(f"{path}: [suite] needs 'method' (or [[methods]] tables)")
     for target in suite["targets"]:
-        if target not in TARGETS:
-            raise SuiteError(f"{path}: unknown target {target!r}; known: {', '.join(TARGETS)}")
+        if target not in TARGETS + USER_DATA_TARGETS and ":" not in target:  # module:Class: a user's target
+            raise SuiteError(f"{path}: unknown target {target!r}; known: {', '.join(TARGETS + USER_DATA_TARGETS)} "
+                             "or module:Class")
     for sde in _as_list(suite["sde"]):
         if sde not in SDES:
             raise SuiteError(f"{path}: unknown SDE {sde!r}; known: {', '.join(SDES)}")

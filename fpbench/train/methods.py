@@ -12,8 +12,6 @@ report do not change. Methods made of fpbench's own terms train as ensembles on 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -143,25 +141,9 @@ def plugin_methods() -> dict:
 
 def _load_class(name: str):
     """'package.module:Class' (importable, or under the working directory) or 'path/file.py:Class'."""
-    import sys
-    from pathlib import Path
+    from ..core.imports import load_attr
 
-    module_name, _, class_name = name.rpartition(":")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name).resolve()
-            spec = importlib.util.spec_from_file_location(f"fpbench_user_{path.stem}", path)
-            if spec is None or not path.exists():
-                raise ImportError(f"no file {module_name}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))  # a user's module beside their suite files
-            module = importlib.import_module(module_name)
-        return getattr(module, class_name)
-    except (ImportError, AttributeError, SyntaxError) as err:
-        raise ValueError(f"cannot load method {name!r}: {err}") from None
+    return load_attr(name, "method")
 
 
 def make_method(name: str, **params) -> Method:
