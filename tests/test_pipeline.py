@@ -140,7 +140,7 @@ def test_suite_expands_into_hashed_cases(tmp_path):
 
 @pytest.mark.parametrize("mutation,message", [
     (lambda s: s.replace('sde = "ou"', 'sde = "ou'), "malformed suite file"),
-    (lambda s: s.replace('["blob"]', '["moons"]'), "unknown target 'moons'"),
+    (lambda s: s.replace('["blob"]', '["donut"]'), "unknown target 'donut'"),
     (lambda s: s.replace('method = "fp"', 'method = "sliced"'), "unknown method 'sliced'"),
     (lambda s: s.replace("[scales.quick]\n", ""), r"missing scale\(s\) \['quick'\]"),
     (lambda s: s.replace("iterations = 20", "iterationz = 20"), r"unknown key\(s\) \['iterationz'\]"),
