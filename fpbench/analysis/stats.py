@@ -137,8 +137,9 @@ def paired_comparison(first: np.ndarray, second: np.ndarray, alpha: float = ALPH
 def all_of(parts: dict[str, ClaimTest], test: str) -> ClaimTest:
     """Intersection-union: the claim is the conjunction of the parts. PASS iff every part passes
     (the level stays alpha without correction); FAIL iff some part fails. Reports the part with the
-    largest p-value (the IUT p-value)."""
-    worst = max(parts.values(), key=lambda r: r.pvalue)
+    largest p-value (the IUT p-value) among the parts that have one (a within-noise check has none)."""
+    tested = [r for r in parts.values() if np.isfinite(r.pvalue)] or list(parts.values())  # not the checks
+    worst = max(tested, key=lambda r: r.pvalue)
     verdicts = {r.verdict for r in parts.values()}
     verdict = PASS if verdicts == {PASS} else FAIL if FAIL in verdicts else INCONCLUSIVE
     detail = "; ".join(f"{name}: {r.verdict} (p = {r.pvalue:.3g}, {r.effect_name} = {r.effect:.3g})"
