@@ -104,3 +104,14 @@ def test_antisymmetric_matrix_is_antisymmetric_and_rotates_pairs(dim):
 def test_unknown_bump_shape_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown bump shape 'ring'; known: gauss, dipole, wave"):
         pl.Bump("ring", (0.0, 0.0), 1.0, pl.Pulse(1.0, 0.5))
+
+
+def test_planted_errors_on_the_checkerboard_at_t_zero_are_zero_not_an_error():
+    """At t = 0 the checkerboard's density is piecewise constant (no autograd graph): grad p = 0, so the
+    solenoidal error and the twin's are zero there (the adaptive reference ODE solver evaluates t = 0)."""
+    target = make_target("checker")
+    x = torch.tensor([[0.1, 0.2], [5.0, 5.0]], dtype=torch.float64)
+    t = torch.zeros(2, dtype=torch.float64)
+    assert torch.equal(pl.SolenoidalError(target, SDE, 2.0).error(x, t), torch.zeros(2, 2, dtype=torch.float64))
+    twin = pl.GradientError(target, SDE, 2.0, pl.DensityTwin(target, SDE))
+    assert torch.equal(twin.score(x, t), target.score(x, t, SDE))

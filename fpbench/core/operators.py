@@ -29,7 +29,10 @@ def _leaf(x: torch.Tensor) -> torch.Tensor:
 
 
 def grad_of_sum(out: torch.Tensor, inp: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """d(sum out)/d inp: the per-row gradients of a row-independent function."""
+    """d(sum out)/d inp: the per-row gradients of a row-independent function (zero where ``out`` does not
+    depend on ``inp`` at all, e.g. the checkerboard's piecewise-constant density at t = 0)."""
+    if not out.requires_grad:
+        return torch.zeros_like(inp)
     (g,) = torch.autograd.grad(out.sum(), inp, create_graph=create_graph, retain_graph=True,
                                allow_unused=True)
     return torch.zeros_like(inp) if g is None else g
