@@ -8,7 +8,7 @@ import torch
 from scipy import integrate, stats
 
 from fpbench.core.sde import make_sde
-from fpbench.core.targets import TARGETS, make_target
+from fpbench.core.targets import DENSITY_TARGETS, TARGETS, make_target
 
 from .conftest import gen
 
@@ -174,15 +174,15 @@ def test_sampling_is_deterministic_for_a_seed():
 
 
 def test_unknown_target_and_parameter_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown target 'moons'"):
-        make_target("moons")
+    with pytest.raises(ValueError, match="unknown target 'donut'"):
+        make_target("donut")
     with pytest.raises(ValueError, match="unknown parameter"):
         make_target("blob", radius=3)
 
 
 def test_float32_log_prob_agrees_with_float64():
     sde = make_sde("ou")
-    for name in TARGETS:
+    for name in DENSITY_TARGETS:
         target = make_target(name)
         x = target.sample(200, gen(5), dtype=torch.float64)
         t = torch.full((200,), 0.5, dtype=torch.float64)

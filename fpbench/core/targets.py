@@ -425,3 +425,5 @@ def user_target(spec: str, **params) -> Target:
 
 USER_DATA_TARGETS = ("samples",)  # built from a user's file (a path parameter)
 TARGETS = tuple(name for name in _BUILDERS if name not in USER_DATA_TARGETS)  # built from their defaults alone
+SAMPLES_ONLY = ("moons", "swissroll", "pinwheel")
+DENSITY_TARGETS = tuple(name for name in TARGETS if name not in SAMPLES_ONLY)  # with an exact density: the oracle

@@ -137,7 +137,8 @@ def build_planted(spec: dict, lab: dict, target, sde):
 
 def spec_key(spec: dict, lab: dict) -> str:
     """The record's file stem: label and the hash of everything that determines its numbers."""
-    content = {"spec": spec, "sde": lab["sde"], "families": lab["families"], "settings": lab["settings"],
+    settings = {k: v for k, v in lab["settings"].items() if k != "about"}  # a label, not a setting
+    content = {"spec": spec, "sde": lab["sde"], "families": lab["families"], "settings": settings,
                "target": next(t for t in lab["targets"] if t["label"] == spec["target"]), "version": 1}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
     name = "-".join(str(spec[k]) for k in ("target", "family", "shape", "eps", "position") if k in spec)
