@@ -85,6 +85,7 @@ def test_with_methods_adds_a_user_method_and_bad_ones_are_clear_errors(tmp_path)
         with_methods(load_suite(_suite(tmp_path)), ["nowhere.py:X"])
 
 
+@pytest.mark.slow  # minutes; .ci/run runs README's compare command on the methods suite at smoke
 def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, capsys):
     out = tmp_path / "cmp.md"
     code = main(["compare", EXAMPLE, "--suite", _suite(tmp_path), "--scale", "smoke", "--results",

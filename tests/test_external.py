@@ -20,12 +20,18 @@ def _evaluate(model, tmp_path, *extra):
     return code, out
 
 
-def test_a_factory_and_its_torchscript_file_are_measured_alike_beside_the_baseline(tmp_path):
+def test_the_example_model_is_measured_beside_the_baseline(tmp_path):
+    """README's example through `fpbench evaluate` at smoke: its row beside the baseline's in the report."""
     code, out = _evaluate(f"{EXAMPLE}:make_model", tmp_path)
     assert code == 0
     text = out.read_text()
     assert text.count("| baseline ") == 1 and text.count("| yours ") == 1
     assert "Paired tests need matched seeds: 1 here" in text
+
+
+@pytest.mark.slow  # trains the baseline and samples two models: tens of seconds
+def test_a_factory_and_its_torchscript_file_are_measured_alike(tmp_path):
+    assert _evaluate(f"{EXAMPLE}:make_model", tmp_path)[0] == 0
     scripted = tmp_path / "model.pt"
     import importlib.util
 

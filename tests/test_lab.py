@@ -80,6 +80,7 @@ def test_lab_measures_every_model_once_and_a_rerun_reads_them(tiny_run, tmp_path
     pd.testing.assert_frame_equal(first, again)
 
 
+@pytest.mark.slow  # a spawned pool: tens of seconds
 def test_a_process_pool_measures_the_same_numbers(tiny_run, tmp_path):
     path, _, serial = tiny_run
     pooled = lab_mod.run_lab("tiny", str(tmp_path / "pool"), log=lambda m: None, path=path, workers=2)

@@ -461,7 +461,8 @@ sweep = { w_r = [0.0, 1.0] }
 [model]''')
 
 
-@pytest.mark.parametrize("extra", [[], ["--no-ensemble"], ["--executor", "process", "--workers", "2"]])
+@pytest.mark.parametrize("extra", [[], ["--no-ensemble"],
+                                   pytest.param(["--executor", "process", "--workers", "2"], marks=pytest.mark.slow)])
 def test_warm_start_trains_from_the_baselines_weights_on_every_path(tmp_path, extra):
     """warm_fp starts from the trained w_R = 0 baseline of the same seed: its first loss is the trained
     model's, not an untrained one's; in a process pool the task that needs the baseline waits for it."""

@@ -117,8 +117,8 @@ def paired_comparison(first: np.ndarray, second: np.ndarray, alpha: float = ALPH
     keep = np.isfinite(first) & np.isfinite(second) & (first > 0) & (second > 0)
     diff = np.log(second[keep]) - np.log(first[keep])
     n = len(diff)
-    if n < 1:
-        raise UndecidableError("a paired comparison needs at least one complete pair")
+    if n < 2:
+        raise UndecidableError(f"a paired comparison needs at least two complete pairs; got {n}")
     kwargs = {"permutation_type": "samples", "vectorized": True, "n_resamples": 2**16,
               "random_state": seed}
 

@@ -186,9 +186,12 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
               "collapse toward u = 2t + c drives it toward 0) and the relative score error over the authors' model's, "
               "per probe.", "", f"![trajectories](figures/{fig.name})", ""]
     last = trajectories_frame(records + unfinished).sort_values("step").groupby(["schedule", "target", "w_R"]).tail(4)
-    pivot = last.pivot_table(index=["schedule", "target", "w_R"], columns="step",
-                             values="smallest score ratio, t ≥ 0.05 T")
-    lines += ["Smallest late score ratio at the last four probes:", "", pivot.to_markdown(floatfmt=".3f"), ""]
+    last = last.assign(probe=last.groupby(["schedule", "target", "w_R"]).cumcount(ascending=False).map(
+        {3: "4th last", 2: "3rd last", 1: "2nd last", 0: "last"}))
+    last["cell"] = [f"{v:.3f} (step {s:,})" for v, s in zip(last["smallest score ratio, t ≥ 0.05 T"], last["step"])]
+    pivot = last.pivot(index=["schedule", "target", "w_R"], columns="probe", values="cell")
+    pivot = pivot[[c for c in ("4th last", "3rd last", "2nd last", "last") if c in pivot]]
+    lines += ["Smallest late score ratio at each schedule's last four probes:", "", pivot.to_markdown(), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
