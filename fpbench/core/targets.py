@@ -282,24 +282,28 @@ class Rings(Target):
 
 
 class SampleTarget(Target):
-    """A samples-only target: ``draw(n, generator) -> (n, d)`` float64 samples, and no density. DSM
-    training, both samplers and every W2^2 need only samples; the metrics that need the exact density
-    (the oracle, the convergence evidence, the exact score's L_DSM) are reported as not available."""
+    """A target given by ``draw(n, generator) -> (n, d)`` float64 samples and, optionally, its exact
+    diffused ``log_prob(x, t, sde)`` (t of shape (n,)). Without one it is samples-only: DSM training, both
+    samplers and every W2^2 need only samples; the metrics that need the exact density (the oracle, the
+    convergence evidence, the exact score's L_DSM) are reported as not available."""
 
-    has_density = False
-
-    def __init__(self, name: str, dim: int, draw, **params):
+    def __init__(self, name: str, dim: int, draw, log_prob=None, **params):
         super().__init__(**params)
-        self.name, self.dim, self._draw = name, dim, draw
+        self.name, self.dim, self._draw, self._log_prob = name, dim, draw, log_prob
+        self.has_density = log_prob is not None
 
     def sample(self, n, generator=None, dtype=None, device=None):
         return self._draw(n, generator).to(dtype=dtype or torch.get_default_dtype(), device=device)
 
     def log_prob(self, x, t, sde):
-        raise NoDensityError(f"target {self.name!r} has samples only: no exact density")
+        if self._log_prob is None:
+            raise NoDensityError(f"target {self.name!r} has samples only: no exact density")
+        return self._log_prob(x, torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1]), sde)
 
     def score(self, x, t, sde, create_graph: bool = False):
-        raise NoDensityError(f"target {self.name!r} has samples only: no exact score")
+        if self._log_prob is None:
+            raise NoDensityError(f"target {self.name!r} has samples only: no exact score")
+        return super().score(x, t, sde, create_graph)
 
 
 class NoDensityError(ValueError):
@@ -321,7 +325,7 @@ def _normal(n, generator, d=None):
 def _moons(noise, scale, **params):
     """Two interleaving half circles (scikit-learn's make_moons), centred, times ``scale``."""
     def draw(n, gen):
-        upper = torch.rand(n, generator=gen, dtype=torch.float64) < 0.5
+        upper = _uniform(n, gen) < 0.5
         angle = math.pi * _uniform(n, gen)
         x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle)) - 0.5
         y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle)) - 0.25
@@ -414,16 +418,10 @@ def user_target(spec: str, **params) -> Target:
     if not callable(getattr(obj, "sample", None)) or not isinstance(getattr(obj, "dim", None), int):
         raise ValueError(f"target {spec!r}: the object needs sample(n, generator) and an integer dim")
     draw = lambda n, gen: torch.as_tensor(obj.sample(n, gen), dtype=torch.float64)  # noqa: E731
-    target = SampleTarget(spec, obj.dim, draw, **params)
-    if callable(getattr(obj, "log_prob", None)):
-        target.has_density = True
-        target.log_prob = lambda x, t, sde: obj.log_prob(x, torch.as_tensor(t, dtype=x.dtype).expand(x.shape[:-1]),
-                                                         sde)
-        target.score = lambda x, t, sde, create_graph=False: Target.score(target, x, t, sde, create_graph)
-    return target
+    log_prob = obj.log_prob if callable(getattr(obj, "log_prob", None)) else None
+    return SampleTarget(spec, obj.dim, draw, log_prob, **params)
 
 
 USER_DATA_TARGETS = ("samples",)  # built from a user's file (a path parameter)
 TARGETS = tuple(name for name in _BUILDERS if name not in USER_DATA_TARGETS)  # built from their defaults alone
-SAMPLES_ONLY = ("moons", "swissroll", "pinwheel")
-DENSITY_TARGETS = tuple(name for name in TARGETS if name not in SAMPLES_ONLY)  # with an exact density: the oracle
+DENSITY_TARGETS = tuple(name for name in TARGETS if has_density(make_target(name)))  # the oracle's targets

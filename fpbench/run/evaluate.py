@@ -33,12 +33,8 @@ def noise_floor(case: Case, target, store: Store, n: int | None = None, reps: in
     cfg = case.config
     spec = {"target": cfg["target"], "n": n or cfg["sample"]["n"], "grid": cfg["metrics"]["grid"],
             "reps": reps or cfg["metrics"]["floor_reps"]}
-    path = store.floor_path(spec)
-    if (cached := store.cached(path)) is not None:
-        return mx.NoiseFloor(**cached["floor"])
-    floor = mx.grid_noise_floor(lambda n, g: target.sample(n, g), spec["n"], spec["reps"], seed=1, grid=grid_of(case))
-    write_json(path, {"spec": spec, "floor": floor.to_dict()})
-    return floor
+    return store.cached_floor(spec, lambda: mx.grid_noise_floor(lambda n, g: target.sample(n, g), spec["n"],
+                                                                 spec["reps"], seed=1, grid=grid_of(case)))
 
 
 def distance(case: Case) -> str:

@@ -150,12 +150,8 @@ def target_floor(lab: dict, label: str, target, store: Store) -> mx.NoiseFloor:
     s = lab["settings"]
     spec = {"lab_floor": 1, "target": next(t for t in lab["targets"] if t["label"] == label), "n": s["n"],
             "reps": s["floor_reps"]}
-    path = store.floor_path(spec)
-    if (cached := store.cached(path)) is not None:
-        return mx.NoiseFloor(**cached["floor"])
-    floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), s["n"], s["floor_reps"], seed=SEEDS["floor"])
-    write_json(path, {"spec": spec, "floor": floor.to_dict()})
-    return floor
+    return store.cached_floor(spec, lambda: mx.grid_noise_floor(lambda k, g: target.sample(k, g), s["n"],
+                                                                 s["floor_reps"], seed=SEEDS["floor"]))
 
 
 def score_error(model, target, sde, n: int, generator) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from ..train.loop import progress_bar, train
 from ..train.methods import make_method
 from ..train.process import cpu_settings
 from .evaluate import distance, evaluate, grid_of, time_grid, with_convergence
-from .store import Store, write_json, write_npz
+from .store import Store, read_npz, write_json, write_npz
 from .suite import Case, build
 
 
@@ -39,11 +39,16 @@ def run_case(case: Case, store: Store, device=None, progress: bool = False, log=
     train_info = _trained(case, model, method, target, sde, out, device, progress, log, deadline, store)
     model.eval()
     hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
-    record = {"key": key, "config": case.config, "train": train_info, "sample_seconds": sample_seconds,
-              "metrics": evaluate(case, model, target, sde, hist, store, device, train_info["history"]),
-              "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
+    metrics = evaluate(case, model, target, sde, hist, store, device, train_info["history"])
+    return _finished(case, out, train_info, sample_seconds, metrics, device, log)
+
+
+def _finished(case: Case, out, train_info: dict, sample_seconds: float, metrics: dict, device, log) -> dict:
+    """Write the case's record (``metrics.json``, last: its presence means done) and return it."""
+    record = {"key": case.key, "config": case.config, "train": train_info, "sample_seconds": sample_seconds,
+              "metrics": metrics, "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
     write_json(out / "metrics.json", record)
-    log(f"done   {case.label} [{key}]")
+    log(f"done   {case.label} [{case.key}]")
     return record
 
 
@@ -65,12 +70,8 @@ def run_external(case: Case, store: Store, device=None, progress: bool = False, 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg)
     hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
-    record = {"key": key, "config": cfg, "train": {"external": cfg["model"]["spec"], "history": []},
-              "sample_seconds": sample_seconds, "metrics": evaluate(case, model, target, sde, hist, store, device),
-              "device": str(device or "cpu"), "torch": torch.__version__, "host": platform.node()}
-    write_json(out / "metrics.json", record)
-    log(f"done   {case.label} [{key}]")
-    return record
+    return _finished(case, out, {"external": cfg["model"]["spec"], "history": []}, sample_seconds,
+                     evaluate(case, model, target, sde, hist, store, device), device, log)
 
 
 def _repair(case: Case, store: Store, device, log) -> None:
@@ -80,11 +81,11 @@ def _repair(case: Case, store: Store, device, log) -> None:
     or resampled with the same seeds. Its metrics stand."""
     out = store.case_dir(case.key)
     trained = _stored_weights(out) is not None and Store.cached(out / "train.json") is not None
-    sampled = Store.cached(out / "histograms.npz", lambda p: dict(np.load(p))) is not None
+    sampled = Store.cached(out / "histograms.npz", read_npz) is not None
     if trained and sampled:
         return
-    log(f"repair {case.label} [{case.key}]: {'' if trained else 'weights and history'}"
-        f"{'' if trained or sampled else ', '}{'' if sampled else 'histograms'} recomputed")
+    lost = [what for what, ok in (("weights and history", trained), ("histograms", sampled)) if not ok]
+    log(f"repair {case.label} [{case.key}]: {', '.join(lost)} recomputed")
     target, sde, model, method = build(case, device)
     _trained(case, model, method, target, sde, out, device, False, log, store=store)
     if not sampled:
@@ -228,7 +229,7 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
 
 def _sampled(case, model, target, sde, out, device, progress, log):
     path = out / "histograms.npz"
-    stored = Store.cached(path, lambda p: dict(np.load(p)))  # dict(): every array read now, damage found here
+    stored = Store.cached(path, read_npz)
     if stored is not None:
         return stored, float(stored["seconds"])
     cfg, grid = case.config["sample"], grid_of(case)

@@ -54,6 +54,12 @@ def read_json(path: Path):
         raise ValueError(f"corrupt result file {path}: {err}; delete it to recompute") from None
 
 
+def read_npz(path: Path) -> dict:
+    """Every array of an .npz file, read now (so that damage surfaces here, not at a later access)."""
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
 def write_npz(path: Path, **arrays) -> None:
     import io
 
@@ -123,6 +129,17 @@ class Store:
         self.case_dir(key).mkdir(parents=True, exist_ok=True)
         return FileLock(self.case_dir(key) / ".lock")
 
+    def cached_floor(self, spec: dict, measure):
+        """The noise floor stored under ``spec`` (``floor_path``), else ``measure()``'d and stored."""
+        from ..core.metrics import NoiseFloor
+
+        path = self.floor_path(spec)
+        if (cached := self.cached(path)) is not None:
+            return NoiseFloor(**cached["floor"])
+        floor = measure()
+        write_json(path, {"spec": spec, "floor": floor.to_dict()})
+        return floor
+
     def floor_path(self, spec: dict) -> Path:
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         return self.root / "floors" / f"{digest}.json"
@@ -152,9 +169,9 @@ class Store:
 
     def table(self) -> pd.DataFrame:
         """One row per finished case: its labels, method parameters and scalar metrics."""
-        rows = []
         from .schema import typed
 
+        rows = []
         for path in sorted(self.root.glob("*/metrics.json")):
             m = read_json(path)
             rows.append(flatten_metrics(m))
