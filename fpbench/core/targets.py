@@ -44,6 +44,11 @@ TARGET_DEFAULTS: dict[str, dict] = {
     # The 2D toys of the generative-modelling literature (the FFJORD / score-SDE benchmarks), scaled into
     # the paper's box. 8gaussians has an exact density; the others are samples-only.
     "8gaussians": {"radius": 2.0, "std": 0.25},
+    # Two well-separated Gaussians at (+-separation/2, 0): the "spurious third mode" case of Plainer et al.
+    # (NeurIPS 2025), where a potential model trained by DSM alone can grow a mode between the two
+    # (fpbench.core.modes measures it). fpbench's choice of separation and width: nothing between the modes
+    # at small t (p_t there ~ exp(-separation^2 / (8 std^2)) of the peaks), overlap by t ~ 1.
+    "twogauss": {"separation": 3.0, "std": 0.25},
     "moons": {"noise": 0.1, "scale": 1.2},
     "swissroll": {"noise": 0.3, "scale": 0.22},
     "pinwheel": {"radial_std": 0.3, "tangential_std": 0.1, "arms": 5, "rate": 0.25, "scale": 1.0},
@@ -361,6 +366,11 @@ def _eight_gaussians(radius, std, **params):
     return GaussianMixture(means, std**2, name="8gaussians", radius=radius, std=std, **params)
 
 
+def _two_gaussians(separation, std, **params):
+    means = torch.tensor([[-separation / 2, 0.0], [separation / 2, 0.0]], dtype=torch.float64)
+    return GaussianMixture(means, std**2, name="twogauss", separation=separation, std=std, **params)
+
+
 def _samples(path, **params):
     """A user's samples from an .npy or .npz file (array ``x``, else the first), drawn with replacement."""
     from pathlib import Path
@@ -388,8 +398,8 @@ def _gmm(dim, spread, std, **params):
 
 
 _BUILDERS = {"blob": _blob, "circles2": lambda **p: Rings(**p), "checker": lambda **p: Checkerboard(**p),
-             "gmm": _gmm, "8gaussians": _eight_gaussians, "moons": _moons, "swissroll": _swissroll,
-             "pinwheel": _pinwheel, "samples": _samples}
+             "gmm": _gmm, "8gaussians": _eight_gaussians, "twogauss": _two_gaussians, "moons": _moons,
+             "swissroll": _swissroll, "pinwheel": _pinwheel, "samples": _samples}
 
 
 def make_target(name: str, **overrides) -> Target:

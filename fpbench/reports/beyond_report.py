@@ -99,6 +99,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
             lines += [f"Skipped in {setting}:", *skipped, ""]
     if "methods" in data:
         lines += methods_sections(data, df)
+        lines += modes_section(df)
     if any(r["config"]["metrics"].get("distance", "grid") != "grid" for r in records):
         lines += far_samples_section(df, store)
     fig = gap_figure(settings, out.parent / "figures" / f"{out.stem}-gap.png")
@@ -216,6 +217,57 @@ def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
               "against an adaptive DOP853 reference from the same prior points, ODE and SDE); and the "
               "sampling-noise floor.", "", dec.to_markdown(index=False, floatfmt=".4g"), ""]
     return lines
+
+
+def modes_section(df: pd.DataFrame) -> list[str]:
+    """Spurious modes (Plainer et al.): per target and method, how many potential models' densities
+    exp(phi) at small t have a mode that p_t lacks, and the mass they put where p_t has none
+    (fpbench.core.modes), beside how many of those models pass the convergence gate."""
+    from dataclasses import asdict
+
+    from ..analysis import claims as cl
+    from ..core.modes import ModeSettings
+
+    if "modes_spurious" not in df or df["modes_spurious"].isna().all():
+        return []
+    rows = df[df["modes_spurious"].notna()].copy()
+    rows["passes"] = (~cl.convergence_checks(rows)["fails"].map(bool)).to_numpy() \
+        if "convergence.rel_error" in rows else False
+    table, verdicts = [], []
+    for (target, label), g in rows.groupby(["target", "label"], sort=False):
+        with_mode = int((g["modes_spurious"] > 0).sum())
+        table.append({"target": target, "method": label, "models": len(g),
+                      "with a spurious mode": with_mode,
+                      "spurious modes (mean)": float(g["modes_spurious"].mean()),
+                      "missing modes (mean)": float(g["modes_missing"].mean()),
+                      "mass where p_t has none": _cell(g["offsupport_mass"].to_numpy(dtype=float)),
+                      "exact p_t's": f"{g['offsupport_mass_exact'].mean():.2g}",
+                      "pass the convergence gate": f"{int(g['passes'].sum())} of {len(g)}"})
+        verdicts.append(f"- {target}, {label}: {_mode_verdict(g)}")
+    settings = ", ".join(f"{k} = {v:g}" for k, v in asdict(ModeSettings()).items())
+    return ["## Spurious modes of potential models (Plainer et al.)", "",
+            "A potential model defines a density exp(φ_θ(x, t)) beside its score. At small t it is compared "
+            "with the exact p_t on a node grid (fpbench/core/modes.py): its local maxima farther than the mode "
+            "radius from every mode of p_t are *spurious*, modes of p_t with no model mode near are *missing*, "
+            "and the mass it puts where p_t is below `support` x its largest value is the mass where p_t has "
+            "none (the exact p_t's own beside it). A model whose modes have not formed yet (not converged) "
+            f"says little about this; the last column says which have. Settings: {settings}.", "",
+            *verdicts, "", pd.DataFrame(table).to_markdown(index=False, floatfmt=".3g"), ""]
+
+
+def _mode_verdict(g: pd.DataFrame) -> str:
+    """Decided on the models that pass the convergence gate only (a model that has not learned the target
+    says nothing about what training does to its modes)."""
+    passes = g["passes"].map(bool)
+    converged, with_mode_unconverged = g[passes], int((g.loc[~passes, "modes_spurious"] > 0).sum())
+    if converged.empty:
+        return (f"not decided: none of its {len(g)} model(s) passes the convergence gate ({with_mode_unconverged} "
+                "of them with a mode p_t lacks).")
+    rest = (f"; {len(g) - len(converged)} model(s) fail the convergence gate and are not counted "
+            f"({with_mode_unconverged} of them with a mode p_t lacks)" if len(converged) < len(g) else "")
+    k = int((converged["modes_spurious"] > 0).sum())
+    said = "**shows it**" if k else "**does not show it**"
+    return f"{said}: {k} of {len(converged)} converged model(s) with a mode p_t lacks{rest}."
 
 
 def _fmt(mean, low, high) -> str:

@@ -14,6 +14,7 @@ from ..core import operators as ops
 from ..core.convergence import evidence
 from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
 from ..core.models import ExactScore
+from ..core.modes import compare_modes
 from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
 from ..core.targets import has_density
@@ -192,9 +193,18 @@ def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
     out["score_fp_residual"] = float(score_fp_residual_mc(score, sde, target.dim, cfg["residual_points"] // 10,
                                                           box, t0, gen, dtype, device))
     out.update(dsm_diagnostics(case, model, target, sde, gen, dtype, device))
+    out.update(mode_diagnostics(model, target, sde, dtype, device))
     out["prior_score_ratio"] = prior_score_ratio(model, sde, target.dim, gen, dtype, device)
     out.update(curl_diagnostics(cfg["curl_points"], model, target, sde, box, gen, dtype, device))
     return out
+
+
+def mode_diagnostics(model, target, sde, dtype, device) -> dict:
+    """The model's density exp(phi) against p_t at small t: spurious modes and off-support mass
+    (``fpbench.core.modes``); only a potential model on a 2D target with an exact density has them."""
+    if not (getattr(model, "is_potential", False) and has_density(target) and target.dim == 2):
+        return {}
+    return compare_modes(model.potential, lambda x, t: target.log_prob(x, t, sde), dtype=dtype, device=device)
 
 
 def prior_score_ratio(model, sde, dim: int, gen, dtype, device, n: int = 2000) -> float:
