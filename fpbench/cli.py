@@ -17,9 +17,9 @@ class UserError(Exception):
 
 def _cmd_check(args) -> int:
     from .core.check import CHECK_T0, format_check, run_check
-    from .core.residuals import Box
+    from .core.residuals import PAPER_BOX, Box
 
-    box = Box(args.low, args.high)
+    box = Box(PAPER_BOX.low if args.low is None else args.low, PAPER_BOX.high if args.high is None else args.high)
     rows = run_check(n=args.points, box=box, seed=args.seed)
     print(f"Exact-density residuals, float64, {args.points} points uniform in "
           f"[{box.low}, {box.high}]^d x [{CHECK_T0}, T] per row:\n")
@@ -301,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="residuals of the exact densities (the oracle self-check)")
     check.add_argument("--points", type=int, default=500)
     check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--low", type=float, default=-3.5)
-    check.add_argument("--high", type=float, default=3.5)
+    check.add_argument("--low", type=float, default=None, help="the box's low edge (default: the paper's)")
+    check.add_argument("--high", type=float, default=None, help="the box's high edge (default: the paper's)")
     check.set_defaults(func=_cmd_check)
 
     run = sub.add_parser("run", help="run a suite's cases at a scale (resumes; finished cases are skipped)")

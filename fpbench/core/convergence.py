@@ -27,6 +27,8 @@ import math
 import numpy as np
 import torch
 
+from . import streams
+
 GATE_FRACTIONS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)  # x T: for the paper's OU (T = 10) 0.01 ... 10
 LATE_FRACTION = 0.05
 GATE_POINTS = 4000  # x ~ p_t per gate time
@@ -86,7 +88,7 @@ def loss_plateau(history: list[dict], tail: float = PLATEAU_TAIL) -> float:
 
 def evidence(model, target, sde, history: list[dict], seed: int, dtype=torch.float32, device=None) -> dict:
     """The convergence record stored with every case's metrics: the score profile and the loss plateau."""
-    gen = torch.Generator().manual_seed(seed + 50_000)
+    gen = streams.generator(seed, streams.CONVERGENCE)
     out = score_profile(lambda x, t: model.score(x, t), target, sde, GATE_POINTS, gen, dtype, device)
     out["loss_plateau"] = loss_plateau(history)
     return out

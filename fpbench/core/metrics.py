@@ -22,13 +22,15 @@ import numpy as np
 import ot
 import torch
 
+from .residuals import PAPER_EDGES
+
 
 @dataclass(frozen=True)
 class Grid:
     """The node grid: n x n nodes ``linspace(low, high, n)`` per axis (2D)."""
 
-    low: float = -3.5
-    high: float = 3.5
+    low: float = PAPER_EDGES[0]
+    high: float = PAPER_EDGES[1]
     n: int = 64
 
     @property

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .residuals import PAPER_EDGES
+
 
 @dataclass(frozen=True)
 class ModeSettings:
@@ -25,8 +27,8 @@ class ModeSettings:
     these defaults by every case and printed in the methods report."""
 
     t: float = 0.01  # the time at which q_t and p_t are compared (small: the data's own density)
-    low: float = -3.5  # the box [low, high]^2: the paper's grid box
-    high: float = 3.5
+    low: float = PAPER_EDGES[0]  # the box [low, high]^2: the paper's
+    high: float = PAPER_EDGES[1]
     nodes: int = 141  # nodes per axis (spacing 0.05 on the paper's box)
     rel_height: float = 1e-3  # a local maximum counts as a mode when its density is >= this x the largest
     radius: float = 0.5  # a model mode farther than this from every exact mode is spurious

@@ -18,20 +18,22 @@ import torch
 from . import operators as ops
 from .sde import rand
 
+PAPER_EDGES = (-3.5, 3.5)  # the authors' box [-3.5, 3.5]^d (REFERENCE.md): Omega of eq. 20 and the W2² grid's box
+
 
 @dataclass(frozen=True)
 class Box:
     """Omega = [low, high]^d, the domain of the residuals."""
 
-    low: float = -3.5
-    high: float = 3.5
+    low: float = PAPER_EDGES[0]
+    high: float = PAPER_EDGES[1]
 
     def sample(self, n: int, d: int, generator=None, dtype=None, device=None) -> torch.Tensor:
         u = rand((n, d), generator, dtype, device)
         return self.low + (self.high - self.low) * u
 
 
-PAPER_BOX = Box(-3.5, 3.5)  # the authors' collocation box (REFERENCE.md)
+PAPER_BOX = Box(*PAPER_EDGES)  # the authors' collocation box
 
 
 def log_fp_residual(potential, sde, x, t, create_graph: bool = False) -> torch.Tensor:

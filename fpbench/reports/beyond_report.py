@@ -101,7 +101,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
         lines += methods_sections(data, df)
         lines += modes_section(df)
     if any(r["config"]["metrics"].get("distance", "grid") != "grid" for r in records):
-        lines += far_samples_section(df, store)
+        lines += far_samples_section(df, store, radius=max(abs(e) for e in records[0]["config"]["train"]["box"]))
     fig = gap_figure(settings, out.parent / "figures" / f"{out.stem}-gap.png")
     if fig is not None:
         lines += [f"![gap against the regulariser weight](figures/{fig.name})", ""]
@@ -132,7 +132,7 @@ def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | Non
     return lines + [""]
 
 
-def far_samples_section(df: pd.DataFrame, store, radius: float = 3.5) -> list[str]:
+def far_samples_section(df: pd.DataFrame, store, radius: float) -> list[str]:
     """Point distances keep every sample, so a few trajectories that run away dominate W2²; the share
     of ODE and SDE samples outside the residual box [-radius, radius]^d says how many there are."""
     rows = []

@@ -276,7 +276,8 @@ def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circ
     if weights is None or stored is None:  # damaged since the run (set aside, named in a warning): no figure
         return None
     model.load_state_dict(weights)
-    axis = torch.linspace(-3.5, 3.5, n_grid, dtype=torch.float32)
+    low, high = case.config["train"]["box"]  # the residual's box Omega
+    axis = torch.linspace(low, high, n_grid, dtype=torch.float32)
     xx, yy = torch.meshgrid(axis, axis, indexing="ij")
     x = torch.stack([xx.ravel(), yy.ravel()], 1)
     t = torch.full((len(x),), t_value)
@@ -285,8 +286,8 @@ def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circ
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
     ax1.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
-    ax1.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), title=f"(a) samples, free score model ({target})", aspect="equal")
-    im = ax2.imshow(curl.T.numpy(), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5), cmap="magma")
+    ax1.set(xlim=(low, high), ylim=(low, high), title=f"(a) samples, free score model ({target})", aspect="equal")
+    im = ax2.imshow(curl.T.numpy(), origin="lower", extent=(low, high, low, high), cmap="magma")
     ax2.set_title(f"(b) |curl s_theta(x, {t_value})|")
     fig.colorbar(im, ax=ax2)
     fig.tight_layout()

@@ -132,15 +132,15 @@ def _recorded_probes(path: Path, labels: list[str], upto: int) -> tuple[dict, fl
 
 def inside_grid(model, target, sde, case) -> dict:
     """Shares of ``SAMPLE['n']`` ODE, SDE and p0 samples inside the paper's grid box."""
-    import torch
 
+    from ..core import streams
     from ..core.jet import fast_score
     from ..core.samplers import refined_grid, sample_pair
 
     low, high, _ = case.config["metrics"]["grid"]
     x_ode, x_sde = sample_pair(fast_score(model), sde, SAMPLE["n"], target.dim, refined_grid(sde.T, SAMPLE["nfe"]),
-                               seed=SEED + 10_000)
-    x_p0 = target.sample(SAMPLE["n"], torch.Generator().manual_seed(SEED + 20_000))
+                               seed=streams.seed_for(SEED, streams.SAMPLERS))
+    x_p0 = target.sample(SAMPLE["n"], streams.generator(SEED, streams.P0))
     share = lambda x: float(((x >= low) & (x <= high)).all(-1).double().mean())
     return {"inside_grid_ode": share(x_ode), "inside_grid_sde": share(x_sde), "inside_grid_p0": share(x_p0)}
 

@@ -11,6 +11,7 @@ import torch
 
 from ..core import metrics as mx
 from ..core import operators as ops
+from ..core import streams
 from ..core.convergence import evidence
 from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
 from ..core.models import ExactScore
@@ -136,7 +137,7 @@ def discretisation(case: Case, score, sde, dim: int, device=None, dtype=None, se
     (random numbers from ``seed``, default the case's own)."""
     cfg = case.config["sample"]
     dtype = dtype or getattr(torch, cfg["dtype"])
-    gen = torch.Generator().manual_seed((case.config["seed"] if seed is None else seed) + 40_000)
+    gen = streams.generator(case.config["seed"] if seed is None else seed, streams.DISCRETISATION)
     x_T = sde.prior_sample(case.config["metrics"]["disc_points"], dim, gen, dtype, device)
     ts = time_grid(case, sde.T)
     return {"disc_ode": ode_discretisation(score, sde, x_T, ts, cfg["scheme"]),
@@ -183,7 +184,7 @@ def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
     removes the target-specific constant); curl statistics of the score."""
     cfg, train_cfg = case.config["metrics"], case.config["train"]
     dtype = getattr(torch, train_cfg["dtype"])
-    gen = torch.Generator().manual_seed(case.config["seed"] + 30_000)
+    gen = streams.generator(case.config["seed"], streams.DIAGNOSTICS)
     box, t0 = Box(*train_cfg["box"]), train_cfg["residual_t0"]
     score = lambda x, t: model.score(x, t, create_graph=True)
     out = {}

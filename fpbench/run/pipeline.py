@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..core import metrics as mx
+from ..core import streams
 from ..core.jet import fast_score
 from ..core.models import make_model
 from ..core.samplers import sample_pair
@@ -238,10 +239,11 @@ def _sampled(case, model, target, sde, out, device, progress, log):
     began = time.perf_counter()
     with cpu_settings(device), progress_bar(cfg["n"], f"sample {case.label}", progress) as bar:
         x_ode, x_sde = sample_pair(fast_score(model), sde, cfg["n"], target.dim, ts,
-                                   seed=case.config["seed"] + 10_000, scheme=cfg["scheme"], chunk=cfg["chunk"],
+                                   seed=streams.seed_for(case.config["seed"], streams.SAMPLERS),
+                                   scheme=cfg["scheme"], chunk=cfg["chunk"],
                                    dtype=getattr(torch, cfg["dtype"]), device=device, progress=bar.update)
     seconds = time.perf_counter() - began
-    x_p0 = target.sample(cfg["n"], torch.Generator().manual_seed(case.config["seed"] + 20_000))
+    x_p0 = target.sample(cfg["n"], streams.generator(case.config["seed"], streams.P0))
     samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}
     if distance(case) != "grid":  # grids do not scale with d: keep the points
         hist = {k: x.float().numpy() for k, x in samples.items()}
