@@ -414,7 +414,7 @@ def good_run(tmp_path_factory):
     return suite, folder / "results"
 
 
-@pytest.mark.parametrize("damaged", ["metrics.json", "model.pt", "train.json", "histograms.npz"])
+@pytest.mark.parametrize("damaged", ["metrics.json", "model.pt", "train.json", "samples.npz"])
 def test_a_damaged_stored_file_is_set_aside_and_recomputed_to_the_same_numbers(tmp_path, damaged, good_run):
     """Each kind of stored file, truncated: the rerun moves it to <name>.corrupt with a warning naming it,
     recomputes what it held, and ends with the numbers of an undamaged run. (Checkpoints: test_time_budget.)"""
@@ -430,6 +430,31 @@ def test_a_damaged_stored_file_is_set_aside_and_recomputed_to_the_same_numbers(t
         assert main(["run", suite, "--scale", "smoke", "--results", str(damaged_store), "--quiet"]) == 0
     assert target.with_name(target.name + ".corrupt").exists() and target.exists()
     assert _metrics_by_key(damaged_store) == _metrics_by_key(reference)
+
+
+def test_a_store_from_before_the_samples_file_was_renamed_is_read_as_it_is(tmp_path, good_run):
+    """Stores written before 2026-12-02 hold the samplers' output as histograms.npz: a rerun neither
+    resamples nor renames it, and the store reads it; a damaged one is set aside and written anew."""
+    import shutil
+
+    from fpbench.run.store import Store
+
+    suite, reference = good_run
+    old = Path(shutil.copytree(reference, tmp_path / "old"))
+    for path in old.glob("*/samples.npz"):
+        path.rename(path.with_name("histograms.npz"))
+    legacy = sorted(old.glob("*/histograms.npz"))
+    stamps = {p: p.stat().st_mtime_ns for p in legacy}
+    assert main(["run", suite, "--scale", "smoke", "--results", str(old), "--quiet"]) == 0
+    assert not list(old.glob("*/samples.npz")) and {p: p.stat().st_mtime_ns for p in legacy} == stamps
+    store = Store(old)
+    key = legacy[0].parent.name
+    assert store.samples(key)["p0"].sum() > 0
+    legacy[0].write_bytes(legacy[0].read_bytes()[:50])
+    with pytest.warns(UserWarning, match="histograms.npz is unreadable"):
+        assert main(["run", suite, "--scale", "smoke", "--results", str(old), "--quiet"]) == 0
+    assert (legacy[0].parent / "samples.npz").exists()
+    assert _metrics_by_key(old) == _metrics_by_key(reference)
 
 
 def test_a_damaged_noise_floor_is_set_aside_and_measured_again(tmp_path, good_run):

@@ -26,3 +26,32 @@ def test_an_undeclared_column_is_refused_by_name():
 
 def test_every_field_says_what_it_is():
     assert all(field.meaning and field.dtype in ("float64", "Int64", "string", "boolean") for field in FIELDS.values())
+
+
+def _column_literals(folder: str) -> dict[str, set[str]]:
+    """Every string literal in fpbench/<folder>/*.py that names a nested results column: a dotted
+    name whose prefix is the prefix of a declared column (``w2_ode_sde.value``, ``convergence.rel_error``)."""
+    import ast
+    from pathlib import Path
+
+    import fpbench
+
+    prefixes = {name.split(".")[0] for name in FIELDS if "." in name}
+    found: dict[str, set[str]] = {}
+    for path in (Path(fpbench.__file__).parent / folder).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.count(".") == 1:
+                prefix, field = node.value.split(".")
+                if prefix in prefixes and field and node.value.replace(".", "").replace("_", "").isalnum():
+                    found.setdefault(node.value, set()).add(path.name)
+    return found
+
+
+@pytest.mark.parametrize("folder", ["analysis", "reports", "run"])
+def test_every_column_the_analysis_and_reports_name_is_declared(folder):
+    """A column named by a literal where results are read must be the schema's: a misspelt or renamed
+    column fails here, not as a silently empty table."""
+    literals = _column_literals(folder)
+    assert literals, f"no column literal found in fpbench/{folder}: the scan is broken"
+    unknown = {name: sorted(files) for name, files in literals.items() if name not in FIELDS}
+    assert not unknown, f"columns named in fpbench/{folder} but not declared in fpbench/run/schema.py: {unknown}"

@@ -14,7 +14,6 @@ import pandas as pd
 from .. import __version__
 from ..analysis import compare as cmp
 from ..run.results import collect
-from ..run.store import read_npz
 from ..run.suite import expand, method_specs
 
 
@@ -137,7 +136,7 @@ def far_samples_section(df: pd.DataFrame, store, radius: float) -> list[str]:
     of ODE and SDE samples outside the residual box [-radius, radius]^d says how many there are."""
     rows = []
     for row in df.itertuples():
-        data = store.cached(store.case_dir(row.key) / "histograms.npz", read_npz)
+        data = store.samples(row.key)
         if data is None:
             continue
         share = {k: float((np.abs(data[k]).max(axis=1) > radius).mean()) for k in ("ode", "sde", "p0")}

@@ -13,7 +13,7 @@ import torch
 from ..analysis import claims as cl
 from ..analysis.stats import FAIL, INCONCLUSIVE, PASS
 from ..core import operators as ops
-from ..run.store import Store, read_npz
+from ..run.store import Store
 from ..run.suite import Case
 
 
@@ -241,8 +241,7 @@ def fig3(records: list[dict], store: Store, path: Path, seed: int = 0) -> Path |
     for i, w in enumerate(levels):
         for j, target in enumerate(targets):
             rec = chosen.get((target, w))
-            hist = (Store.cached(store.case_dir(rec["key"]) / "histograms.npz", read_npz)
-                    if rec else None)
+            hist = store.samples(rec["key"]) if rec else None
             for k, name in enumerate(("sde", "ode")):
                 ax = axes[i, 2 * j + k]
                 ax.set_xticks([])
@@ -272,7 +271,7 @@ def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circ
     case = Case(rec["config"])
     _target, _sde, model, _method = build(case)
     weights = Store.cached(store.case_dir(rec["key"]) / "model.pt", lambda p: torch.load(p, weights_only=True))
-    stored = Store.cached(store.case_dir(rec["key"]) / "histograms.npz", read_npz)
+    stored = store.samples(rec["key"])
     if weights is None or stored is None:  # damaged since the run (set aside, named in a warning): no figure
         return None
     model.load_state_dict(weights)

@@ -21,7 +21,7 @@ from ..train.loop import progress_bar, train
 from ..train.methods import make_method
 from ..train.process import cpu_settings
 from .evaluate import distance, evaluate, grid_of, time_grid, with_convergence
-from .store import Store, read_npz, write_json, write_npz
+from .store import SAMPLES_FILE, Store, read_npz, samples_path, write_json, write_npz
 from .suite import Case, build
 
 
@@ -76,16 +76,16 @@ def run_external(case: Case, store: Store, device=None, progress: bool = False, 
 
 
 def _repair(case: Case, store: Store, device, log) -> None:
-    """A finished case whose weights, history or histograms were damaged since (each set aside by
+    """A finished case whose weights, history or samples were damaged since (each set aside by
     ``Store.cached``) gets them again: retrained (by the plain loop, same seeds: bit for bit what a
     --no-ensemble run stores; for a case trained in an ensemble, the same protocol up to float rounding)
     or resampled with the same seeds. Its metrics stand."""
     out = store.case_dir(case.key)
     trained = _stored_weights(out) is not None and Store.cached(out / "train.json") is not None
-    sampled = Store.cached(out / "histograms.npz", read_npz) is not None
+    sampled = store.samples(case.key) is not None
     if trained and sampled:
         return
-    lost = [what for what, ok in (("weights and history", trained), ("histograms", sampled)) if not ok]
+    lost = [what for what, ok in (("weights and history", trained), ("samples", sampled)) if not ok]
     log(f"repair {case.label} [{case.key}]: {', '.join(lost)} recomputed")
     target, sde, model, method = build(case, device)
     _trained(case, model, method, target, sde, out, device, False, log, store=store)
@@ -229,8 +229,7 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
 
 
 def _sampled(case, model, target, sde, out, device, progress, log):
-    path = out / "histograms.npz"
-    stored = Store.cached(path, read_npz)
+    stored = Store.cached(samples_path(out), read_npz)
     if stored is not None:
         return stored, float(stored["seconds"])
     cfg, grid = case.config["sample"], grid_of(case)
@@ -251,7 +250,7 @@ def _sampled(case, model, target, sde, out, device, progress, log):
         hist = {k: mx.grid_histogram(x, grid) for k, x in samples.items()}
     hist.update({"ode_points": x_ode[:2000].numpy(), "sde_points": x_sde[:2000].numpy(),
                  "seconds": np.array(seconds)})
-    write_npz(path, **hist)
+    write_npz(out / SAMPLES_FILE, **hist)
     return hist, seconds
 
 

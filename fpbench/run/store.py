@@ -4,7 +4,10 @@
     <root>/<case key>/checkpoint.pt    training state while training (removed when trained)
     <root>/<case key>/model.pt         the trained weights
     <root>/<case key>/train.json       loss history and training time
-    <root>/<case key>/histograms.npz   64 x 64 node counts of the ODE, SDE and p0 samples
+    <root>/<case key>/samples.npz      the samplers' output: for the grid distance the 64 x 64 node counts
+                                       of the ODE, SDE and p0 samples (and their first 2,000 points, for
+                                       figures); for point distances the points themselves. Stores
+                                       written before 2026-12-02 call it histograms.npz (still read)
     <root>/<case key>/metrics.json     all metrics; written last, so its presence means "done"
     <root>/<case key>/failed.json      why the case failed (a rerun retries it and removes this)
     <root>/<case key>/.lock            held by the process running the case (two runs on one store
@@ -54,6 +57,16 @@ def read_json(path: Path):
         raise ValueError(f"corrupt result file {path}: {err}; delete it to recompute") from None
 
 
+SAMPLES_FILE = "samples.npz"
+LEGACY_SAMPLES_FILE = "histograms.npz"  # its name in stores written before 2026-12-02
+
+
+def samples_path(case_dir: Path) -> Path:
+    """Where a case's sampler output lies: ``samples.npz``, or in an older store its former name."""
+    new, old = case_dir / SAMPLES_FILE, case_dir / LEGACY_SAMPLES_FILE
+    return old if old.exists() and not new.exists() else new
+
+
 def read_npz(path: Path) -> dict:
     """Every array of an .npz file, read now (so that damage surfaces here, not at a later access)."""
     with np.load(path) as data:
@@ -94,6 +107,10 @@ class Store:
 
     def case_dir(self, key: str) -> Path:
         return self.root / key
+
+    def samples(self, key: str) -> dict | None:
+        """The case's stored sampler output (``samples_path``), or None when absent or damaged."""
+        return self.cached(samples_path(self.case_dir(key)), read_npz)
 
     def is_done(self, key: str) -> bool:
         """The case's ``metrics.json`` exists and reads (a damaged one is set aside: the case is not done)."""
@@ -161,7 +178,7 @@ class Store:
             key, cfg = config_path.parent.name, read_json(config_path)
             failure = self.failure(key)
             status = "done" if self.is_done(key) else f"failed: {failure['error']}" if failure else \
-                "sampled" if (config_path.parent / "histograms.npz").exists() else \
+                "sampled" if samples_path(config_path.parent).exists() else \
                 "trained" if (config_path.parent / "model.pt").exists() else "started"
             rows.append({"key": key, "suite": cfg.get("suite", "?"), "scale": cfg.get("scale", "?"),
                          "case": Case(cfg).label, "status": status})
