@@ -154,6 +154,20 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .run.results import export_results, load_results
+
+    df = load_results(args.suite, args.scale, args.results, args.seeds)
+    if df.empty:
+        raise ValueError(f"no finished cases of suite {args.suite!r} at scale {args.scale!r}; run "
+                         f"`fpbench run {args.suite} --scale {args.scale}` first")
+    out = export_results(df, args.out)
+    missing = df.attrs.get("missing", [])
+    print(f"wrote {len(df)} case(s) x {df.shape[1]} column(s) to {out}"
+          + (f"; {len(missing)} case(s) not finished: {', '.join(missing)}" if missing else ""))
+    return 0
+
+
 def _cmd_show(args) -> int:
     import json
 
@@ -428,6 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="targets, SDEs, models, methods and suites")
     lst.set_defaults(func=_cmd_list)
+
+    export = sub.add_parser("export", help="a suite's results table (one row per case) to Parquet or CSV")
+    export.add_argument("suite", help="suite name (suites/NAME.toml) or path")
+    export.add_argument("--scale", required=True)
+    export.add_argument("--out", required=True, help="FILE.parquet (typed; needs pyarrow) or FILE.csv")
+    export.add_argument("--seeds", type=int, default=None)
+    export.add_argument("--results", default=None)
+    export.set_defaults(func=_cmd_export)
 
     show = sub.add_parser("show", help="the runs in the store, or the metrics of one run (a prefix of its key)")
     show.add_argument("run", nargs="?", default=None, help="a prefix of the run's key (none: list every run)")

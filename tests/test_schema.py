@@ -55,3 +55,28 @@ def test_every_column_the_analysis_and_reports_name_is_declared(folder):
     assert literals, f"no column literal found in fpbench/{folder}: the scan is broken"
     unknown = {name: sorted(files) for name, files in literals.items() if name not in FIELDS}
     assert not unknown, f"columns named in fpbench/{folder} but not declared in fpbench/run/schema.py: {unknown}"
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_export_writes_the_typed_table(tmp_path, suffix):
+    """fpbench export: Parquet keeps the schema's dtypes exactly; CSV keeps the values."""
+    suite = _write_suite(tmp_path, GOOD)
+    results = str(tmp_path / "r")
+    assert main(["run", suite, "--scale", "smoke", "--results", results, "--quiet"]) == 0
+    out = tmp_path / f"table{suffix}"
+    assert main(["export", suite, "--scale", "smoke", "--results", results, "--out", str(out)]) == 0
+    df = Store(tmp_path / "r").table().sort_values("key").reset_index(drop=True)
+    back = (pd.read_parquet(out) if suffix == ".parquet" else typed(pd.read_csv(out)))
+    back = back.sort_values("key").reset_index(drop=True)[list(df.columns)]
+    pd.testing.assert_frame_equal(back, df, check_dtype=suffix == ".parquet", check_exact=suffix == ".parquet")
+
+
+def test_export_refuses_an_unknown_format_and_an_empty_store(tmp_path, capsys):
+    from fpbench.run.results import export_results
+
+    with pytest.raises(ValueError, match=r"must end in \.parquet or \.csv"):
+        export_results(pd.DataFrame({"seed": [0]}), tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+    suite = _write_suite(tmp_path, GOOD)
+    assert main(["export", suite, "--scale", "smoke", "--results", str(tmp_path / "r"), "--out", "x.csv"]) == 2
+    assert "no finished cases" in capsys.readouterr().err

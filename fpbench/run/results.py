@@ -4,9 +4,16 @@ typed by the results schema (``fpbench.run.schema``: every column's dtype and me
 
     import fpbench
     df = fpbench.load_results("paper", "quick")          # pandas.DataFrame
+
+``export_results`` writes that table to Parquet (the schema's dtypes kept; needs pyarrow:
+``pip install "fpbench[parquet]"``) or CSV, for analysis outside fpbench. The per-case JSON records
+stay the store's own format: each is written once, atomically, when its case finishes, so a killed
+run loses nothing and a rerun resumes.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 
@@ -37,3 +44,29 @@ def load_results(suite: str, scale: str, results: str | None = None, seeds: int 
     df, _records, missing = collect(Store(results_root(results)), expand(load_suite(suite), scale, seeds))
     df.attrs["missing"] = missing
     return df
+
+
+EXPORT_FORMATS = (".parquet", ".csv")
+
+
+def export_results(df: pd.DataFrame, out) -> Path:
+    """``df`` (a ``load_results`` frame) written to ``out``, by its suffix: ``.parquet`` (typed; pyarrow)
+    or ``.csv``. Written to a temporary name and renamed, so an interrupted export leaves no half file."""
+    out = Path(out)
+    if out.suffix not in EXPORT_FORMATS:
+        raise ValueError(f"export to {out.name!r}: the file must end in {' or '.join(EXPORT_FORMATS)}")
+    if out.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError('Parquet needs pyarrow: pip install "fpbench[parquet]" (or export to .csv)') from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    frame = df.copy()
+    frame.attrs = {}  # attrs (the missing cases) are not part of the table
+    if out.suffix == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_csv(tmp, index=False)
+    tmp.replace(out)
+    return out
