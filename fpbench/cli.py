@@ -285,6 +285,17 @@ def _cmd_reference(args) -> int:
         matched = sum(c.matches for c in cells)
         print(f"{matched} of {len(cells)} cells equal the paper to the printed digits")
         return 0 if matched == len(cells) else 1
+    if args.action == "intervals":
+        from .analysis.paper_intervals import Settings, run_study
+        from .reports.intervals_report import write_intervals_report
+
+        tables = tuple(args.tables.split(",")) if args.tables else ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")
+        study = run_study(root, results_root(args.results) / "reference" / "intervals", Settings(reps=args.reps),
+                          tables=tables)
+        out = Path(args.out if args.out != "reports/reference.md" else "reports/paper-intervals.md")
+        command = "fpbench reference intervals" + (f" --tables {args.tables}" if args.tables else "")
+        print(f"wrote {write_intervals_report(study, out, command)}")
+        return 0
     if args.action == "levels":
         from .analysis.reference import convergence_levels, write_levels_module
 
@@ -428,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
 
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
-    ref.add_argument("action", choices=["tables", "evaluate", "levels"],
-                     help="tables: Tables 1-3 from the histograms; evaluate: the 12 models re-sampled -> report; "
+    ref.add_argument("action", choices=["tables", "evaluate", "levels", "intervals"],
+                     help="tables: Tables 1-3 from the histograms; intervals: the same with error bars at the paper's "
+                          "n -> reports/paper-intervals.md (resumable); evaluate: the 12 models re-sampled -> report; "
                           "levels: the models' convergence evidence -> fpbench/analysis/authors_levels.py (the gate's "
                           "yardstick)")
     ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
@@ -438,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--results", default=None)
     ref.add_argument("--out", default="reports/reference.md")
     ref.add_argument("--targets", default=None, help="evaluate only these (comma-separated), no report")
+    ref.add_argument("--tables", default=None, help="intervals: only these tables (w2_ode_sde,w2_ode_p0,w2_sde_p0)")
+    ref.add_argument("--reps", type=int, default=10, help="intervals: bootstrap replicates per cell")
     ref.set_defaults(func=_cmd_reference)
 
     lst = sub.add_parser("list", help="targets, SDEs, models, methods and suites")
