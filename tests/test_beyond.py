@@ -95,11 +95,11 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     assert "## Methods ranked per target" in text and "## Where each gap comes from" in text
     rows = [line for line in text.splitlines() if "RampedFP (--method" in line]
     assert rows and any("p_lower" in r for r in rows)  # tested against the baseline
-    assert "## Do the paper's claims C1-C5 carry over?" in text and "score-FP R^s" in text
+    assert "## Do the paper's claims C1-C5 carry over?" in text
     # the answer first: the summary (verdicts per setting, convergence) before any table
     assert text.index("## Summary") < text.index("## Do the paper's claims") < text.index("## Methods ranked")
     summary = text[text.index("## Summary"):text.index("## Do the paper's claims")]
-    assert "log-FP R~, potential (the paper): **" in summary and "- **Convergence**: " in summary
+    assert "score-FP: **" in summary and "- **Convergence**: " in summary  # the one swept regulariser
     assert " n/a" not in text
 
 
@@ -135,3 +135,28 @@ def test_point_distances_run_end_to_end_with_their_own_floors(tmp_path):
             assert m[name]["method"] == "exact" and m[name]["n"] == 200
             assert m[f"{name}_sliced"]["method"] == "sliced" and m[f"{name}_sliced"]["n"] == 500
         assert m["floor"]["reps"] == 2 and m["floor"]["mean"] > 0 and m["floor_sliced"]["mean"] > 0
+
+
+def test_regularised_families_are_found_from_the_methods_not_their_names():
+    """The methods suite's settings: each [[methods]] entry that sweeps the weight of one regulariser,
+    with its residual column; DSM alone stands in for weight 0 where the family has no weight-0 entry;
+    a user's method of the same shape is found the same way."""
+    import pandas as pd
+
+    from fpbench.reports.beyond_report import regulariser_settings
+
+    data = load_suite("methods")
+    rows = [("fp", "potential", {"w_r": w}) for w in (0.0, 1.0)] + [("warm_fp", "potential", {"w_r": 1.0})]
+    rows += [("dsm", "score", {}), ("score_fp", "score", {"w_s": 1.0})]
+    df = pd.DataFrame([{"method": m, "model": k, "target": "blob", **{f"param_{p}": v for p, v in ps.items()}}
+                       for m, k, ps in rows])
+    settings = regulariser_settings(data, df)
+    labels = {s["name"]: s.get("label") for s in data["methods"] if s.get("sweep")}
+    assert set(settings) == {labels["fp"], labels["warm_fp"], labels["score_fp"]}
+    fp_rows, weight, residual = settings[labels["fp"]]
+    assert (weight, residual, sorted(fp_rows["param_w_r"])) == ("param_w_r", "log_fp_residual", [0.0, 1.0])
+    warm_rows = settings[labels["warm_fp"]][0]
+    assert list(warm_rows["param_w_r"]) == [1.0]  # no weight-0 warm entry and no DSM-alone potential: as measured
+    free_rows, weight, residual = settings[labels["score_fp"]]
+    assert (weight, residual) == ("param_w_s", "score_fp_residual")
+    assert sorted(zip(free_rows["method"], free_rows["param_w_s"])) == [("dsm", 0.0), ("score_fp", 1.0)]

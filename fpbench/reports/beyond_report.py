@@ -54,18 +54,56 @@ def settings_of(data: dict, df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, s
         for sde in data["suite"]["sde"]:
             out[f"SDE {sde}"] = (df[df["sde"] == sde], "param_w_r", "log_fp_residual")
     elif "methods" in data:
-        fp = df[df["method"] == "fp"]
-        if not fp.empty:
-            out["log-FP R~, potential (the paper)"] = (fp, "param_w_r", "log_fp_residual")
-        warm = df[df["method"] == "warm_fp"]
-        if not warm.empty:
-            out["log-FP R~ from the trained baseline (warm start)"] = (warm, "param_w_r", "log_fp_residual")
-        free = df[df["model"] == "score"].copy()
-        if "param_w_s" in free:
-            free["param_w_s"] = free["param_w_s"].fillna(0.0)  # DSM alone is w = 0 of the score-FP family
-            out["score-FP R^s, free score (FP-Diffusion)"] = (free, "param_w_s", "score_fp_residual")
+        out.update(regulariser_settings(data, df))
     else:
         out["all targets"] = (df, "param_w_r", "log_fp_residual")
+    return out
+
+
+def _regulariser(name: str, param: str, fixed: dict) -> str | None:
+    """The one non-DSM loss term of method ``name`` when ``param`` is its weight (None if it has another
+    shape: no regulariser, several, or one fpbench measures no residual of)."""
+    from ..train.methods import REGULARISER_RESIDUALS, make_method
+
+    try:
+        weights = make_method(name, **{**fixed, param: 1.0}).weights
+    except (ValueError, TypeError):
+        return None
+    terms = [t for t, w in weights.items() if t != "dsm" and w]
+    return terms[0] if len(terms) == 1 and terms[0] in REGULARISER_RESIDUALS else None
+
+
+def _dsm_alone(data: dict, df: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Rows of the suite's methods that train ``model`` by DSM alone (no other term declared)."""
+    from ..train.methods import make_method
+
+    names = {s["name"] for s in method_specs(data) if s["model"] == model and not s.get("sweep")
+             and set(make_method(s["name"], **s.get("params", {})).weights) == {"dsm"}}
+    return df[df["method"].isin(names) & (df["model"] == model)]
+
+
+def regulariser_settings(data: dict, df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
+    """One setting per regularised method family of the suite, found from the methods themselves (not
+    their names): a [[methods]] entry sweeping one parameter that weights one regulariser with a measured
+    residual (``REGULARISER_RESIDUALS``). Its rows are every case of that method and model (its own
+    weight-0 entry included); with none at weight 0, the suite's DSM-alone cases of the model stand in."""
+    from ..train.methods import REGULARISER_RESIDUALS
+
+    out = {}
+    for spec in method_specs(data):
+        if len(spec.get("sweep", {})) != 1:
+            continue
+        param = next(iter(spec["sweep"]))
+        term = _regulariser(spec["name"], param, spec.get("params", {}))
+        rows = df[(df["method"] == spec["name"]) & (df["model"] == spec["model"])]
+        weight = f"param_{param}"
+        if term is None or rows.empty or weight not in rows:
+            continue
+        if not (rows[weight] == 0).any():
+            base = _dsm_alone(data, df, spec["model"]).copy()
+            base[weight] = 0.0
+            rows = pd.concat([base, rows])
+        out[spec.get("label") or f"{spec['name']} ({spec['model']})"] = (rows, weight, REGULARISER_RESIDUALS[term])
     return out
 
 

@@ -61,6 +61,9 @@ TERMS = {"dsm": _dsm_term, "log_fp": _log_fp_term, "score_fp": _score_fp_term}
 # jets; a term added to TERMS, or a built-in name bound to another function, is computed by the
 # per-model loop only (``uses_builtin_terms``), never replaced by a jet of another term.
 BUILTIN_TERMS = MappingProxyType(dict(TERMS))
+# The results column that measures each regulariser on the trained model (fpbench.run.schema): a method
+# whose one non-DSM term is one of these is a regularised family whose weight plays w_R in claims C1-C5.
+REGULARISER_RESIDUALS = MappingProxyType({"log_fp": "log_fp_residual", "score_fp": "score_fp_residual"})
 
 
 class Method:
