@@ -5,14 +5,17 @@ The package is layered; imports flow one way (tests/test_layers.py checks it):
 ``core`` (the math) -> ``train`` -> ``run`` (suites, the pipeline, the store) -> ``analysis`` (claims,
 statistics) -> ``reports``; ``cli`` and ``pytest_plugin`` sit on top. The public face:
 
-    from fpbench import Method, run_suite, load_results
+    from fpbench import Method, run_suite, load_results, evaluate
     df, records = run_suite("paper", "smoke")      # runs what the store lacks, then reads it
     df = load_results("paper", "smoke")            # reads only
+    pairs = evaluate("examples/external_model.py:make_model", "blob", "smoke")  # (baseline, yours) per seed
 """
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"Method": "fpbench.train.methods", "run_suite": "fpbench.run.execute", "load_results": "fpbench.run.results"}
+_PUBLIC = {"Method": ("fpbench.train.methods", "Method"), "run_suite": ("fpbench.run.execute", "run_suite"),
+           "load_results": ("fpbench.run.results", "load_results"),
+           "evaluate": ("fpbench.run.execute", "evaluate_model")}
 __all__ = ["__version__", *_PUBLIC]
 
 
@@ -21,5 +24,6 @@ def __getattr__(name: str):
     if name in _PUBLIC:
         import importlib
 
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
+        module, attr = _PUBLIC[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'fpbench' has no attribute {name!r}")

@@ -229,22 +229,11 @@ def _cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from .reports.external_report import write_report
-    from .run.execute import InProcess, plan, resolve_device, run_tasks
-    from .run.external import baseline_case, external_case
-    from .run.pipeline import run_external
-    from .run.store import Store, results_root
+    from .run.execute import evaluate_model
 
-    store = Store(results_root(args.results)).check_writable()
-    device = resolve_device(args.device)
     log = (lambda message: None) if args.quiet else print  # noqa: E731
-    bases = [baseline_case(args.suite, args.scale, args.target, seed) for seed in range(args.seeds)]
-    run_tasks(plan(bases, store.root, None if device is None else str(device)), InProcess(), log=log)
-    missing = [c.label for c in bases if not store.is_done(c.key)]
-    if missing:
-        raise UserError(f"the baseline did not finish: {', '.join(missing)} (its failed.json says why)")
-    pairs = [(store.metrics(c.key), run_external(external_case(args.model, args.suite, args.scale, args.target,
-                                                               c.config["seed"]), store, device, log=log))
-             for c in bases]
+    pairs = evaluate_model(args.model, args.target, args.scale, args.suite, args.seeds, args.results, args.device,
+                           log=log)
     out = Path(args.out or f"reports/external-{args.target}-{args.scale}.md")
     command = " ".join(shlex.quote(a) for a in ["fpbench", "evaluate", args.model, "--target", args.target,
                                                   "--scale", args.scale, "--suite", args.suite,

@@ -27,6 +27,16 @@ def test_the_example_model_is_measured_beside_the_baseline(tmp_path):
     text = out.read_text()
     assert text.count("| baseline ") == 1 and text.count("| yours ") == 1
     assert "Paired tests need matched seeds: 1 here" in text
+    # the library's face reads the same store: no case is run again, the records are the ones stored
+    import fpbench
+
+    store = Store(tmp_path / "store")
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").glob("*/metrics.json")}
+    [(baseline, yours)] = fpbench.evaluate(f"{EXAMPLE}:make_model", "blob", "smoke", results=str(tmp_path / "store"),
+                                           log=lambda *_: None)
+    assert baseline == store.metrics(baseline["key"]) and yours == store.metrics(yours["key"])
+    assert yours["config"]["model"]["kind"] == "external" and baseline["config"]["method"]["params"]["w_r"] == 0.0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 @pytest.mark.slow  # trains the baseline and samples two models: tens of seconds

@@ -325,6 +325,27 @@ def run_suite(suite: str, scale: str, results: str | None = None, seeds: int | N
     return df, records
 
 
+def evaluate_model(model: str, target: str, scale: str, suite: str = "paper", seeds: int = 1,
+                   results: str | None = None, device=None, log=print) -> list[tuple[dict, dict]]:
+    """A model trained elsewhere (``model``: ``module:factory``, ``file.py:factory`` or a TorchScript file;
+    the protocol of ``fpbench.run.external``) measured with every metric fpbench computes, under the
+    settings of ``suite``'s w_R = 0 baseline for ``target`` at ``scale``. Runs the baselines the store
+    lacks first; returns (the baseline's record, the model's record) per seed 0 .. ``seeds`` - 1."""
+    from .external import baseline_case, external_case
+    from .pipeline import run_external
+    from .store import Store, results_root
+
+    store = Store(results_root(results)).check_writable()
+    device = resolve_device(device) if isinstance(device, str) or device is None else device
+    bases = [baseline_case(suite, scale, target, seed) for seed in range(seeds)]
+    run_tasks(plan(bases, store.root, None if device is None else str(device)), InProcess(), log=log)
+    missing = [c.label for c in bases if not store.is_done(c.key)]
+    if missing:
+        raise ValueError(f"the baseline did not finish: {', '.join(missing)} (its failed.json says why)")
+    return [(store.metrics(c.key), run_external(external_case(model, suite, scale, target, c.config["seed"]),
+                                                store, device, log=log)) for c in bases]
+
+
 class DeviceError(ValueError):
     """A device that this machine does not have."""
 
