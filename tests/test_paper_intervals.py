@@ -34,6 +34,8 @@ def test_the_basic_interval_removes_the_bootstraps_bias():
     interval = pi.Interval.from_replicates(0.010, [0.012, 0.013, 0.011, 0.012])
     assert interval.basic_value == pytest.approx(2 * 0.010 - 0.012)
     low, high = interval.bounds("basic")
+    assert interval.bounds("floor", floor=0.003) == pytest.approx((0.010 - 0.003 - 1.96 * np.std(
+        [0.012, 0.013, 0.011, 0.012], ddof=1), 0.010 + 1.96 * np.std([0.012, 0.013, 0.011, 0.012], ddof=1)))
     sd = np.std([0.012, 0.013, 0.011, 0.012], ddof=1)
     assert (low, high) == pytest.approx((0.008 - 1.96 * sd, 0.008 + 1.96 * sd))
     assert interval.bounds("normal")[1] == pytest.approx(0.010 + 1.96 * sd)
@@ -42,19 +44,30 @@ def test_the_basic_interval_removes_the_bootstraps_bias():
 
 
 def test_coverage_of_a_known_truth_is_measured_with_an_exact_interval():
-    """Small n, so that the estimator's upward bias is large: the plain (normal) interval, centred on the
-    biased value, misses the truth of equal laws far more often than the basic one claims to."""
-    p, q, truth = pi.shifted_pair(_gaussian_law(std=0.3), 2)
+    """Equal laws at a small n: the estimator reads about its floor, so the plain (normal) interval, centred
+    on that biased value, never holds the truth 0, while the floor interval, whose low end allows for the
+    whole floor, does."""
+    law, n = _gaussian_law(std=0.3), 4000
     rng = np.random.default_rng(0)
-    runs = [pi.coverage_run(p, q, truth, 4000, 4, rng) for _ in range(6)]
-    summary = pi.coverage_summary(runs)
-    assert summary["runs"] == 6
-    for method in ("normal", "basic"):
+    floor = float(np.mean([grid_w2_from_weights(pi.redraw(law, n, rng), pi.redraw(law, n, rng)) for _ in range(4)]))
+    p, q, truth = pi.shifted_pair(law, 0)
+    runs = [pi.coverage_run(p, q, n, 4, rng) for _ in range(6)]
+    summary = pi.coverage_summary(runs, truth, floor)
+    assert summary["runs"] == 6 and summary["truth"] == 0.0
+    for method in pi.METHODS:
         share, low, high = summary[method]
         assert 0 <= low <= share <= high <= 1
     assert all(r["value"] > 0 for r in runs)
-    equal = [pi.coverage_run(*pi.shifted_pair(_gaussian_law(std=0.3), 0), 4000, 4, rng) for _ in range(4)]
-    assert not any(r["covered_normal"] for r in equal)  # W2² of two redraws is > 0 and its sd is small
+    assert summary["normal"][0] == 0.0 and summary["floor"][0] >= 0.5
+    assert pi.interval_method({0: summary}) in ("floor", "none")
+
+
+def test_the_preferred_interval_is_the_first_that_covers_everywhere():
+    ok, low = (0.95, 0.8, 1.0), (0.5, 0.2, 0.8)
+    assert pi.interval_method({1: {"normal": ok, "basic": ok, "floor": ok}}) == "normal"
+    assert pi.interval_method({1: {"normal": low, "basic": ok, "floor": ok}, 0: {"normal": low, "basic": low,
+                                                                               "floor": ok}}) == "floor"
+    assert pi.interval_method({0: {"normal": low, "basic": low, "floor": low}}) == "none"
 
 
 def test_differences_are_resolved_only_beyond_their_noise():
@@ -63,6 +76,8 @@ def test_differences_are_resolved_only_beyond_their_noise():
              for w, v, s in ((0.0, 0.010, 1e-4), (0.1, 0.005, 1e-4), (1.0, 0.0051, 1e-4))]
     rows = pi.resolved_differences(cells, "normal")
     assert [r["resolved"] for r in rows] == [True, False]
+    floors = {"blob": {"values": [0.006]}}  # a floor above the first difference: not resolved any more
+    assert [r["resolved"] for r in pi.resolved_differences(cells, "floor", floors)] == [False, False]
     assert rows[0]["difference"] == pytest.approx(-0.005) and rows[0]["sd"] == pytest.approx(math.sqrt(2) * 1e-4)
 
 

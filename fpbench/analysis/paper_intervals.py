@@ -9,15 +9,20 @@ The plain bootstrap of an empirical W2 is not consistent when the two laws are e
 Munk, JRSS-B 2018), and the estimator is biased upward by sampling noise, so the interval method is not
 assumed: its coverage is measured on cases whose true grid W2² is known exactly. A law P on the grid
 and its copy shifted by k nodes along x have W2² = (k h)² (a translation is the optimal plan), h the
-node spacing; k = 0 is the equal-laws case. Two intervals are measured:
+node spacing; k = 0 is the equal-laws case. Three intervals are measured, in this order of preference:
 
 - ``normal``: value ± 1.96 sd of the replicates (what fpbench's own tables print);
-- ``basic``: 2 value - mean(replicates) ± 1.96 sd, which removes the bootstrap's estimate of the bias.
+- ``basic``: 2 value - mean(replicates) ± 1.96 sd, which removes the bootstrap's estimate of the bias;
+- ``floor``: [value - floor - 1.96 sd, value + 1.96 sd]: sampling noise only raises the estimator, by at
+  most about its floor (what it reads for two samples of one law, the bias at W2² = 0), so the low end
+  allows for all of it.
 
-A paper's difference between two cells is *resolved by its own data* when the difference of their
-(basic) values exceeds 1.96 times the root sum of their replicate variances; otherwise it is within
-the paper's own sampling noise. Cells of one target share its data histogram, whose noise then enters
-both cells alike, so treating them as independent overstates the difference's sd (conservative).
+The first whose measured coverage is consistent with 95% at every known truth is used. A paper's
+difference between two cells is *resolved by its own data* when the difference of their values exceeds
+1.96 times the root sum of their replicate variances (plus the floor, for the ``floor`` interval: the
+two biases may differ by up to it); otherwise it is within the paper's own sampling noise. Cells of one
+target share its data histogram, whose noise then enters both cells alike, so treating them as
+independent overstates the difference's sd (conservative).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from .reference import histogram
 PAPER_N = 3_000_000  # samples behind every published histogram (their file names)
 TABLE_PAIRS = {"w2_ode_sde": ("ode", "sde"), "w2_ode_p0": ("ode", "truth"), "w2_sde_p0": ("sde", "truth")}
 Z = 1.96
+METHODS = ("normal", "basic", "floor")  # the order of preference (``interval_method``)
 
 
 def redraw(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,7 +67,10 @@ class Interval:
     def basic_value(self) -> float:
         return 2 * self.value - self.boot_mean
 
-    def bounds(self, method: str) -> tuple[float, float]:
+    def bounds(self, method: str, floor: float = 0.0) -> tuple[float, float]:
+        """The 95% interval by ``method`` (module docstring); ``floor``: the estimator's floor, for ``floor``."""
+        if method == "floor":
+            return max(0.0, self.value - floor - Z * self.sd), self.value + Z * self.sd
         centre = self.value if method == "normal" else self.basic_value
         return max(0.0, centre - Z * self.sd), centre + Z * self.sd
 
@@ -83,23 +92,24 @@ def shifted_pair(weights: np.ndarray, k: int, grid=PAPER_GRID) -> tuple[np.ndarr
     return (p / p.sum()).ravel(), (q / q.sum()).ravel(), (k * grid.spacing) ** 2
 
 
-def coverage_run(p: np.ndarray, q: np.ndarray, truth: float, n: int, boot: int, rng) -> dict:
-    """One simulated data set: redraws of P and Q at n, the interval from ``boot`` replicates of them,
-    and whether each method's interval holds the true W2²."""
+def coverage_run(p: np.ndarray, q: np.ndarray, n: int, boot: int, rng) -> dict:
+    """One simulated data set: redraws of P and Q at n and ``boot`` bootstrap replicates of them (the
+    interval's ingredients; ``covers`` says whether an interval holds the truth)."""
     p_hat, q_hat = redraw(p, n, rng), redraw(q, n, rng)
     interval = Interval.from_replicates(grid_w2_from_weights(p_hat, q_hat), replicates(p_hat, q_hat, n, boot, rng))
-    out = {"value": interval.value, "sd": interval.sd, "boot_mean": interval.boot_mean}
-    for method in ("normal", "basic"):
-        low, high = interval.bounds(method)
-        out[f"covered_{method}"] = bool(low <= truth <= high) if truth > 0 else bool(low <= truth)
-    return out
+    return {"value": interval.value, "sd": interval.sd, "boot_mean": interval.boot_mean, "reps": interval.reps}
 
 
-def coverage_summary(runs: list[dict]) -> dict:
-    """Per method: the share of runs whose interval held the truth, with its exact 95% interval."""
-    out = {"runs": len(runs)}
-    for method in ("normal", "basic"):
-        k = sum(r[f"covered_{method}"] for r in runs)
+def covers(run: dict, truth: float, method: str, floor: float) -> bool:
+    low, high = Interval(run["value"], run["sd"], run["boot_mean"], run.get("reps", 0)).bounds(method, floor)
+    return bool(low <= truth <= high)
+
+
+def coverage_summary(runs: list[dict], truth: float, floor: float) -> dict:
+    """Per method: the share of runs whose interval held ``truth``, with its exact 95% interval."""
+    out = {"runs": len(runs), "truth": truth}
+    for method in METHODS:
+        k = sum(covers(r, truth, method, floor) for r in runs)
         ci = stats.binomtest(k, len(runs)).proportion_ci(confidence_level=0.95, method="exact")
         out[method] = (k / len(runs), float(ci.low), float(ci.high))
     return out
@@ -152,7 +162,7 @@ def coverage_record(root: Path, cache: Path, k: int, run: int, s: Settings) -> d
     def compute():
         p, q, truth = shifted_pair(histogram(root, "truth", "blob"), k)
         rng = np.random.default_rng([s.seed, 2000 + k, run])
-        return {"k": k, "truth": truth, **coverage_run(p, q, truth, s.n, s.coverage_boot, rng)}
+        return {"k": k, "truth": truth, **coverage_run(p, q, s.n, s.coverage_boot, rng)}
     return _cached(cache / f"coverage-k{k}-run{run}-b{s.coverage_boot}-n{s.n}.json", compute)
 
 
@@ -160,14 +170,12 @@ def run_study(root: Path, cache: Path, s: Settings = Settings(), tables=tuple(TA
               log=print) -> dict:
     """Coverage first (it says which interval to trust), then floors, then the cells of ``tables``."""
     cache.mkdir(parents=True, exist_ok=True)
+    floors = {t: floor_record(root, cache, t, s) for t in dict.fromkeys(("blob", *targets))}
     coverage = {}
-    for k in s.shifts:
-        runs = []
-        for run in range(s.coverage_runs):
-            runs.append(coverage_record(root, cache, k, run, s))
-        coverage[k] = {"truth": runs[0]["truth"], **coverage_summary(runs)}
+    for k in s.shifts:  # the shifted copies are blob's data law: its floor is theirs
+        runs = [coverage_record(root, cache, k, run, s) for run in range(s.coverage_runs)]
+        coverage[k] = coverage_summary(runs, runs[0]["truth"], floor_mean(floors["blob"]))
         log(f"coverage, shift {k}: {coverage[k]}")
-    floors = {t: floor_record(root, cache, t, s) for t in targets}
     cells = []
     for table in tables:
         for target in targets:
@@ -177,14 +185,17 @@ def run_study(root: Path, cache: Path, s: Settings = Settings(), tables=tuple(TA
     return {"settings": asdict(s), "coverage": coverage, "floors": floors, "cells": cells}
 
 
+def floor_mean(record: dict) -> float:
+    return float(np.mean(record["values"]))
+
+
 def interval_method(coverage: dict) -> str:
-    """The interval whose measured coverage is consistent with 95% at every known truth (its exact
-    interval reaches 0.95); ``basic`` when both are, ``normal`` when only it is; ``none`` if neither."""
-    ok = {m: all(c[m][2] >= 0.95 for c in coverage.values()) for m in ("basic", "normal")}
-    return "basic" if ok["basic"] else "normal" if ok["normal"] else "none"
+    """The first of ``METHODS`` whose measured coverage is consistent with 95% at every known truth (its
+    exact interval reaches 0.95); ``none`` if no method's is."""
+    return next((m for m in METHODS if all(c[m][2] >= 0.95 for c in coverage.values())), "none")
 
 
-def resolved_differences(cells: list[dict], method: str) -> list[dict]:
+def resolved_differences(cells: list[dict], method: str, floors: dict | None = None) -> list[dict]:
     """Adjacent w_R cells of each table row: the paper's difference and whether its own data resolve it."""
     rows = []
     key = {(c["table"], c["target"], c["w_r"]): c for c in cells}
@@ -197,9 +208,10 @@ def resolved_differences(cells: list[dict], method: str) -> list[dict]:
         centre = (lambda i: i.basic_value) if method == "basic" else (lambda i: i.value)
         diff = centre(second) - centre(first)
         sd = math.hypot(first.sd, second.sd)
+        slack = floor_mean(floors[target]) if method == "floor" else 0.0
         rows.append({"table": TABLE_TITLES[table].split(":")[0], "target": target,
                      "w_R pair": f"{w_r:g} -> {W_R[j + 1]:g}", "paper": f"{c['paper']:.6f} -> {d['paper']:.6f}",
-                     "difference": diff, "sd": sd, "resolved": abs(diff) > Z * sd})
+                     "difference": diff, "sd": sd, "resolved": abs(diff) > slack + Z * sd})
     return rows
 
 
