@@ -211,7 +211,8 @@ def resolved_differences(cells: list[dict], method: str, floors: dict | None = N
         slack = floor_mean(floors[target]) if method == "floor" else 0.0
         rows.append({"table": TABLE_TITLES[table].split(":")[0], "target": target,
                      "w_R pair": f"{w_r:g} -> {W_R[j + 1]:g}", "paper": f"{c['paper']:.6f} -> {d['paper']:.6f}",
-                     "difference": diff, "sd": sd, "resolved": abs(diff) > slack + Z * sd})
+                     "difference": diff, "sd": sd, "beyond the sd alone": abs(diff) > Z * sd,
+                     "resolved": abs(diff) > slack + Z * sd})
     return rows
 
 

@@ -70,10 +70,12 @@ def write_intervals_report(study: dict, out: Path, command: str) -> Path:
     if diffs:
         frame = pd.DataFrame(diffs)
         frame["resolved"] = frame["resolved"].map({True: "**resolved**", False: "within noise"})
+        frame["beyond the sd alone"] = frame["beyond the sd alone"].map({True: "yes", False: "no"})
         lines += ["## Which of the paper's differences are resolved at its own sample size", "",
                   "Adjacent w_R in each row: the difference of the two cells (second minus first) and its sd from "
                   "the two cells' replicates; resolved when |difference| > 1.96 sd"
-                  + (" + the target's floor (the two cells' biases may differ by up to it)" if used == "floor" else "")
+                  + (" + the target's floor (the two cells' biases may differ by up to it); the column before says "
+                     "whether it exceeds 1.96 sd alone, which assumes the two biases equal" if used == "floor" else "")
                   + ".", "",
                   frame.to_markdown(index=False, floatfmt=".3g"), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
