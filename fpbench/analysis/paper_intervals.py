@@ -121,7 +121,7 @@ def coverage_summary(runs: list[dict], truth: float, floor: float) -> dict:
 class Settings:
     reps: int = 10  # bootstrap replicates per cell
     floor_reps: int = 5  # pairs of independent redraws of the data histogram per target
-    coverage_runs: int = 10  # simulated data sets per known-truth case
+    coverage_runs: int = 20  # simulated data sets per known-truth case
     coverage_boot: int = 10  # replicates per simulated data set (as many as the cells get)
     shifts: tuple[int, ...] = (1, 0)  # known-truth cases: blob's data law shifted by k nodes along x
     n: int = PAPER_N
