@@ -278,10 +278,10 @@ def _cmd_reference(args) -> int:
         from .analysis.paper_intervals import Settings, run_study
         from .reports.intervals_report import write_intervals_report
 
-        tables = tuple(args.tables.split(",")) if args.tables else ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")
+        tables = {"tables": tuple(args.tables.split(","))} if args.tables else {}
         study = run_study(root, results_root(args.results) / "reference" / "intervals", Settings(reps=args.reps),
-                          tables=tables)
-        out = Path(args.out if args.out != "reports/reference.md" else "reports/paper-intervals.md")
+                          **tables)
+        out = Path(args.out or "reports/paper-intervals.md")
         command = "fpbench reference intervals" + (f" --tables {args.tables}" if args.tables else "")
         print(f"wrote {write_intervals_report(study, out, command)}")
         return 0
@@ -300,7 +300,7 @@ def _cmd_reference(args) -> int:
             raise UserError(f"unknown target(s) {sorted(unknown)} for the reference models")
         evaluate_all(root, cache, args.n, args.nfe, targets=targets)
         return 0
-    out = write_reference_report(root, cache, Path(args.out), args.n, args.nfe)
+    out = write_reference_report(root, cache, Path(args.out or "reports/reference.md"), args.n, args.nfe)
     print(f"wrote {out}")
     return 0
 
@@ -437,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--n", type=int, default=200_000, help="fresh samples per sampler")
     ref.add_argument("--nfe", type=int, default=800, help="the authors' grid: nfe coarse steps, last 10 refined")
     ref.add_argument("--results", default=None)
-    ref.add_argument("--out", default="reports/reference.md")
+    ref.add_argument("--out", default=None, help="report file (default reports/reference.md for evaluate, "
+                     "reports/paper-intervals.md for intervals)")
     ref.add_argument("--targets", default=None, help="evaluate only these (comma-separated), no report")
     ref.add_argument("--tables", default=None, help="intervals: only these tables (w2_ode_sde,w2_ode_p0,w2_sde_p0)")
     ref.add_argument("--reps", type=int, default=10, help="intervals: bootstrap replicates per cell")

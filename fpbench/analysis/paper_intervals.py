@@ -37,10 +37,9 @@ from scipy import stats
 from ..core.metrics import PAPER_GRID, grid_w2_from_weights
 from ..run.store import Store, write_json
 from .paper_values import TABLE_TITLES, TABLES, TARGETS, W_R
-from .reference import histogram
+from .reference import histogram, table_histograms
 
 PAPER_N = 3_000_000  # samples behind every published histogram (their file names)
-TABLE_PAIRS = {"w2_ode_sde": ("ode", "sde"), "w2_ode_p0": ("ode", "truth"), "w2_sde_p0": ("sde", "truth")}
 Z = 1.96
 METHODS = ("normal", "basic", "floor")  # the order of preference (``interval_method``)
 
@@ -141,7 +140,7 @@ def cell_record(root: Path, cache: Path, table: str, target: str, w_r: float, s:
     index = TARGETS.index(target) * 100 + W_R.index(w_r) * 10 + list(TABLES).index(table)
 
     def compute():
-        a, b = (histogram(root, kind, target, w_r) for kind in TABLE_PAIRS[table])
+        a, b = table_histograms(root, table, target, w_r)
         rng = np.random.default_rng([s.seed, index])
         return {"table": table, "target": target, "w_r": w_r, "value": grid_w2_from_weights(a, b),
                 "paper": TABLES[table][w_r][TARGETS.index(target)], "replicates": replicates(a, b, s.n, s.reps, rng)}

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.metrics import from_xy_order, grid_w2_from_weights
+from ..core.metrics import TABLE_PAIRS, from_xy_order, grid_w2_from_weights
 from ..core.models import PotentialMLP
 from .paper_values import TABLES, TARGETS, W_R
 
@@ -143,15 +143,20 @@ class TableCell:
         return self.printed == f"{self.paper:.6f}"
 
 
+def table_histograms(root: Path, table: str, target: str, w_r: float) -> tuple[np.ndarray, np.ndarray]:
+    """The two published histograms behind a cell of Tables 1-3 (``metrics.TABLE_PAIRS``; p0 is the
+    published data histogram, "truth")."""
+    _name, *kinds = next(pair for pair in TABLE_PAIRS if pair[0] == table)
+    return tuple(histogram(root, "truth" if kind == "p0" else kind, target, w_r) for kind in kinds)
+
+
 def recompute_tables(root: Path, targets=TARGETS) -> list[TableCell]:
     """All 36 cells of Tables 1-3 (12 per target) from the published histograms with fpbench's grid W2^2."""
     cells = []
     for target in targets:
-        truth = histogram(root, "truth", target)
         for w_r in W_R:
-            ode, sde = histogram(root, "ode", target, w_r), histogram(root, "sde", target, w_r)
-            for table, (a, b) in {"w2_ode_sde": (ode, sde), "w2_ode_p0": (ode, truth),
-                                  "w2_sde_p0": (sde, truth)}.items():
+            for table, *_kinds in TABLE_PAIRS:
+                a, b = table_histograms(root, table, target, w_r)
                 paper = TABLES[table][w_r][TARGETS.index(target)]
                 cells.append(TableCell(table, target, w_r, grid_w2_from_weights(a, b), paper))
     return cells
