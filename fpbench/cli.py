@@ -285,6 +285,8 @@ def _cmd_reference(args) -> int:
         command = "fpbench reference intervals" + (f" --tables {args.tables}" if args.tables else "")
         print(f"wrote {write_intervals_report(study, out, command)}")
         return 0
+    if args.action == "claims":
+        return _reference_claims(root, args)
     if args.action == "levels":
         from .analysis.reference import convergence_levels, write_levels_module
 
@@ -302,6 +304,26 @@ def _cmd_reference(args) -> int:
         return 0
     out = write_reference_report(root, cache, Path(args.out or "reports/reference.md"), args.n, args.nfe)
     print(f"wrote {out}")
+    return 0
+
+
+def _reference_claims(root, args) -> int:
+    """C1-C5 on the authors' 12 models re-sampled as cases of the paper suite (resumable) -> report."""
+    from pathlib import Path
+
+    from .reports.authors_report import write_authors_report
+    from .run.published import authors_results, run_authors
+    from .run.store import Store, results_root
+
+    store_root = results_root(args.results)
+    if args.no_run:
+        df, records, missing = authors_results(Store(store_root), args.seeds)
+    else:
+        log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
+        df, records, missing = run_authors(root, str(store_root), args.seeds, log=log)
+    out = write_authors_report(df, records, missing, Path(args.out or "reports/reference-claims.md"), str(store_root),
+                               args.calibration_reps, args.seeds)
+    print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else ""))
     return 0
 
 
@@ -428,9 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
 
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
-    ref.add_argument("action", choices=["tables", "evaluate", "levels", "intervals"],
+    ref.add_argument("action", choices=["tables", "evaluate", "levels", "intervals", "claims"],
                      help="tables: Tables 1-3 from the histograms; intervals: the same with error bars at the paper's "
                           "n -> reports/paper-intervals.md (resumable); evaluate: the 12 models re-sampled -> report; "
+                          "claims: C1-C5 decided on the 12 models re-sampled at several seeds -> "
+                          "reports/reference-claims.md (resumable; hours of CPU); "
                           "levels: the models' convergence evidence -> fpbench/analysis/authors_levels.py (the gate's "
                           "yardstick)")
     ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
@@ -442,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--targets", default=None, help="evaluate only these (comma-separated), no report")
     ref.add_argument("--tables", default=None, help="intervals: only these tables (w2_ode_sde,w2_ode_p0,w2_sde_p0)")
     ref.add_argument("--reps", type=int, default=10, help="intervals: bootstrap replicates per cell")
+    ref.add_argument("--seeds", type=_positive_int, default=None,
+                     help="claims: sampling seeds per model (default AUTHORS_RESAMPLING's, fpbench/run/config.py)")
+    ref.add_argument("--calibration-reps", type=_positive_int, default=1000,
+                     help="claims: synthetic data sets per claim test in the calibration (default 1000)")
+    ref.add_argument("--no-run", action="store_true", help="claims: report the finished cases only, run none")
+    ref.add_argument("--quiet", action="store_true")
     ref.set_defaults(func=_cmd_reference)
 
     lst = sub.add_parser("list", help="targets, SDEs, models, methods and suites")

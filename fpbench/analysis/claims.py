@@ -457,6 +457,12 @@ def evaluate_claims(paper_df: pd.DataFrame, oracles: pd.DataFrame, curl_df: pd.D
                           claim_c7b(oracles)])
 
 
+def trained_claims(df: pd.DataFrame) -> list[ClaimOutcome]:
+    """C1-C5 alone (the claims about trained models) on one set of models, decided on p-values adjusted
+    across these five: what the authors' published models are tested on (``fpbench reference claims``)."""
+    return adjust_family([claim_c1(df), claim_c2(df), claim_c3(df), claim_c4(df), claim_c5(df)])
+
+
 def adjust_family(outcomes: list[ClaimOutcome]) -> list[ClaimOutcome]:
     """Holm's adjustment across the claims that ran a test with a p-value in the claimed direction
     (deterministic checks and undecided claims are not in the family); each verdict is then decided

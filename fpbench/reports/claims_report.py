@@ -17,7 +17,9 @@ from ..run.store import Store
 from ..run.suite import Case
 
 
-def claims_table(outcomes: list[cl.ClaimOutcome]) -> pd.DataFrame:
+def claims_table(outcomes: list[cl.ClaimOutcome], beside: list[cl.ClaimOutcome] | None = None) -> pd.DataFrame:
+    """One row per claim; with ``beside`` (the same claims decided on other models: the authors' published
+    ones), a last column with their verdict and Holm-adjusted p."""
     rows = []
     for o in outcomes:
         r = o.result
@@ -29,15 +31,35 @@ def claims_table(outcomes: list[cl.ClaimOutcome]) -> pd.DataFrame:
         rows.append((f"{o.claim.key} ({o.claim.source})", o.claim.paper_says, o.measured, f"{r.statistic:.4g}", p,
                      f"{r.effect_name} = {r.effect:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}] (needs ≥ {r.min_effect:.3g})",
                      f"**{r.verdict}**"))
-    return pd.DataFrame(rows, columns=["claim", "what the paper says", "what we measured", "statistic", "p (raw, Holm)",
-                                       "effect [95% CI]", "verdict"])
+    frame = pd.DataFrame(rows, columns=["claim", "what the paper says", "what we measured", "statistic",
+                                        "p (raw, Holm)", "effect [95% CI]", "verdict"])
+    if beside is not None:
+        theirs = {o.claim.key: _short_verdict(o) for o in beside}
+        frame[BESIDE_COLUMN] = [theirs.get(o.claim.key, "—") for o in outcomes]
+    return frame
 
 
-def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
+BESIDE_COLUMN = "the authors' published models (`fpbench reference claims`)"
+
+
+def _short_verdict(o: cl.ClaimOutcome) -> str:
+    """A verdict in a few words: with its Holm-adjusted p when a test ran, else the reason's first clause."""
+    if o.result is not None:
+        return f"**{o.verdict}** (Holm p = {o.p_holm:.2g})" if np.isfinite(o.p_holm) else f"**{o.verdict}**"
+    return f"{o.verdict}: {(o.skipped or '').split(':')[0]}"
+
+
+def claims_section(outcomes: list[cl.ClaimOutcome], scale: str, beside: list[cl.ClaimOutcome] | None = None,
+                   how: str | None = None) -> str:
+    """The claims table with the tests' rules and settings; ``how`` (default: the pytest command that
+    decides the same claims) leads; ``beside``: see ``claims_table``."""
     counts, alpha = pd.Series([o.verdict for o in outcomes]).value_counts(), cl.CLAIM_SETTINGS[cl.ALPHA]
+    how = how or f"`pytest suites/paper --fpbench-scale {scale}` decides these same claims from the same results."
+    if beside is not None:
+        how += (" The last column decides C1-C5 with the same tests, gates and calibration on the authors' 12 "
+                "published models, re-sampled by fpbench (reports/reference-claims.md): a second line of evidence.")
     lines = ["## The paper's claims as tests", "",
-             f"`pytest suites/paper --fpbench-scale {scale}` decides these same claims from the same results. "
-             f"Tests are one-sided in the paper's direction at α = {alpha}; PASS needs p ≤ α and an effect of at "
+             f"{how} Tests are one-sided in the paper's direction at α = {alpha}; PASS needs p ≤ α and an effect of at "
              "least the stated size, FAIL needs a significant effect the other way or an interval that rules out the "
              "needed size (fpbench/analysis/stats.py), with p adjusted by Holm's step-down method across the claims "
              "of this report that ran a test (a PASS must hold after the adjustment). Claims on trained models are "
@@ -45,7 +67,7 @@ def claims_section(outcomes: list[cl.ClaimOutcome], scale: str) -> str:
              "convergence gate (next section), skipped when the baselines have not learned their target, and claims "
              "on W2² differences are skipped when the noise floor exceeds the paper's own effect. "
              "Tallies: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
-             claims_table(outcomes).to_markdown(index=False), ""]
+             claims_table(outcomes, beside).to_markdown(index=False), ""]
     details = [f"- **{o.claim.key}**: {o.result.detail}" for o in outcomes if o.result is not None and o.result.detail]
     if details:
         lines += ["Parts and details:", ""] + details + [""]
@@ -80,10 +102,14 @@ def _pm(value: float, se: float, digits: int) -> str:
     return f"{value:.{digits}f}" + (f" ± {1.96 * se:.{digits}f}" if np.isfinite(se) else "")
 
 
-def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: str, about: str | None) -> str:
+def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: str, about: str | None,
+                    authors: list[cl.ClaimOutcome] | None = None) -> str:
     """The report's answer first: the verdicts and their reasons, whether the models converged, and
-    what the scale can and cannot show (its ``about`` line in the suite file)."""
+    what the scale can and cannot show (its ``about`` line in the suite file); with ``authors``, the
+    verdicts on the authors' published models beside."""
     lines = ["## Summary", "", *verdict_lines(outcomes), *convergence_lines(df)]
+    if authors is not None:
+        lines += verdict_lines(authors, prefix="on the authors' published models (reports/reference-claims.md): ")
     if about:
         lines.append(f"- **What scale `{scale}` can show**: {about}")
     return "\n".join(lines + [""])

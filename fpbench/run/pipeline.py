@@ -56,9 +56,23 @@ def _finished(case: Case, out, train_info: dict, sample_seconds: float, metrics:
 def run_external(case: Case, store: Store, device=None, progress: bool = False, log=print) -> dict:
     """Sample and evaluate a user's model (``fpbench.run.external``; ``case`` from ``external_case``) like
     any case, with no training; returns its record (a stored one when done)."""
+    from .external import ExternalModel, check_protocol, load_external
+
+    def load(target):
+        model = ExternalModel(load_external(case.config["model"]["spec"], case.config["seed"]), target.dim)
+        check_protocol(model, case.config["model"]["spec"])
+        return model
+
+    return run_untrained(case, store, load, {"external": case.config["model"]["spec"]}, device, progress, log)
+
+
+def run_untrained(case: Case, store: Store, load, info: dict, device=None, progress: bool = False, log=print,
+                  with_oracle: bool = True) -> dict:
+    """Sample and evaluate a model trained elsewhere (``load(target)`` returns it) like any case, with no
+    training (``info`` stands in the record's training part); returns its record (a stored one when done).
+    ``with_oracle`` False leaves out the exact-score oracle (``evaluate``)."""
     from ..core.sde import make_sde
     from ..core.targets import make_target
-    from .external import ExternalModel, check_protocol, load_external
 
     key, out, cfg = case.key, store.case_dir(case.key), case.config
     if store.is_done(key):
@@ -66,13 +80,12 @@ def run_external(case: Case, store: Store, device=None, progress: bool = False, 
         return store.metrics(key)
     target = make_target(cfg["target"]["name"], **cfg["target"]["params"])
     sde = make_sde(cfg["sde"]["name"], **cfg["sde"]["params"])
-    model = ExternalModel(load_external(cfg["model"]["spec"], cfg["seed"]), target.dim)
-    check_protocol(model, cfg["model"]["spec"])
+    model = load(target)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg)
     hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
-    return _finished(case, out, {"external": cfg["model"]["spec"], "history": []}, sample_seconds,
-                     evaluate(case, model, target, sde, hist, store, device), device, log)
+    metrics = evaluate(case, model, target, sde, hist, store, device, with_oracle=with_oracle)
+    return _finished(case, out, {**info, "history": []}, sample_seconds, metrics, device, log)
 
 
 def _repair(case: Case, store: Store, device, log) -> None:

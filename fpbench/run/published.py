@@ -1,0 +1,86 @@
+"""The authors' 12 published models as cases of the paper suite: re-sampled and measured by the same
+pipeline, metrics and claims as fpbench's own trained models, with no training (``fpbench reference
+claims``).
+
+Each case is the paper suite's case for (target, w_R, seed) at its ``paper`` scale (the authors' own
+sampler and metrics), with the model replaced by the published checkpoint and the sampling settings of
+``config.AUTHORS_RESAMPLING``; the seed is an independent sampling seed. Records land in the results store
+like any case's (resumable; each case under its own lock, so two processes can share the work).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+from .config import AUTHORS_RESAMPLING, deep_merge
+from .suite import Case, expand, load_suite
+
+SCALE = "authors"  # the cases' scale label in the store and in reports (not a training scale)
+
+
+def authors_cases(seeds: int | None = None) -> list[Case]:
+    """The 12 published models x ``seeds`` sampling seeds (default ``AUTHORS_RESAMPLING['seeds']``)."""
+    cases = []
+    for case in expand(load_suite("paper"), "paper", seeds or AUTHORS_RESAMPLING["seeds"]):
+        cfg = copy.deepcopy(case.config)
+        cfg["scale"] = SCALE
+        for section in ("sample", "metrics"):
+            cfg[section] = deep_merge(cfg[section], AUTHORS_RESAMPLING[section])
+        w_r = cfg["method"]["params"]["w_r"]
+        cfg["model"] = {**cfg["model"], "kind": "authors", "checkpoint": f"{cfg['target']['name']}/w{w_r:.1f}"}
+        cases.append(Case(cfg))
+    return sorted(cases, key=lambda c: c.config["seed"])  # seed by seed: a partial run holds whole seeds
+
+
+def run_authors_case(case: Case, store, root, device=None, log=print) -> dict:
+    """Sample and evaluate one published model (``case`` from ``authors_cases``); its record."""
+    import torch
+
+    from ..analysis.reference import checkpoint_path, load_checkpoint
+    from .pipeline import run_untrained
+
+    cfg = case.config
+    path = checkpoint_path(root, cfg["target"]["name"], cfg["method"]["params"]["w_r"])
+    info = {"authors": str(path.relative_to(root)), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    dtype = getattr(torch, cfg["train"]["dtype"])  # as the runner evaluates fpbench's own models
+    return run_untrained(case, store, lambda target: load_checkpoint(path, dtype=dtype), info, device, log=log,
+                         with_oracle=False)
+
+
+def run_authors(root, results: str | None = None, seeds: int | None = None, device=None, log=print) -> tuple:
+    """Run the published models' cases the store lacks (skipping those another process holds; a failed
+    case is marked failed and the others go on), then return ``results.collect``'s (frame, records,
+    missing) of all of them."""
+    from filelock import Timeout
+
+    from .results import collect
+    from .store import Store, results_root
+
+    store = Store(results_root(results)).check_writable()
+    cases = authors_cases(seeds)
+    for case in cases:
+        if store.is_done(case.key):
+            continue
+        lock = store.case_lock(case.key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"busy   {case.label} [{case.key}] (another process runs it)")
+            continue
+        try:
+            store.clear_failure(case.key)
+            run_authors_case(case, store, root, device, log)
+        except Exception as err:  # noqa: BLE001 - one model's failure is stored and reported; the others go on
+            store.mark_failed(case.key, case.label, err)
+            log(f"FAILED {case.label} [{case.key}]: {type(err).__name__}: {err}")
+        finally:
+            lock.release()
+    return collect(store, cases)
+
+
+def authors_results(store, seeds: int | None = None):
+    """(frame, records, missing) of the published models' cases in ``store`` (none run here)."""
+    from .results import collect
+
+    return collect(store, authors_cases(seeds))
