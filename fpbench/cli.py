@@ -292,17 +292,11 @@ def _cmd_reference(args) -> int:
 
         print(f"wrote {write_levels_module(convergence_levels(root))}")
         return 0
-    from .reports.reference_report import evaluate_all, write_reference_report
+    from .reports.reference_report import write_reference_report
 
-    cache = results_root(args.results) / "reference"
-    if args.targets:  # evaluate (and cache) these only; a later call without --targets writes the report
-        targets = tuple(args.targets.split(","))
-        unknown = set(targets) - {"blob", "circles2", "checker"}
-        if unknown:
-            raise UserError(f"unknown target(s) {sorted(unknown)} for the reference models")
-        evaluate_all(root, cache, args.n, args.nfe, targets=targets)
-        return 0
-    out = write_reference_report(root, cache, Path(args.out or "reports/reference.md"), args.n, args.nfe)
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
+    out = write_reference_report(root, results_root(args.results), Path(args.out or "reports/reference.md"),
+                                 run=not args.no_run, log=log)
     print(f"wrote {out}")
     return 0
 
@@ -452,25 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
     ref.add_argument("action", choices=["tables", "evaluate", "levels", "intervals", "claims"],
                      help="tables: Tables 1-3 from the histograms; intervals: the same with error bars at the paper's "
-                          "n -> reports/paper-intervals.md (resumable); evaluate: the 12 models re-sampled -> report; "
+                          "n -> reports/paper-intervals.md (resumable); evaluate: the 12 models re-sampled (the first "
+                          "seed of claims) against the published histograms -> reports/reference.md; "
                           "claims: C1-C5 decided on the 12 models re-sampled at several seeds -> "
                           "reports/reference-claims.md (resumable; hours of CPU); "
                           "levels: the models' convergence evidence -> fpbench/analysis/authors_levels.py (the gate's "
                           "yardstick)")
     ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
-    ref.add_argument("--n", type=int, default=200_000, help="fresh samples per sampler")
-    ref.add_argument("--nfe", type=int, default=800, help="the authors' grid: nfe coarse steps, last 10 refined")
     ref.add_argument("--results", default=None)
     ref.add_argument("--out", default=None, help="report file (default reports/reference.md for evaluate, "
                      "reports/paper-intervals.md for intervals)")
-    ref.add_argument("--targets", default=None, help="evaluate only these (comma-separated), no report")
     ref.add_argument("--tables", default=None, help="intervals: only these tables (w2_ode_sde,w2_ode_p0,w2_sde_p0)")
     ref.add_argument("--reps", type=int, default=10, help="intervals: bootstrap replicates per cell")
     ref.add_argument("--seeds", type=_positive_int, default=None,
                      help="claims: sampling seeds per model (default AUTHORS_RESAMPLING's, fpbench/run/config.py)")
     ref.add_argument("--calibration-reps", type=_positive_int, default=1000,
                      help="claims: synthetic data sets per claim test in the calibration (default 1000)")
-    ref.add_argument("--no-run", action="store_true", help="claims: report the finished cases only, run none")
+    ref.add_argument("--no-run", action="store_true", help="evaluate, claims: report the finished cases only, run none")
     ref.add_argument("--quiet", action="store_true")
     ref.set_defaults(func=_cmd_reference)
 

@@ -64,6 +64,12 @@ def test_a_published_model_is_measured_like_a_trained_case(tmp_path, monkeypatch
         assert m["convergence"][key] == pytest.approx(LEVELS["blob"][0.0][key], rel=1e-4), key
     row = flatten_metrics(record)
     assert row["param_w_r"] == 0.0 and row["scale"] == published.SCALE and row["model"] == "authors"
+    # reports/reference.md's row: our fresh p0 histogram and the published one are draws of one law
+    from fpbench.reports.reference_report import comparison_row, diagnostics
+
+    compared = comparison_row(record, Store(tmp_path), ROOT)
+    assert compared["w2_p0_vs_published"] <= 3 * m["floor"]["mean"]
+    assert 0 < compared["w2_ode_vs_published"] < 1 and len(diagnostics([compared])) == 1
     again = published.run_authors_case(case, Store(tmp_path), ROOT)  # done: read back, not rerun
     assert again["metrics"]["w2_ode_sde"] == m["w2_ode_sde"] and again["sample_seconds"] == record["sample_seconds"]
 

@@ -164,49 +164,6 @@ def recompute_tables(root: Path, targets=TARGETS) -> list[TableCell]:
 
 # ----- re-evaluating the published models -------------------------------------------------------
 
-def evaluate_checkpoint(root: Path, target_name: str, w_r: float, n: int, nfe: int, n_boot: int = 3,
-                        floor_reps: int = 3, residual_points: int = 50_000, dsm_points: int = 100_000,
-                        seed: int = 0) -> dict:
-    """R~ (eq. 20, the authors' domain [1e-5, 10] x [-3.5, 3.5]^2), L_DSM and its excess over the exact
-    score, curl, and fresh ODE/SDE samples with fpbench's samplers (the authors' refined grid at
-    ``nfe``): W2^2 tables with bootstrap intervals and floor, and the distance of our histograms to
-    the published ones (what it reads if both are draws of the same distribution: about the floor)."""
-    from ..core import metrics as mx
-    from ..core.losses import dsm_batch, dsm_loss_terms
-    from ..core.models import ExactScore
-    from ..core.operators import curl
-    from ..core.residuals import PAPER_BOX, log_fp_residual_mc
-    from ..core.sde import make_sde
-    from ..core.targets import make_target
-
-    model = load_checkpoint(checkpoint_path(root, target_name, w_r), dtype=torch.float64)
-    target, sde = make_target(target_name), make_sde("ou")
-    gen = torch.Generator().manual_seed(seed)
-    out = {"target": target_name, "w_r": w_r, "n": n, "nfe": nfe}
-    out["log_fp_residual"] = float(log_fp_residual_mc(model.potential, sde, 2, residual_points, PAPER_BOX, 1e-5,
-                                                      gen, torch.float64))
-    batch = dsm_batch(target.sample(dsm_points, gen, dtype=torch.float64), sde, "beta12", 1e-5, gen)
-    ours = dsm_loss_terms(lambda x, t: model.score(x, t), sde, batch)
-    exact = dsm_loss_terms(ExactScore(target, sde).score, sde, batch)
-    out.update({"dsm_loss": float(ours.mean()), "dsm_loss_exact": float(exact.mean()),
-                "dsm_excess": float((ours - exact).mean()),
-                "dsm_excess_se": float((ours - exact).std() / np.sqrt(dsm_points))})
-    x = PAPER_BOX.sample(2000, 2, gen, torch.float64)
-    out["curl_max"] = float(curl(lambda xx, tt: model.score(xx, tt, create_graph=True), x,
-                                 torch.full((2000,), 0.01, dtype=torch.float64)).abs().max())
-    x_ode, x_sde = _sampled(model.float(), sde, n, nfe, seed + 1)
-    h = {"ode": mx.grid_histogram(x_ode), "sde": mx.grid_histogram(x_sde),
-         "p0": mx.grid_histogram(target.sample(n, torch.Generator().manual_seed(seed + 2)))}
-    floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, floor_reps, seed=seed + 3)
-    out["floor"] = floor.to_dict()
-    out.update({f"inside_grid_{k}": float(v.sum() / n) for k, v in h.items()})  # the rest is dropped
-    out.update({k: v.to_dict() for k, v in mx.table_estimates(h, floor.mean, n, n_boot=n_boot, seed=seed).items()})
-    for kind in ("ode", "sde"):
-        out[f"w2_{kind}_vs_published"] = mx.grid_w2_from_weights(h[kind], histogram(root, kind, target_name, w_r))
-    out["w2_p0_vs_published"] = mx.grid_w2_from_weights(h["p0"], histogram(root, "truth", target_name))
-    return out
-
-
 def _sampled(model, sde, n: int, nfe: int, seed: int, ode_only: bool = False):
     """(ODE, SDE) samples of a published model on the authors' refined grid, sampled as the runner
     samples fpbench's own models (the jet score, under the training's CPU settings); with

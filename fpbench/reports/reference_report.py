@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.paper_values import TABLE_TITLES, TARGETS, W_R, paper_value
-from ..analysis.reference import evaluate_checkpoint, recompute_tables
-from ..core.metrics import TABLE_PAIRS
-from ..run.store import read_json, write_json
+from ..analysis.reference import histogram, recompute_tables
+from ..core.metrics import TABLE_PAIRS, grid_w2_from_weights
+from ..run.store import Store, read_json, write_json
 
 
 def tables_frame(cells) -> dict[str, pd.DataFrame]:
@@ -34,21 +34,23 @@ def tables_frame(cells) -> dict[str, pd.DataFrame]:
 CACHE_VERSION = 2
 
 
-def evaluate_all(root: Path, cache: Path, n: int, nfe: int, log=print, targets=TARGETS) -> list[dict]:
-    """Every checkpoint of ``targets``, each cached as JSON under ``cache`` (a rerun resumes; separate
-    processes may share the cache for disjoint targets)."""
-    records = []
-    for target in targets:
-        for w_r in W_R:
-            path = cache / f"{target}_w{w_r:.1f}_n{n}_nfe{nfe}_v{CACHE_VERSION}.json"
-            if path.exists():
-                records.append(read_json(path))
-                continue
-            log(f"evaluate {target} w_R={w_r} (n={n}, nfe={nfe})")
-            rec = evaluate_checkpoint(root, target, w_r, n, nfe)
-            write_json(path, rec)
-            records.append(rec)
-    return records
+def comparison_row(record: dict, store: Store, root: Path) -> dict:
+    """One published model's case record (``fpbench.run.published``) as this report's row: its measurements,
+    and W2² between its fresh histograms (stored with the case) and the published ones of the same model."""
+    cfg, m = record["config"], record["metrics"]
+    target, w_r = cfg["target"]["name"], cfg["method"]["params"]["w_r"]
+    hist = store.samples(record["key"])
+    if hist is None:
+        raise ValueError(f"the samples of {target} w_R = {w_r} [{record['key']}] are missing from the store; rerun "
+                         "`fpbench reference evaluate` to resample them")
+    row = {"target": target, "w_r": w_r, "n": cfg["sample"]["n"], "nfe": cfg["sample"]["nfe"],
+           **{k: m[k] for k in (*TABLE_TITLES, "floor", "log_fp_residual", "dsm_loss", "dsm_excess", "dsm_excess_se",
+                                "inside_grid_ode", "inside_grid_sde", "inside_grid_p0")},
+           "curl_max": m["curl_max_t0"]}
+    for kind in ("ode", "sde"):
+        row[f"w2_{kind}_vs_published"] = grid_w2_from_weights(hist[kind], histogram(root, kind, target, w_r))
+    row["w2_p0_vs_published"] = grid_w2_from_weights(hist["p0"], histogram(root, "truth", target))
+    return row
 
 
 def resampled_frame(records: list[dict], table: str) -> pd.DataFrame:
@@ -167,23 +169,35 @@ def nfe_section(check: dict) -> str:
         f"{to_pub_b:.6f}; W2²(ours at nfe = {a}, ours at nfe = {b}) = {between:.6f}. {verdict}", ""])
 
 
-def write_reference_report(root: Path, cache: Path, out: Path, n: int, nfe: int, log=print) -> Path:
-    """Evaluate what is not cached yet, then write the report for all 12 models."""
+def write_reference_report(root: Path, store_root: Path, out: Path, run: bool = True, log=print) -> Path:
+    """Re-sample the 12 models as the first sampling seed of ``fpbench reference claims`` (the cases the store
+    lacks; none with ``run`` False), then write the report from those finished."""
+    from ..run.published import authors_results, run_authors
+
     cells = recompute_tables(root)
-    records = evaluate_all(root, cache, n, nfe, log)
-    check = nfe_check(root, cache, 100_000, log)
+    store = Store(store_root)
+    _df, finished, missing = (run_authors(root, str(store_root), seeds=1, log=log) if run else
+                              authors_results(store, seeds=1))
+    if not finished:
+        raise ValueError(f"no published model re-sampled under {store_root} yet; run `fpbench reference evaluate`")
+    records = [comparison_row(r, store, root) for r in finished]
+    n, nfe = records[0]["n"], records[0]["nfe"]
+    check = nfe_check(root, store_root / "reference", 100_000, log)
     fig = figure(records, out.parent / "figures" / "reference-fig5.png")
     matched = sum(c.matches for c in cells)
     lines = ["# fpbench report: the authors' own artefacts", "",
              f"Generated {datetime.date.today().isoformat()} from `{root}` (12 checkpoints, 64 x 64 histograms of "
              "3,000,000 samples per sampler).", "",
+             *([f"**Not re-sampled yet ({len(missing)}):** " + ", ".join(missing), ""] if missing else []),
              f"## Tables 1-3 recomputed from the published histograms: {matched} of {len(cells)} cells equal", "",
              "fpbench's grid W2² (nearest node of `linspace(-3.5, 3.5, 64)`², exact OT with POT `emd2`) on the "
              "authors' histograms; each cell: recomputed (= or ≠ the paper's printed value).", ""]
     for table, frame in tables_frame(cells).items():
         lines += [f"### {TABLE_TITLES[table]}", "", frame.to_markdown(), ""]
     lines += [f"## The 12 models re-sampled with fpbench (n = {n:,} per sampler, nfe = {nfe}, the authors' grid)", "",
-              "Each cell: ours [95% bootstrap interval] vs the paper's value; ✗ where the paper's value is outside "
+              "Each model is measured as a case of the paper suite (`fpbench reference claims`' first sampling seed: "
+              "the same records; reports/reference-claims.md decides the claims on all its seeds). Each cell: "
+              "ours [95% bootstrap interval] vs the paper's value; ✗ where the paper's value is outside "
               "our interval. Our estimator reads about the noise floor when the distributions are equal, and the "
               f"floor at n = {n:,} is larger than at the paper's 3,000,000, so our values sit higher by about "
               "the difference of the floors.", ""]
@@ -197,12 +211,14 @@ def write_reference_report(root: Path, cache: Path, out: Path, n: int, nfe: int,
     lines += ["", "## Residual, DSM loss and curl of each published model", "",
               "R~ by Monte Carlo on 50,000 fresh points of the authors' domain [1e-5, 10] x [-3.5, 3.5]²; L_DSM on "
               "fresh samples (t = 10 Beta(1, 2) + 1e-5) and its excess over the exact score on the same batch (an "
-              "estimate of L_SM, eq. 4: the normalisation that removes each dataset's constant). The last columns "
-              "compare our fresh histograms with the published ones directly.", "",
+              "estimate of L_SM, eq. 4: the normalisation that removes each dataset's constant); the largest |curl| "
+              "of the score at t = 0.01 (float32, as the models are sampled: round-off for a potential). The last "
+              "columns compare our fresh histograms with the published ones directly.", "",
               diagnostics(records).to_markdown(floatfmt=".5g"), "",
               f"![Fig. 5 from the authors' models](figures/{fig.name})", "",
               "Settings: " + json.dumps({"n": n, "nfe": nfe, "grid": "linspace(-3.5, 3.5, 64)^2",
-                                         "samplers": "Euler / Euler-Maruyama, no noise on the last step"}), ""]
+                                         "samplers": "Euler / Euler-Maruyama, no noise on the last step"})
+              + " (all of them: reports/reference-claims.md, Settings).", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
