@@ -296,7 +296,7 @@ def _cmd_reference(args) -> int:
 
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
     out = write_reference_report(root, results_root(args.results), Path(args.out or "reports/reference.md"),
-                                 run=not args.no_run, log=log)
+                                 run=not args.no_run, log=log, compile=not args.no_compile)
     print(f"wrote {out}")
     return 0
 
@@ -314,7 +314,7 @@ def _reference_claims(root, args) -> int:
         df, records, missing = authors_results(Store(store_root), args.seeds)
     else:
         log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
-        df, records, missing = run_authors(root, str(store_root), args.seeds, log=log)
+        df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile)
     out = write_authors_report(df, records, missing, Path(args.out or "reports/reference-claims.md"), str(store_root),
                                args.calibration_reps, args.seeds)
     print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else ""))
@@ -463,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--calibration-reps", type=_positive_int, default=1000,
                      help="claims: synthetic data sets per claim test in the calibration (default 1000)")
     ref.add_argument("--no-run", action="store_true", help="evaluate, claims: report the finished cases only, run none")
+    ref.add_argument("--no-compile", action="store_true",
+                     help="evaluate, claims: the samplers' score eager, not through torch.compile (no C++ compiler "
+                          "needed; without one the compiled path falls back by itself)")
     ref.add_argument("--quiet", action="store_true")
     ref.set_defaults(func=_cmd_reference)
 

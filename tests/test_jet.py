@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fpbench.core import operators as ops
-from fpbench.core.jet import BatchedMLP, SoftplusDerivatives, fast_score, supports
+from fpbench.core.jet import BatchedMLP, SoftplusDerivatives, compiled_score, fast_score, supports
 from fpbench.core.models import ExactScore, PotentialMLP, ScoreMLP
 from fpbench.core.residuals import log_fp_residual, score_fp_residual
 from fpbench.core.sde import make_sde
@@ -84,6 +84,32 @@ def test_jet_residual_terms_equal_the_autograd_residuals():
     mine = term_values(scores, sde, cfg, "score_fp", draws, chunk=1)
     ref = [score_fp_residual(m.score, sde, x[e], t[e]).pow(2).sum(-1).mean() for e, m in enumerate(scores)]
     torch.testing.assert_close(mine, torch.stack(ref).detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_the_compiled_score_is_autograds_up_to_float32_rounding():
+    torch.manual_seed(0)
+    model = PotentialMLP(2, width=16, depth=2, beta=100.0).float()  # the authors' sharp softplus
+    x, t = torch.randn(64, 2), torch.rand(64) * 10
+    with torch.no_grad():
+        mine = compiled_score(model)(x, t)
+    torch.testing.assert_close(mine, model.score(x, t).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_compiler_failure_falls_back_to_the_eager_score_and_says_so(monkeypatch):
+    def broken(fn, **kw):
+        def call(*args):
+            raise RuntimeError("no C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    torch.manual_seed(0)
+    model = PotentialMLP(2, width=16, depth=2).float()
+    x, t = torch.randn(8, 2), torch.rand(8)
+    score = compiled_score(model)
+    with pytest.warns(UserWarning, match="torch.compile failed .*no C.. compiler.*sampling without it"):
+        first = score(x, t)
+    torch.testing.assert_close(first, fast_score(model)(x, t))
+    torch.testing.assert_close(score(x, t), first)  # later calls go straight to the eager path
 
 
 def test_exact_score_is_not_an_mlp_and_keeps_its_own_score():

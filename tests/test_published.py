@@ -78,7 +78,7 @@ def test_a_failing_model_is_stored_as_failed_and_a_busy_one_left_to_its_owner(tm
     cases = published.authors_cases(1)
     busy, broken = cases[1], cases[2]
 
-    def fake_run(case, store, root, device=None, log=print):
+    def fake_run(case, store, root, device=None, log=print, compile=False):
         if case.key == broken.key:
             raise RuntimeError("sampler exploded")
         write_json(store.case_dir(case.key) / "metrics.json", {"key": case.key, "config": case.config, "metrics": {}})

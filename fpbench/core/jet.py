@@ -22,6 +22,7 @@ verified against closed forms) in ``tests/test_jet.py``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -293,3 +294,27 @@ def fast_score(model):
     batched = BatchedMLP([model])
     return lambda x, t: batched.score(x[None], torch.as_tensor(t, dtype=x.dtype, device=x.device)
                                       .expand(x.shape[:-1])[None])[0]
+
+
+def compiled_score(model):
+    """``fast_score`` through ``torch.compile`` (static shapes: one trace per chunk size and model, about
+    16 s each on this CPU): inductor fuses the softplus derivatives and the chain rule's products into a
+    few loops around the matmuls (measured on one thread, the authors' network, chunks of 4096: 1.5x the
+    eager jet's particle-steps/s). Where compiling fails (no C++ compiler, an unsupported build), this
+    warns once and returns the eager ``fast_score``: the same numbers up to rounding."""
+    eager = fast_score(model)
+    if not supports(model):
+        return eager
+    compiled, state = torch.compile(eager, dynamic=False), {"failed": False}
+
+    def score(x: torch.Tensor, t) -> torch.Tensor:
+        if not state["failed"]:
+            try:
+                return compiled(x, t)
+            except Exception as err:  # a compiler problem: the eager path gives the same numbers
+                state["failed"] = True
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); sampling without it",
+                              stacklevel=2)
+        return eager(x, t)
+
+    return score

@@ -169,14 +169,15 @@ def nfe_section(check: dict) -> str:
         f"{to_pub_b:.6f}; W2²(ours at nfe = {a}, ours at nfe = {b}) = {between:.6f}. {verdict}", ""])
 
 
-def write_reference_report(root: Path, store_root: Path, out: Path, run: bool = True, log=print) -> Path:
+def write_reference_report(root: Path, store_root: Path, out: Path, run: bool = True, log=print,
+                           compile: bool = True) -> Path:
     """Re-sample the 12 models as the first sampling seed of ``fpbench reference claims`` (the cases the store
     lacks; none with ``run`` False), then write the report from those finished."""
     from ..run.published import authors_results, run_authors
 
     cells = recompute_tables(root)
     store = Store(store_root)
-    _df, finished, missing = (run_authors(root, str(store_root), seeds=1, log=log) if run else
+    _df, finished, missing = (run_authors(root, str(store_root), seeds=1, log=log, compile=compile) if run else
                               authors_results(store, seeds=1))
     if not finished:
         raise ValueError(f"no published model re-sampled under {store_root} yet; run `fpbench reference evaluate`")

@@ -14,7 +14,7 @@ import torch
 
 from ..core import metrics as mx
 from ..core import streams
-from ..core.jet import fast_score
+from ..core.jet import compiled_score, fast_score
 from ..core.models import make_model
 from ..core.samplers import sample_pair
 from ..train.loop import progress_bar, train
@@ -67,10 +67,11 @@ def run_external(case: Case, store: Store, device=None, progress: bool = False, 
 
 
 def run_untrained(case: Case, store: Store, load, info: dict, device=None, progress: bool = False, log=print,
-                  with_oracle: bool = True) -> dict:
+                  with_oracle: bool = True, compile: bool = False) -> dict:
     """Sample and evaluate a model trained elsewhere (``load(target)`` returns it) like any case, with no
     training (``info`` stands in the record's training part); returns its record (a stored one when done).
-    ``with_oracle`` False leaves out the exact-score oracle (``evaluate``)."""
+    ``with_oracle`` False leaves out the exact-score oracle (``evaluate``); ``compile``: the sampler's score
+    through ``torch.compile`` (``jet.compiled_score``)."""
     from ..core.sde import make_sde
     from ..core.targets import make_target
 
@@ -83,7 +84,7 @@ def run_untrained(case: Case, store: Store, load, info: dict, device=None, progr
     model = load(target)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg)
-    hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log)
+    hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log, compile)
     metrics = evaluate(case, model, target, sde, hist, store, device, with_oracle=with_oracle)
     return _finished(case, out, {**info, "history": []}, sample_seconds, metrics, device, log)
 
@@ -241,7 +242,7 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
     return info
 
 
-def _sampled(case, model, target, sde, out, device, progress, log):
+def _sampled(case, model, target, sde, out, device, progress, log, compile: bool = False):
     stored = Store.cached(samples_path(out), read_npz)
     if stored is not None:
         return stored, float(stored["seconds"])
@@ -250,7 +251,8 @@ def _sampled(case, model, target, sde, out, device, progress, log):
     ts = time_grid(case, sde.T)
     began = time.perf_counter()
     with cpu_settings(device), progress_bar(cfg["n"], f"sample {case.label}", progress) as bar:
-        x_ode, x_sde = sample_pair(fast_score(model), sde, cfg["n"], target.dim, ts,
+        score = compiled_score(model) if compile else fast_score(model)
+        x_ode, x_sde = sample_pair(score, sde, cfg["n"], target.dim, ts,
                                    seed=streams.seed_for(case.config["seed"], streams.SAMPLERS),
                                    scheme=cfg["scheme"], chunk=cfg["chunk"],
                                    dtype=getattr(torch, cfg["dtype"]), device=device, progress=bar.update)

@@ -33,8 +33,9 @@ def authors_cases(seeds: int | None = None) -> list[Case]:
     return sorted(cases, key=lambda c: c.config["seed"])  # seed by seed: a partial run holds whole seeds
 
 
-def run_authors_case(case: Case, store, root, device=None, log=print) -> dict:
-    """Sample and evaluate one published model (``case`` from ``authors_cases``); its record."""
+def run_authors_case(case: Case, store, root, device=None, log=print, compile: bool = False) -> dict:
+    """Sample and evaluate one published model (``case`` from ``authors_cases``); its record. ``compile``:
+    the sampler's score through ``torch.compile`` (not part of the case: the same numbers up to rounding)."""
     import torch
 
     from ..analysis.reference import checkpoint_path, load_checkpoint
@@ -44,11 +45,12 @@ def run_authors_case(case: Case, store, root, device=None, log=print) -> dict:
     path = checkpoint_path(root, cfg["target"]["name"], cfg["method"]["params"]["w_r"])
     info = {"authors": str(path.relative_to(root)), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     dtype = getattr(torch, cfg["train"]["dtype"])  # as the runner evaluates fpbench's own models
-    return run_untrained(case, store, lambda target: load_checkpoint(path, dtype=dtype), info, device, log=log,
-                         with_oracle=False)
+    return run_untrained(case, store, lambda target: load_checkpoint(path, dtype=dtype), info | {"compiled": compile},
+                         device, log=log, with_oracle=False, compile=compile)
 
 
-def run_authors(root, results: str | None = None, seeds: int | None = None, device=None, log=print) -> tuple:
+def run_authors(root, results: str | None = None, seeds: int | None = None, device=None, log=print,
+                compile: bool = True) -> tuple:
     """Run the published models' cases the store lacks (skipping those another process holds; a failed
     case is marked failed and the others go on), then return ``results.collect``'s (frame, records,
     missing) of all of them."""
@@ -70,7 +72,7 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
             continue
         try:
             store.clear_failure(case.key)
-            run_authors_case(case, store, root, device, log)
+            run_authors_case(case, store, root, device, log, compile)
         except Exception as err:  # noqa: BLE001 - one model's failure is stored and reported; the others go on
             store.mark_failed(case.key, case.label, err)
             log(f"FAILED {case.label} [{case.key}]: {type(err).__name__}: {err}")
