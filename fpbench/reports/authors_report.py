@@ -21,6 +21,18 @@ from .suite_report import TABLES, _markdown, diagnostics_frame, settings_section
 COMMAND = "fpbench reference claims"
 
 
+def seeds_line(df: pd.DataFrame) -> str:
+    """How many sampling seeds each model has, and what that means for the noise the tests assume."""
+    per_model = df.groupby(["target", "param_w_r"]).size()
+    lines = f"- **Sampling seeds finished**: {per_model.min()}" + (
+        f" to {per_model.max()}" if per_model.max() != per_model.min() else "") + " per model"
+    if per_model.max() < 2:
+        return (lines + ". With one seed the seed-to-seed noise is not measured: the trend tests' blocks are the "
+                f"targets alone, and the calibration plants its effect at fpbench's assumed noise "
+                f"(sd of log values {cl.seed_noise(df, 'w2_ode_sde.value'):g}), not a measured one.")
+    return lines + "; the calibration plants its effect at the measured seed-to-seed noise."
+
+
 def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[str], out: Path, where: str,
                          calibration_reps: int = 1000, seeds: int | None = None) -> Path:
     """Write the report from the published models' finished cases (``published.authors_results``)."""
@@ -47,7 +59,7 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
              "these verdicts also stand beside fpbench's own models'.", ""]
     if missing:
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
-    lines += ["## Summary", "", *cr.verdict_lines(outcomes), *cr.convergence_lines(df), ""]
+    lines += ["## Summary", "", *cr.verdict_lines(outcomes), *cr.convergence_lines(df), seeds_line(df), ""]
     lines += ["## Tables 1-3 from the re-sampled models", "",
               "Per cell: the mean over sampling seeds [95% Student t interval], the noise floor at this n (two "
               "independent draws of p0) and the paper's value (3,000,000 samples, whose own floor is about 0.0005: "
