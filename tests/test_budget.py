@@ -56,3 +56,23 @@ def test_a_tiny_study_records_trajectories_reports_the_gate_and_resumes_after_a_
     resumed = budget.run_schedule("tiny", str(tmp_path / "cut"), compile=False)
     assert resumed["trajectories"] == record["trajectories"] and resumed["members"] == record["members"]
     assert not (tmp_path / "cut" / "tiny.ckpt").exists()
+
+
+def test_a_schedule_branches_from_another_that_shares_its_prefix_and_lands_where_a_whole_run_lands(
+        tmp_path, monkeypatch, tiny):
+    monkeypatch.setattr(budget, "PROBE_EVERY", 1)
+    base = {"dsm_batch": 64, "residual_points": 32}
+    monkeypatch.setitem(budget.SCHEDULES, "tiny-a", {**base, "iterations": 4, "lr_stages": [[1e-3, 0.5], [1e-4, 0.5]]})
+    monkeypatch.setitem(budget.SCHEDULES, "tiny-b", {**base, "iterations": 6,
+                                                     "lr_stages": [[1e-3, 1 / 3], [1e-5, 2 / 3]]})
+    monkeypatch.setitem(budget.SCHEDULES, "tiny-c", {**base, "dsm_batch": 32, "iterations": 4,
+                                                     "lr_stages": [[1e-3, 0.5], [1e-4, 0.5]]})
+    shared = tmp_path / "shared"
+    budget.run_schedule("tiny-a", str(shared), compile=False)
+    # a's kept checkpoints are at steps 1, 2, 3; b has a's learning rate before step 2 only
+    assert budget.branch_point("tiny-b", shared) == ("tiny-a", 2)
+    assert budget.branch_point("tiny-c", shared) is None  # another DSM batch: nothing shared
+    branched = budget.run_schedule("tiny-b", str(shared), compile=False)
+    assert "tiny-b branched from tiny-a at step 2" in (shared / "tiny-b.log").read_text()
+    whole = budget.run_schedule("tiny-b", str(tmp_path / "alone"), compile=False)
+    assert branched["trajectories"] == whole["trajectories"] and branched["members"] == whole["members"]

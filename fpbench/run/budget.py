@@ -12,12 +12,20 @@ of ODE and SDE samples inside the grid, and its final evidence and the gate's ve
 log per schedule; ``fpbench.reports.budget_report`` turns them into ``reports/budget.md``. A schedule that
 is interrupted resumes: the ensemble's checkpoint (``<schedule>.ckpt``) is written at every probe,
 and the probes recorded so far (``<schedule>.probes.jsonl``) are kept up to its iteration.
+
+Schedules that agree on a prefix share it: every probe's checkpoint is also kept
+(``<schedule>.kept/<iteration>.ckpt``), and a schedule that has not started begins from the latest kept
+checkpoint of another schedule with the same settings and the same learning rate at every step before
+it (``branch_point``), with that schedule's probes and training seconds up to there: the same numbers
+as a run from step 0 (the data streams and Adam's state are in the checkpoint), and the cost it
+reports is still the whole schedule's.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -74,11 +82,17 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     built = [build(c) for c in cases]
     labels = [c.label for c in cases]
     checkpoint, probes_path = out / f"{name}.ckpt", out / f"{name}.probes.jsonl"
+    kept = out / f"{name}.kept"
+    kept.mkdir(exist_ok=True)
+    if not checkpoint.exists() and not probes_path.exists():
+        _branch(name, out, checkpoint, probes_path)
     resumed_at = _checkpoint_iteration(checkpoint)
     trajectories, offset = _recorded_probes(probes_path, labels, resumed_at)
     began = time.perf_counter()
 
     def probe(iteration, models):
+        if checkpoint.exists():  # the checkpoint of the previous probe (this one's is written after it)
+            shutil.copyfile(checkpoint, kept / f"{_checkpoint_iteration(checkpoint)}.ckpt")
         elapsed = offset + time.perf_counter() - began
         line = {"iteration": iteration, "elapsed_s": elapsed, "profiles": {}}
         for (target, sde, _, _), model, label in zip(built, models, labels):
@@ -111,6 +125,47 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     path.write_text(json.dumps(record, indent=1))
     checkpoint.unlink(missing_ok=True)
     return record
+
+
+def branch_point(name: str, out: Path) -> tuple[str, int] | None:
+    """(schedule, iteration) of the latest kept checkpoint that ``name`` can start from: another schedule
+    with the same settings but for ``iterations`` and ``lr_stages``, whose learning rate (and stage) equals
+    ``name``'s at every step before that iteration; None when there is none."""
+    from ..train.loop import lr_at, stage_boundaries
+
+    mine = SCHEDULES[name]
+    rest = lambda s: {k: v for k, v in s.items() if k not in ("iterations", "lr_stages")}  # noqa: E731
+    bounds = stage_boundaries(mine["iterations"], mine["lr_stages"])
+    best = None
+    for other, theirs in SCHEDULES.items():
+        if other == name or rest(theirs) != rest(mine) or not (out / f"{other}.kept").is_dir():
+            continue
+        their_bounds = stage_boundaries(theirs["iterations"], theirs["lr_stages"])
+        for path in (out / f"{other}.kept").glob("*.ckpt"):
+            k = int(path.stem)
+            if k < mine["iterations"] and all(lr_at(b, bounds) == lr_at(b, their_bounds) for b in
+                                              _change_points(bounds, their_bounds, k)):
+                best = max(best or (other, 0), (other, k), key=lambda c: c[1])
+    return best
+
+
+def _change_points(a, b, k: int) -> list[int]:
+    """Step 0 and the steps before k where either schedule starts a stage: two piecewise-constant
+    learning-rate schedules agree on all of [0, k) if they agree at each of these."""
+    return sorted({0} | {start for start, _ in (*a, *b) if start < k})
+
+
+def _branch(name: str, out: Path, checkpoint: Path, probes_path: Path) -> None:
+    """Start ``name`` from its ``branch_point``: that checkpoint, and the other schedule's probes up to it."""
+    found = branch_point(name, out)
+    if found is None:
+        return
+    other, k = found
+    shutil.copyfile(out / f"{other}.kept" / f"{k}.ckpt", checkpoint)
+    lines = [line for line in (out / f"{other}.probes.jsonl").read_text().splitlines() if line.strip()]
+    probes_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["iteration"] <= k))
+    with open(out / f"{name}.log", "a") as fh:
+        fh.write(f"{name} branched from {other} at step {k} (the same settings and learning rates up to there)\n")
 
 
 def _checkpoint_iteration(checkpoint: Path) -> int:
