@@ -76,3 +76,6 @@ def test_a_schedule_branches_from_another_that_shares_its_prefix_and_lands_where
     assert "tiny-b branched from tiny-a at step 2" in (shared / "tiny-b.log").read_text()
     whole = budget.run_schedule("tiny-b", str(tmp_path / "alone"), compile=False)
     assert branched["trajectories"] == whole["trajectories"] and branched["members"] == whole["members"]
+    assert branched["branched_from"] == {"schedule": "tiny-a", "step": 2} and whole["branched_from"] is None
+    shared_with = budget_report.summary_frame([branched, whole])["first steps shared with"].tolist()
+    assert shared_with == ["tiny-a (steps 1-2)", "—"]

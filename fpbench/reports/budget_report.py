@@ -113,11 +113,17 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
                      "lr stages (lr, fraction)": " / ".join(f"{lr:g} x {f:g}" for lr, f in s["lr_stages"]),
                      "DSM batch": s["dsm_batch"], "residual points": s["residual_points"],
                      "training s (1 thread)": round(rec["train_seconds"]),
+                     "first steps shared with": _shared(rec.get("branched_from")),
                      "member-steps/s": round(rec["member_steps_per_second"], 1),
                      "models passing the gate": f"{int((~checks['fails'].map(bool)).sum())} of {len(checks)}",
                      "smallest late ratio": checks["ratio_min_late"].min(),
                      "largest error / authors'": (checks["rel_error"] / checks["authors_rel_error"]).max()})
     return pd.DataFrame(rows)
+
+
+def _shared(branch: dict | None) -> str:
+    """Which schedule a branched one took its first steps from (their seconds are in its training s)."""
+    return "—" if not branch else f"{branch['schedule']} (steps 1-{branch['step']:,})"
 
 
 def figure(traj: pd.DataFrame, out: Path) -> Path:
@@ -169,7 +175,9 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
              "fpbench budget run --schedules " + ",".join(r["name"] for r in records + unfinished), "```", "",
              "The paper's protocol (loss L_DSM + w_R R̃, eq. 20; a fresh Adam per lr stage; the authors' network) "
              "on its three targets at w_R ∈ {0, 0.1, 1, 10}, seed 0, all 12 models trained as one ensemble per "
-             "schedule, one schedule per single-thread process (two at a time on the 2-core machine). Every "
+             "schedule, one schedule per single-thread process (two at a time on the 2-core machine); a schedule "
+             "whose first steps equal another's (same settings and learning rates) starts from that one's kept "
+             "checkpoint, the same numbers as a run from step 0, and its training time counts those steps. Every "
              f"{PROBE_EVERY:,} steps each model's score is compared with the exact score "
              "(fpbench/core/convergence.py); at the end each model is also sampled "
              f"({SAMPLE['n']:,} ODE and SDE samples, nfe = {SAMPLE['nfe']}) "

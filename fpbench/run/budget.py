@@ -84,8 +84,9 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     checkpoint, probes_path = out / f"{name}.ckpt", out / f"{name}.probes.jsonl"
     kept = out / f"{name}.kept"
     kept.mkdir(exist_ok=True)
+    branch_path = out / f"{name}.branch.json"
     if not checkpoint.exists() and not probes_path.exists():
-        _branch(name, out, checkpoint, probes_path)
+        _branch(name, out, checkpoint, probes_path, branch_path)
     resumed_at = _checkpoint_iteration(checkpoint)
     trajectories, offset = _recorded_probes(probes_path, labels, resumed_at)
     began = time.perf_counter()
@@ -120,6 +121,7 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
                                **evidence(model, target, sde, res.history, SEED),
                                **inside_grid(model, target, sde, case)}
     record = {"name": name, "schedule": SCHEDULES[name], "threads": threads, "compile": compile,
+              "branched_from": json.loads(branch_path.read_text()) if branch_path.exists() else None,
               "train_seconds": train_seconds, "member_steps_per_second": len(cases) * cfg["iterations"] / train_seconds,
               "members": members, "trajectories": trajectories}
     path.write_text(json.dumps(record, indent=1))
@@ -155,8 +157,9 @@ def _change_points(a, b, k: int) -> list[int]:
     return sorted({0} | {start for start, _ in (*a, *b) if start < k})
 
 
-def _branch(name: str, out: Path, checkpoint: Path, probes_path: Path) -> None:
-    """Start ``name`` from its ``branch_point``: that checkpoint, and the other schedule's probes up to it."""
+def _branch(name: str, out: Path, checkpoint: Path, probes_path: Path, branch_path: Path) -> None:
+    """Start ``name`` from its ``branch_point``: that checkpoint, and the other schedule's probes up to it
+    (``branch_path`` says which, for the record)."""
     found = branch_point(name, out)
     if found is None:
         return
@@ -164,6 +167,7 @@ def _branch(name: str, out: Path, checkpoint: Path, probes_path: Path) -> None:
     shutil.copyfile(out / f"{other}.kept" / f"{k}.ckpt", checkpoint)
     lines = [line for line in (out / f"{other}.probes.jsonl").read_text().splitlines() if line.strip()]
     probes_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["iteration"] <= k))
+    branch_path.write_text(json.dumps({"schedule": other, "step": k}))
     with open(out / f"{name}.log", "a") as fh:
         fh.write(f"{name} branched from {other} at step {k} (the same settings and learning rates up to there)\n")
 
