@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
     ref.add_argument("--results", default=None)
     ref.add_argument("--out", default=None, help="report file (default reports/reference.md for evaluate, "
-                     "reports/paper-intervals.md for intervals)")
+                     "reports/paper-intervals.md for intervals, reports/reference-claims.md for claims)")
     ref.add_argument("--tables", default=None, help="intervals: only these tables (w2_ode_sde,w2_ode_p0,w2_sde_p0)")
     ref.add_argument("--reps", type=int, default=10, help="intervals: bootstrap replicates per cell")
     ref.add_argument("--seeds", type=_positive_int, default=None,

@@ -73,8 +73,9 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
     seconds = sum(r["sample_seconds"] for r in records)
     lines += ["## The models", "", diagnostics_frame(df).to_markdown(floatfmt=".4g"), "",
               f"Sampling time (measured, all cases): {seconds:.0f} s on {sorted({r['device'] for r in records})}.", ""]
-    lines += [f"Resampling settings (AUTHORS_RESAMPLING): `{json.dumps(AUTHORS_RESAMPLING)}`.", "",
-              settings_section(case)]
+    lines += [f"Resampling settings (AUTHORS_RESAMPLING): `{json.dumps(AUTHORS_RESAMPLING)}`. The train table "
+              "below is the authors' protocol, listed for reference: fpbench did not train these models; it reads "
+              "their checkpoints (`train.sha256` in each record names the file).", "", settings_section(case)]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
