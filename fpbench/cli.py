@@ -305,8 +305,8 @@ def _reference_claims(root, args) -> int:
     """C1-C5 on the authors' 12 models re-sampled as cases of the paper suite (resumable) -> report."""
     from pathlib import Path
 
+    from .analysis.published import authors_results, run_authors
     from .reports.authors_report import write_authors_report
-    from .run.published import authors_results, run_authors
     from .run.store import Store, results_root
 
     store_root = results_root(args.results)

@@ -1,4 +1,4 @@
-"""The authors' published models as cases of the paper suite (fpbench.run.published) and the claims
+"""The authors' published models as cases of the paper suite (fpbench.analysis.published) and the claims
 decided on them (``fpbench reference claims``, reports/reference-claims.md)."""
 
 import hashlib
@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from fpbench.analysis import claims as cl
+from fpbench.analysis import published
 from fpbench.analysis.authors_levels import LEVELS
 from fpbench.analysis.paper_values import W_R, paper_value
 from fpbench.analysis.reference import ReferenceError, checkpoint_path, reference_dir
 from fpbench.cli import main
 from fpbench.reports import claims_report as cr
 from fpbench.reports.suite_report import authors_outcomes
-from fpbench.run import published
 from fpbench.run.config import AUTHORS_RESAMPLING
 from fpbench.run.results import collect
 from fpbench.run.store import Store, flatten_metrics, write_json

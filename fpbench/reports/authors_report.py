@@ -1,5 +1,5 @@
 """reports/reference-claims.md: the paper's claims C1-C5 decided on the authors' 12 published models,
-re-sampled by fpbench (``fpbench.run.published``) and tested with the same tests, gates and calibration
+re-sampled by fpbench (``fpbench.analysis.published``) and tested with the same tests, gates and calibration
 as fpbench's own trained models. Every number comes from the results store."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pandas as pd
 from .. import __version__
 from ..analysis import claims as cl
 from ..analysis.paper_values import TABLE_TITLES
+from ..analysis.published import SCALE, authors_cases
 from ..run.config import AUTHORS_RESAMPLING
-from ..run.published import SCALE, authors_cases
 from . import claims_report as cr
-from .suite_report import TABLES, _markdown, diagnostics_frame, settings_section, table_frame
+from .suite_report import TABLES, diagnostics_frame, settings_section, table_frame, table_markdown
 
 COMMAND = "fpbench reference claims"
 
@@ -65,7 +65,7 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
               "independent draws of p0) and the paper's value (3,000,000 samples, whose own floor is about 0.0005: "
               "reports/paper-intervals.md).", ""]
     for table in TABLES:
-        lines += [f"### {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table)), ""]
+        lines += [f"### {TABLE_TITLES[table]}", "", table_markdown(table_frame(df, table)), ""]
     how = (f"`{COMMAND}` decides C1-C5 on these models (C6, C7 are about free score networks and the exact score: "
            "reports/paper-*.md); the family for Holm's adjustment is these five.")
     lines += [cr.claims_section(outcomes, SCALE, how=how), cr.convergence_section(df),

@@ -35,7 +35,7 @@ CACHE_VERSION = 2
 
 
 def comparison_row(record: dict, store: Store, root: Path) -> dict:
-    """One published model's case record (``fpbench.run.published``) as this report's row: its measurements,
+    """One published model's case record (``fpbench.analysis.published``) as this report's row: its measurements,
     and W2² between its fresh histograms (stored with the case) and the published ones of the same model."""
     cfg, m = record["config"], record["metrics"]
     target, w_r = cfg["target"]["name"], cfg["method"]["params"]["w_r"]
@@ -173,7 +173,7 @@ def write_reference_report(root: Path, store_root: Path, out: Path, run: bool = 
                            compile: bool = True) -> Path:
     """Re-sample the 12 models as the first sampling seed of ``fpbench reference claims`` (the cases the store
     lacks; none with ``run`` False), then write the report from those finished."""
-    from ..run.published import authors_results, run_authors
+    from ..analysis.published import authors_results, run_authors
 
     cells = recompute_tables(root)
     store = Store(store_root)

@@ -62,7 +62,8 @@ def table_frame(df: pd.DataFrame, table: str, param: str = "param_w_r") -> pd.Da
     return frame[columns]
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def table_markdown(frame: pd.DataFrame) -> str:
+    """A table_frame (columns (target, what)) as markdown, its column names joined."""
     flat = frame.copy()
     flat.columns = [f"{t} {c}" for t, c in flat.columns]
     return flat.to_markdown()
@@ -251,7 +252,7 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
     lines += summary
     for table in TABLES:
-        lines += [f"## {TABLE_TITLES[table]}", "", _markdown(table_frame(df, table, param)), ""]
+        lines += [f"## {TABLE_TITLES[table]}", "", table_markdown(table_frame(df, table, param)), ""]
     lines += claim_lines
     comparable = paper_comparable(df)
     if not comparable.empty:
@@ -294,7 +295,7 @@ def authors_outcomes(store: Store):
     """C1-C5 decided on the authors' published models when the store holds any of their finished cases
     (``fpbench reference claims``), else None."""
     from ..analysis import claims
-    from ..run.published import authors_results
+    from ..analysis.published import authors_results
 
     df, _records, _missing = authors_results(store)
     return None if df.empty else claims.trained_claims(df)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 import hashlib
 
-from .config import AUTHORS_RESAMPLING, deep_merge
-from .suite import Case, expand, load_suite
+from ..run.config import AUTHORS_RESAMPLING, deep_merge
+from ..run.suite import Case, expand, load_suite
 
 SCALE = "authors"  # the cases' scale label in the store and in reports (not a training scale)
 
@@ -38,8 +38,8 @@ def run_authors_case(case: Case, store, root, device=None, log=print, compile: b
     the sampler's score through ``torch.compile`` (not part of the case: the same numbers up to rounding)."""
     import torch
 
-    from ..analysis.reference import checkpoint_path, load_checkpoint
-    from .pipeline import run_untrained
+    from ..run.pipeline import run_untrained
+    from .reference import checkpoint_path, load_checkpoint
 
     cfg = case.config
     path = checkpoint_path(root, cfg["target"]["name"], cfg["method"]["params"]["w_r"])
@@ -56,8 +56,8 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
     missing) of all of them."""
     from filelock import Timeout
 
-    from .results import collect
-    from .store import Store, results_root
+    from ..run.results import collect
+    from ..run.store import Store, results_root
 
     store = Store(results_root(results)).check_writable()
     cases = authors_cases(seeds)
@@ -83,6 +83,6 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
 
 def authors_results(store, seeds: int | None = None):
     """(frame, records, missing) of the published models' cases in ``store`` (none run here)."""
-    from .results import collect
+    from ..run.results import collect
 
     return collect(store, authors_cases(seeds))
