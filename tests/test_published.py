@@ -150,3 +150,20 @@ def test_the_paper_reports_claims_table_puts_the_published_models_verdicts_besid
     summary = cr.summary_section(ours, collect(Store(tmp_path / "results"), published.authors_cases(2))[0], "quick",
                                  None, theirs)
     assert "- on the authors' published models (reports/reference-claims.md): **PASS**: C1" in summary
+
+
+def test_the_recomputed_tables_are_cached_by_the_histograms_they_read(tmp_path, monkeypatch):
+    from fpbench.analysis.reference import TableCell
+    from fpbench.reports import reference_report
+
+    (tmp_path / "precomputed_dists").mkdir()
+    hist = tmp_path / "precomputed_dists" / "weights_truth_64_3000000_blob.npy"
+    np.save(hist, np.ones(4))
+    calls = []
+    monkeypatch.setattr(reference_report, "recompute_tables",
+                        lambda root: calls.append(1) or [TableCell("w2_ode_sde", "blob", 0.0, 0.5 * len(calls), 0.5)])
+    first = reference_report.recomputed_tables(tmp_path, tmp_path / "cache", log=lambda m: None)
+    assert reference_report.recomputed_tables(tmp_path, tmp_path / "cache", log=lambda m: None) == first
+    assert len(calls) == 1 and first[0].recomputed == 0.5
+    np.save(hist, np.zeros(4))  # a changed published file: computed again
+    assert reference_report.recomputed_tables(tmp_path, tmp_path / "cache", log=lambda m: None)[0].recomputed == 1.0
