@@ -54,30 +54,24 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
     """Run the published models' cases the store lacks (skipping those another process holds; a failed
     case is marked failed and the others go on), then return ``results.collect``'s (frame, records,
     missing) of all of them."""
-    from filelock import Timeout
-
+    from ..run.execute import BUSY, failed_outcome, release, try_claim
     from ..run.results import collect
     from ..run.store import Store, results_root
 
     store = Store(results_root(results)).check_writable()
     cases = authors_cases(seeds)
-    for case in cases:
+    for case in cases:  # one lock at a time, so that two processes share the cases
         if store.is_done(case.key):
             continue
-        lock = store.case_lock(case.key)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log(f"busy   {case.label} [{case.key}] (another process runs it)")
+        if (lock := try_claim(store, case.key)) is None:
+            log(f"busy   {case.label} [{case.key}]: {BUSY}")
             continue
         try:
-            store.clear_failure(case.key)
             run_authors_case(case, store, root, device, log, compile)
         except Exception as err:  # noqa: BLE001 - one model's failure is stored and reported; the others go on
-            store.mark_failed(case.key, case.label, err)
-            log(f"FAILED {case.label} [{case.key}]: {type(err).__name__}: {err}")
+            failed_outcome(store, case, err, log)
         finally:
-            lock.release()
+            release(store, case.key, lock)
     return collect(store, cases)
 
 

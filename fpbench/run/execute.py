@@ -111,23 +111,47 @@ def split_balanced(members: list, parts: int) -> list[list]:
 def claim_cases(task: Task, store) -> tuple[list, list, list[Outcome]]:
     """(the cases this process may run, the locks it now holds, "busy" outcomes for the cases whose lock
     another process holds). Finished cases need no lock: they are only read."""
-    from filelock import Timeout
-
     mine, locks, busy = [], [], []
     for case in task.cases:
         if store.is_done(case.key):
             mine.append(case)
             continue
-        lock = store.case_lock(case.key)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            busy.append(Outcome(case.key, case.label, "busy", "another fpbench process is running it"))
+        if (lock := try_claim(store, case.key)) is None:
+            busy.append(Outcome(case.key, case.label, "busy", BUSY))
             continue
         mine.append(case)
         locks.append(lock)
-        store.held.add(case.key)
     return mine, locks, busy
+
+
+BUSY = "another fpbench process is running it"
+
+
+def try_claim(store, key: str):
+    """The case's lock, now held by this process (``store.held`` says so until ``release``); None when
+    another process holds it."""
+    from filelock import Timeout
+
+    lock = store.case_lock(key)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    store.held.add(key)
+    return lock
+
+
+def release(store, key: str, lock) -> None:
+    """Give back a lock ``try_claim`` took."""
+    lock.release()
+    store.held.discard(key)
+
+
+def failed_outcome(store, case, err: BaseException, log=print) -> Outcome:
+    """Store ``case``'s failure (a rerun retries it) and return its outcome; the other cases go on."""
+    store.mark_failed(case.key, case.label, err)
+    log(f"failed {case.label} [{case.key}]: {type(err).__name__}: {err}")
+    return Outcome(case.key, case.label, "failed", f"{type(err).__name__}: {err}")
 
 
 def run_task(task: Task, log=print) -> list[Outcome]:
@@ -189,9 +213,7 @@ def _run_claimed(task: Task, log=print) -> list[Outcome]:
             log(str(err))
             return outcomes + stopped[i:]
         except Exception as err:  # one case fails alone
-            store.mark_failed(case.key, case.label, err)
-            outcomes.append(Outcome(case.key, case.label, "failed", f"{type(err).__name__}: {err}"))
-            log(f"failed {case.label} [{case.key}]: {err}")
+            outcomes.append(failed_outcome(store, case, err, log))
     return outcomes
 
 

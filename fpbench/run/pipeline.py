@@ -83,6 +83,7 @@ def run_untrained(case: Case, store: Store, load, info: dict, device=None, progr
     sde = make_sde(cfg["sde"]["name"], **cfg["sde"]["params"])
     model = load(target)
     out.mkdir(parents=True, exist_ok=True)
+    store.clear_failure(key)  # a rerun retries a failed case
     write_json(out / "config.json", cfg)
     hist, sample_seconds = _sampled(case, model, target, sde, out, device, progress, log, compile)
     metrics = evaluate(case, model, target, sde, hist, store, device, with_oracle=with_oracle)
