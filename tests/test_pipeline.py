@@ -536,3 +536,31 @@ def test_a_samples_only_target_runs_end_to_end_and_says_what_is_not_available(tm
     from fpbench.analysis.claims import convergence_gate
 
     assert "not available for moons (samples only: no exact density" in convergence_gate(df)
+
+
+COMPUTE_ONCE = """
+import json, sys, time
+from pathlib import Path
+from fpbench.run.store import Store
+
+root, tag = Path(sys.argv[1]), sys.argv[2]
+def compute():
+    with open(root / "computed-by", "a") as log:
+        log.write(tag + "\\n")
+    time.sleep(1.5)  # long enough for the other process to arrive while this one computes
+    return {"by": tag}
+print(json.dumps(Store(root).computed_once(root / "floors" / "x.json", compute)))
+"""
+
+
+def test_processes_sharing_a_store_compute_a_cached_value_once(tmp_path):
+    """Two processes asking for one uncomputed floor or oracle at once: one computes it, the other waits
+    for it and reads the same value (the circles2 oracle takes tens of CPU-minutes)."""
+    script = tmp_path / "once.py"
+    script.write_text(COMPUTE_ONCE)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), tag], stdout=subprocess.PIPE, text=True)
+             for tag in ("a", "b")]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert len((tmp_path / "computed-by").read_text().split()) == 1  # computed by one process only
+    assert len(set(outputs)) == 1 and '"by"' in outputs[0]  # both got its value

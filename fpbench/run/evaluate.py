@@ -68,18 +68,18 @@ def point_noise_floors(case: Case, target, store: Store, n: int | None = None) -
     n = n or cfg["sample"]["n"]
     spec = {"target": cfg["target"], "n": n, "point_n": _point_setting(case, "point_n"),
             "n_projections": _point_setting(case, "n_projections"), "reps": cfg["metrics"]["floor_reps"]}
-    path = store.floor_path(spec)
-    if (cached := store.cached(path)) is not None:
-        return {k: mx.NoiseFloor(**v) for k, v in cached["floors"].items()}
-    values = {"exact": [], "sliced": []}
-    for r in range(spec["reps"]):
-        gen = torch.Generator().manual_seed(7919 + r)
-        x, y = target.sample(n, gen), target.sample(n, gen)
-        values["exact"].append(mx.exact_w2(x[:spec["point_n"]], y[:spec["point_n"]]))
-        values["sliced"].append(mx.sliced_w2(x, y, spec["n_projections"], seed=r))
-    floors = {k: mx.NoiseFloor.from_values(v, n) for k, v in values.items()}
-    write_json(path, {"spec": spec, "floors": {k: f.to_dict() for k, f in floors.items()}})
-    return floors
+
+    def measure() -> dict:
+        values = {"exact": [], "sliced": []}
+        for r in range(spec["reps"]):
+            gen = torch.Generator().manual_seed(7919 + r)
+            x, y = target.sample(n, gen), target.sample(n, gen)
+            values["exact"].append(mx.exact_w2(x[:spec["point_n"]], y[:spec["point_n"]]))
+            values["sliced"].append(mx.sliced_w2(x, y, spec["n_projections"], seed=r))
+        return {"spec": spec, "floors": {k: mx.NoiseFloor.from_values(v, n).to_dict() for k, v in values.items()}}
+
+    stored = store.computed_once(store.floor_path(spec), measure)
+    return {k: mx.NoiseFloor(**v) for k, v in stored["floors"].items()}
 
 
 def with_convergence(case: Case, store: Store, device=None) -> dict:
@@ -157,9 +157,13 @@ def oracle(case: Case, target, sde, store: Store, n: int | None = None) -> dict:
     spec = {"oracle": 1, "target": cfg["target"], "sde": cfg["sde"], "sample": cfg["sample"], "n": n,
             "grid": cfg["metrics"]["grid"], "reps": cfg["metrics"]["floor_reps"],
             "disc_points": cfg["metrics"]["disc_points"]}
-    path = store.floor_path(spec)
-    if (cached := store.cached(path)) is not None:
-        return cached["oracle"]
+    measure = lambda: {"spec": spec, "oracle": _oracle(case, target, sde, store, n)}  # noqa: E731
+    return store.computed_once(store.floor_path(spec), measure)["oracle"]
+
+
+def _oracle(case: Case, target, sde, store: Store, n: int) -> dict:
+    """``oracle``'s measurement (not cached)."""
+    cfg = case.config
     exact, grid = ExactScore(target, sde), grid_of(case)
     x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, time_grid(case, sde.T), seed=7,
                                scheme=cfg["sample"]["scheme"], chunk=cfg["sample"]["chunk"], dtype=torch.float64)
@@ -178,7 +182,6 @@ def oracle(case: Case, target, sde, store: Store, n: int | None = None) -> dict:
     result.update({"n": n, "floor": floor.to_dict(), "floor_mean": floor.mean, "floor_q95": floor.q95})
     # seed 0 whichever case measures it first: the cached oracle is shared by every seed's cases
     result.update(discretisation(case, exact.score, sde, target.dim, dtype=torch.float64, seed=0))
-    write_json(path, {"spec": spec, "oracle": result})
     return result
 
 

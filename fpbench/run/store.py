@@ -146,16 +146,28 @@ class Store:
         self.case_dir(key).mkdir(parents=True, exist_ok=True)
         return FileLock(self.case_dir(key) / ".lock")
 
+    def computed_once(self, path: Path, compute) -> dict:
+        """The JSON stored at ``path``, else ``compute()``'s (a dict) stored there. Computed under a lock
+        beside it (``<path>.lock``), so that processes sharing the store compute it once: the others wait
+        for it, then read it (the exact-score oracle of circles2 takes tens of CPU-minutes)."""
+        from filelock import FileLock
+
+        if (cached := self.cached(path)) is not None:
+            return cached
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            if (cached := self.cached(path)) is not None:  # another process computed it while we waited
+                return cached
+            value = compute()
+            write_json(path, value)
+            return value
+
     def cached_floor(self, spec: dict, measure):
         """The noise floor stored under ``spec`` (``floor_path``), else ``measure()``'d and stored."""
         from ..core.metrics import NoiseFloor
 
-        path = self.floor_path(spec)
-        if (cached := self.cached(path)) is not None:
-            return NoiseFloor(**cached["floor"])
-        floor = measure()
-        write_json(path, {"spec": spec, "floor": floor.to_dict()})
-        return floor
+        stored = self.computed_once(self.floor_path(spec), lambda: {"spec": spec, "floor": measure().to_dict()})
+        return NoiseFloor(**stored["floor"])
 
     def floor_path(self, spec: dict) -> Path:
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
