@@ -140,16 +140,18 @@ def test_a_reversed_table_1_fails_c1_on_the_published_models(tmp_path):
 
 
 def test_the_paper_reports_claims_table_puts_the_published_models_verdicts_beside(tmp_path):
-    assert authors_outcomes(Store(tmp_path / "empty")) is None  # none run: no column
-    theirs = authors_outcomes(_synthetic_store(tmp_path / "results"))
+    assert authors_outcomes(Store(tmp_path / "empty")) == (None, 0)  # none run: no column
+    theirs, seeds = authors_outcomes(_synthetic_store(tmp_path / "results"))
+    assert seeds == 2
     ours = [cl.ClaimOutcome(cl.CLAIMS[k], skipped="models not converged: 3 of 12", inconclusive=True)
             for k in ("C1", "C2", "C6")]
     table = cr.claims_table(ours, beside=theirs)
     column = dict(zip(table["claim"].str[:2], table[cr.BESIDE_COLUMN]))
     assert column["C1"].startswith("**PASS** (Holm p = ") and column["C6"] == "—"
     summary = cr.summary_section(ours, collect(Store(tmp_path / "results"), published.authors_cases(2))[0], "quick",
-                                 None, theirs)
-    assert "- on the authors' published models (reports/reference-claims.md): **PASS**: C1" in summary
+                                 None, theirs, seeds)
+    assert ("- on the authors' published models (2 sampling seeds per model; reports/reference-claims.md): "
+            "**PASS**: C1") in summary
 
 
 def test_the_recomputed_tables_are_cached_by_the_histograms_they_read(tmp_path, monkeypatch):

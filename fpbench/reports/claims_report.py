@@ -103,13 +103,15 @@ def _pm(value: float, se: float, digits: int) -> str:
 
 
 def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: str, about: str | None,
-                    authors: list[cl.ClaimOutcome] | None = None) -> str:
+                    authors: list[cl.ClaimOutcome] | None = None, authors_seeds: int = 0) -> str:
     """The report's answer first: the verdicts and their reasons, whether the models converged, and
     what the scale can and cannot show (its ``about`` line in the suite file); with ``authors``, the
-    verdicts on the authors' published models beside."""
+    verdicts on the authors' published models beside (``authors_seeds``: sampling seeds per model)."""
     lines = ["## Summary", "", *verdict_lines(outcomes), *convergence_lines(df)]
     if authors is not None:
-        lines += verdict_lines(authors, prefix="on the authors' published models (reports/reference-claims.md): ")
+        seeds = f"{authors_seeds} sampling seed{'s' if authors_seeds != 1 else ''} per model"
+        lines += verdict_lines(authors, prefix=f"on the authors' published models ({seeds}; "
+                                               "reports/reference-claims.md): ")
     if about:
         lines.append(f"- **What scale `{scale}` can show**: {about}")
     return "\n".join(lines + [""])

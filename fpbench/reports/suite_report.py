@@ -284,21 +284,24 @@ def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_r
     cal_fig = cr.calibration_figure(cal, fig_dir / f"{stem}-calibration.png")
     figs = [p for p in (cr.fig1(curl_records, store, fig_dir / f"{stem}-fig1.png"),
                         cr.fig3(records, store, fig_dir / f"{stem}-fig3.png")) if p is not None]
-    authors = authors_outcomes(store) if data["suite"]["name"] == "paper" else None
+    authors, seeds = authors_outcomes(store) if data["suite"]["name"] == "paper" else (None, 0)
     lines = [cr.claims_section(outcomes, scale, beside=authors), cr.convergence_section(df),
              cr.why_section(df, outcomes), cr.calibration_section(cal, cal_fig)]
     about = data.get("scales", {}).get(scale, {}).get("about")
-    return lines, figs, missing, [cr.summary_section(outcomes, df, scale, about, authors)]
+    return lines, figs, missing, [cr.summary_section(outcomes, df, scale, about, authors, seeds)]
 
 
-def authors_outcomes(store: Store):
-    """C1-C5 decided on the authors' published models when the store holds any of their finished cases
-    (``fpbench reference claims``), else None."""
+def authors_outcomes(store: Store) -> tuple:
+    """(C1-C5 decided on the authors' published models, the fewest sampling seeds any of them has
+    finished) when the store holds any of their finished cases (``fpbench reference claims``), else
+    (None, 0)."""
     from ..analysis import claims
     from ..analysis.published import authors_results
 
     df, _records, _missing = authors_results(store)
-    return None if df.empty else claims.trained_claims(df)
+    if df.empty:
+        return None, 0
+    return claims.trained_claims(df), int(df.groupby(["target", "param_w_r"]).size().min())
 
 
 def _interval_kind(df: pd.DataFrame, param: str = "param_w_r") -> str:
