@@ -75,3 +75,19 @@ def test_disagreements_name_the_histogram_that_departs_from_the_published_one():
     assert any("Table 1" in line and "our ODE histogram is W2² = 0.014000" in line for line in lines)
     assert any("Table 3" in line and "upward bias at our n" in line for line in lines)
     assert not any("Table 2" in line for line in lines)  # the paper's value is inside that interval
+
+
+def test_an_undecided_claim_says_why_in_a_few_words():
+    """The summary's INCONCLUSIVE bullet names what stopped the test (its Holm-adjusted p above α, its
+    effect below the needed size), not the whole test record."""
+    from fpbench.analysis import claims as cl
+    from fpbench.analysis.stats import ClaimTest
+    from fpbench.reports.claims_report import verdict_lines
+
+    def outcome(key, p, effect, p_holm):
+        test = ClaimTest("Spearman", -0.2, p, 0.9, effect, "rho", -0.4, 0.7, 12, 0.05, 0.3, "INCONCLUSIVE")
+        return cl.ClaimOutcome(cl.CLAIMS[key], result=test, p_holm=p_holm)
+
+    lines = verdict_lines([outcome("C4", 0.0227, 0.245, 0.068), outcome("C5", 0.01, 0.1, 0.03)])
+    assert lines == ["- **INCONCLUSIVE**: C4: p = 0.068 (Holm) > α = 0.05, rho = 0.245, below the needed 0.3; "
+                     "C5: rho = 0.1, below the needed 0.3."]

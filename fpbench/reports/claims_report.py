@@ -130,11 +130,24 @@ def verdict_lines(outcomes: list[cl.ClaimOutcome], prefix: str = "") -> list[str
         else:
             reasons: dict[str, list[str]] = {}
             for o in chosen:
-                reason = o.skipped or (o.result.summary().split(";")[0] if o.result else "")
+                reason = o.skipped or (undecided_reason(o) if o.result else "")
                 reasons.setdefault(reason.split(":")[0] if o.inconclusive else reason, []).append(o.claim.key)
             lines += [f"- {prefix}**{verdict}**: " + "; ".join(f"{', '.join(keys)}: {why}"
                                                               for why, keys in reasons.items()) + "."]
     return lines
+
+
+def undecided_reason(o: cl.ClaimOutcome) -> str:
+    """Why a test neither passed nor failed, in a few words: its p-value (Holm-adjusted where the claim is
+    in the family) above α, or its effect below the size the claim needs (the full result is in the
+    claims section)."""
+    r = o.result
+    adjusted = not np.isnan(o.p_holm)
+    p = o.p_holm if adjusted else r.pvalue
+    why = [f"p = {p:.3g}{' (Holm)' if adjusted else ''} > α = {r.alpha:g}"] if p > r.alpha else []
+    if r.effect < r.min_effect:
+        why.append(f"{r.effect_name} = {r.effect:.3g}, below the needed {r.min_effect:g}")
+    return ", ".join(why) or r.summary()
 
 
 def convergence_lines(df: pd.DataFrame) -> list[str]:
