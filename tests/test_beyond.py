@@ -135,6 +135,11 @@ def test_point_distances_run_end_to_end_with_their_own_floors(tmp_path):
             assert m[name]["method"] == "exact" and m[name]["n"] == 200
             assert m[f"{name}_sliced"]["method"] == "sliced" and m[f"{name}_sliced"]["n"] == 500
         assert m["floor"]["reps"] == 2 and m["floor"]["mean"] > 0 and m["floor_sliced"]["mean"] > 0
+    # the sliced estimates are declared results columns, so the report reads them (it once refused them)
+    out = tmp_path / "points.md"
+    assert main(["report", path, "--scale", "smoke", "--results", str(results), "--out", str(out),
+                 "--calibration-reps", "20"]) == 0
+    assert "## Summary" in out.read_text()
 
 
 def test_regularised_families_are_found_from_the_methods_not_their_names():
