@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 from ..core.metrics import PAPER_GRID, grid_w2_from_weights
-from ..run.store import Store, write_json
+from ..run.store import Store
 from .paper_values import TABLE_TITLES, TABLES, TARGETS, W_R
 from .reference import histogram, table_histograms
 
@@ -127,14 +127,6 @@ class Settings:
     seed: int = 0
 
 
-def _cached(path: Path, compute):
-    if (stored := Store.cached(path)) is not None:
-        return stored
-    value = compute()
-    write_json(path, value)
-    return value
-
-
 def cell_record(root: Path, cache: Path, table: str, target: str, w_r: float, s: Settings) -> dict:
     """One cell of the paper's tables with its bootstrap replicates (stored; a rerun reads them)."""
     index = TARGETS.index(target) * 100 + W_R.index(w_r) * 10 + list(TABLES).index(table)
@@ -144,7 +136,7 @@ def cell_record(root: Path, cache: Path, table: str, target: str, w_r: float, s:
         rng = np.random.default_rng([s.seed, index])
         return {"table": table, "target": target, "w_r": w_r, "value": grid_w2_from_weights(a, b),
                 "paper": TABLES[table][w_r][TARGETS.index(target)], "replicates": replicates(a, b, s.n, s.reps, rng)}
-    return _cached(cache / f"cell-{table}-{target}-{w_r:g}-r{s.reps}-n{s.n}.json", compute)
+    return Store.computed_once(cache / f"cell-{table}-{target}-{w_r:g}-r{s.reps}-n{s.n}.json", compute)
 
 
 def floor_record(root: Path, cache: Path, target: str, s: Settings) -> dict:
@@ -154,7 +146,7 @@ def floor_record(root: Path, cache: Path, target: str, s: Settings) -> dict:
         rng = np.random.default_rng([s.seed, 1000 + TARGETS.index(target)])
         values = [grid_w2_from_weights(redraw(truth, s.n, rng), redraw(truth, s.n, rng)) for _ in range(s.floor_reps)]
         return {"target": target, "values": values}
-    return _cached(cache / f"floor-{target}-r{s.floor_reps}-n{s.n}.json", compute)
+    return Store.computed_once(cache / f"floor-{target}-r{s.floor_reps}-n{s.n}.json", compute)
 
 
 def coverage_record(root: Path, cache: Path, k: int, run: int, s: Settings) -> dict:
@@ -162,7 +154,7 @@ def coverage_record(root: Path, cache: Path, k: int, run: int, s: Settings) -> d
         p, q, truth = shifted_pair(histogram(root, "truth", "blob"), k)
         rng = np.random.default_rng([s.seed, 2000 + k, run])
         return {"k": k, "truth": truth, **coverage_run(p, q, s.n, s.coverage_boot, rng)}
-    return _cached(cache / f"coverage-k{k}-run{run}-b{s.coverage_boot}-n{s.n}.json", compute)
+    return Store.computed_once(cache / f"coverage-k{k}-run{run}-b{s.coverage_boot}-n{s.n}.json", compute)
 
 
 def run_study(root: Path, cache: Path, s: Settings = Settings(), tables=tuple(TABLES), targets=TARGETS,

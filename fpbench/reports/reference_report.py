@@ -15,7 +15,7 @@ import pandas as pd
 from ..analysis.paper_values import TABLE_TITLES, TARGETS, W_R, paper_value
 from ..analysis.reference import TableCell, histogram, recompute_tables
 from ..core.metrics import TABLE_PAIRS, grid_w2_from_weights
-from ..run.store import Store, read_json, write_json
+from ..run.store import Store
 
 
 def tables_frame(cells) -> dict[str, pd.DataFrame]:
@@ -42,12 +42,12 @@ def recomputed_tables(root: Path, cache: Path, log=print) -> list[TableCell]:
     files = sorted((root / "precomputed_dists").glob("*.npy"))
     digest = hashlib.sha256(b"".join(f.name.encode() + f.read_bytes() for f in files)).hexdigest()[:16]
     path = cache / f"tables_{digest}_v{CACHE_VERSION}.json"
-    if path.exists():
-        return [TableCell(**c) for c in read_json(path)]
-    log("recompute Tables 1-3 from the published histograms (36 exact OTs)")
-    cells = recompute_tables(root)
-    write_json(path, [dataclasses.asdict(c) for c in cells])
-    return cells
+
+    def compute():
+        log("recompute Tables 1-3 from the published histograms (36 exact OTs)")
+        return [dataclasses.asdict(c) for c in recompute_tables(root)]
+
+    return [TableCell(**c) for c in Store.computed_once(path, compute)]
 
 
 def comparison_row(record: dict, store: Store, root: Path) -> dict:
@@ -161,12 +161,12 @@ def nfe_check(root: Path, cache: Path, n: int, log=print) -> dict:
     from ..analysis.reference import ode_nfe_sensitivity
 
     path = cache / f"nfe_sensitivity_blob_w0.0_n{n}_v{CACHE_VERSION}.json"
-    if path.exists():
-        return read_json(path)
-    log(f"nfe sensitivity: blob w_R=0.0 (n={n}, nfe 200 and 800)")
-    result = ode_nfe_sensitivity(root, "blob", 0.0, n)
-    write_json(path, result)
-    return result
+
+    def compute():
+        log(f"nfe sensitivity: blob w_R=0.0 (n={n}, nfe 200 and 800)")
+        return ode_nfe_sensitivity(root, "blob", 0.0, n)
+
+    return Store.computed_once(path, compute)
 
 
 def nfe_section(check: dict) -> str:

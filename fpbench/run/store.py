@@ -146,17 +146,18 @@ class Store:
         self.case_dir(key).mkdir(parents=True, exist_ok=True)
         return FileLock(self.case_dir(key) / ".lock")
 
-    def computed_once(self, path: Path, compute) -> dict:
-        """The JSON stored at ``path``, else ``compute()``'s (a dict) stored there. Computed under a lock
+    @staticmethod
+    def computed_once(path: Path, compute):
+        """The JSON stored at ``path``, else ``compute()``'s (a JSON value) stored there. Computed under a lock
         beside it (``<path>.lock``), so that processes sharing the store compute it once: the others wait
         for it, then read it (the exact-score oracle of circles2 takes tens of CPU-minutes)."""
         from filelock import FileLock
 
-        if (cached := self.cached(path)) is not None:
+        if (cached := Store.cached(path)) is not None:
             return cached
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):
-            if (cached := self.cached(path)) is not None:  # another process computed it while we waited
+            if (cached := Store.cached(path)) is not None:  # another process computed it while we waited
                 return cached
             value = compute()
             write_json(path, value)
