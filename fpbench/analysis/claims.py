@@ -117,6 +117,11 @@ def _by_level(df: pd.DataFrame, column: str) -> pd.DataFrame:
         axis=1)
 
 
+def seeds_per_model(df: pd.DataFrame, param: str = "param_w_r") -> pd.Series:
+    """How many seeds (rows) each model, a (target, ``param``) cell, has finished."""
+    return df.groupby(["target", param]).size()
+
+
 def _cell_means(df: pd.DataFrame, column: str) -> str:
     means = df.groupby(["target", "param_w_r"])[column].mean()
     return "; ".join(f"{t}: " + ", ".join(f"{means[(t, w)]:.4g}" for w in sorted(means[t].index))

@@ -23,7 +23,7 @@ COMMAND = "fpbench reference claims"
 
 def seeds_line(df: pd.DataFrame) -> str:
     """How many sampling seeds each model has, and what that means for the noise the tests assume."""
-    per_model = df.groupby(["target", "param_w_r"]).size()
+    per_model = cl.seeds_per_model(df)
     lines = f"- **Sampling seeds finished**: {per_model.min()}" + (
         f" to {per_model.max()}" if per_model.max() != per_model.min() else "") + " per model"
     if per_model.max() < 2:

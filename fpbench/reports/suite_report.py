@@ -301,11 +301,13 @@ def authors_outcomes(store: Store) -> tuple:
     df, _records, _missing = authors_results(store)
     if df.empty:
         return None, 0
-    return claims.trained_claims(df), int(df.groupby(["target", "param_w_r"]).size().min())
+    return claims.trained_claims(df), int(claims.seeds_per_model(df).min())
 
 
 def _interval_kind(df: pd.DataFrame, param: str = "param_w_r") -> str:
-    seeds = df.groupby(["target", param]).size().min()
+    from ..analysis.claims import seeds_per_model
+
+    seeds = seeds_per_model(df, param).min()
     return f"Student t over {seeds} seeds" if seeds >= 2 else "bootstrap over the samples of one seed"
 
 
