@@ -32,21 +32,30 @@ def _cmd_check(args) -> int:
 def _cmd_run(args) -> int:
     import time
 
-    from .run.execute import SlurmOptions, default_threads, make_executor, plan, resolve_device, run_tasks
+    from .run.execute import (
+        SlurmOptions,
+        default_threads,
+        fast_settings,
+        make_executor,
+        plan,
+        resolve_device,
+        run_tasks,
+    )
     from .run.store import Store, results_root
 
     cases, data = _run_cases(args)
     store = Store(results_root(args.results)).check_writable()
     resolve_device(args.device)
-    threads = args.threads or default_threads(args.executor, args.workers)
+    how = fast_settings(args.executor, args.workers, args.compile, args.device)
+    threads = args.threads or default_threads(how.executor, how.workers)
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
-    tasks = plan(cases, store.root, args.device, threads, args.workers, ensemble=args.ensemble,
-                 compile=args.compile, deadline=deadline, progress=not args.quiet)
+    tasks = plan(cases, store.root, args.device, threads, how.workers, ensemble=args.ensemble,
+                 compile=how.compile, deadline=deadline, progress=not args.quiet)
     print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) in {len(tasks)} task(s) "
-          f"-> {store.root} (executor {args.executor}, workers {args.workers})")
+          f"-> {store.root} ({how.describe()})")
     slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus, args.slurm_cluster)
     began = time.perf_counter()
-    with make_executor(args.executor, args.workers, args.scheduler, slurm, store.root / "slurm") as executor:
+    with make_executor(how.executor, how.workers, args.scheduler, slurm, store.root / "slurm") as executor:
         outcomes = run_tasks(tasks, executor)
     failed = [o for o in outcomes if o.status == "failed"]
     stopped = [o for o in outcomes if o.status == "stopped"]
@@ -323,6 +332,7 @@ def _reference_claims(root, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .run.execute import EXECUTORS
 
     parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fpbench {__version__}")
@@ -352,11 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-minutes", type=float, default=None,
                      help="stop starting training iterations and cases after this many minutes (checkpoints kept; "
                           "the same command resumes; exit status 4 when stopped)")
-    run.add_argument("--compile", action="store_true",
-                     help="the ensembles' loss terms through torch.compile (needs a C++ compiler; a one-off "
-                          "tracing cost per process, then faster iterations: reports/performance.md)")
-    run.add_argument("--executor", default="inprocess", choices=["inprocess", "process", "dask", "slurm"])
-    run.add_argument("--workers", type=int, default=1, help="processes for --executor process/dask (LocalCluster)")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="the ensembles' loss terms through torch.compile (a one-off tracing cost per process, "
+                          "then faster iterations: reports/performance.md; default: on the CPU where a C++ "
+                          "compiler is found)")
+    run.add_argument("--executor", default="auto", choices=list(EXECUTORS),
+                     help="auto (default): a process pool, one worker per core, where there are 2 or more "
+                          "cores on the CPU, else inprocess")
+    run.add_argument("--workers", type=_positive_int, default=None,
+                     help="processes for --executor process/dask (default: one per core)")
     run.add_argument("--threads", type=int, default=None, help="torch threads per task (default: cores / workers)")
     run.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
     run.add_argument("--slurm-partition", default=None)

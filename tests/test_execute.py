@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fpbench.run.execute import InProcess, SlurmOptions, make_executor, plan, run_tasks
+from fpbench.run.execute import compiler_found as COMPILER_FOUND  # the real one (conftest patches the module's)
 from fpbench.run.store import Store, read_json
 from fpbench.run.suite import expand, load_suite
 
@@ -116,8 +117,61 @@ def test_a_task_that_dies_marks_its_unfinished_cases_failed(cases, tmp_path):
 
 
 def test_unknown_executor_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown executor 'mpi'; known: inprocess, process, dask, slurm"):
+    with pytest.raises(ValueError, match="unknown executor 'mpi'; known: auto, inprocess, process, dask, slurm"):
         make_executor("mpi")
+
+
+@pytest.mark.parametrize("cores, compiler, given, expected", [
+    (2, True, {}, ("process", 2, True)),  # the fast path, unasked
+    (16, True, {}, ("process", 16, True)),
+    (1, True, {}, ("inprocess", 1, True)),  # one core: no pool to gain from
+    (2, False, {}, ("process", 2, False)),  # no C++ compiler: eager
+    (2, True, {"executor": "inprocess"}, ("inprocess", 1, True)),  # what the user gives is kept
+    (2, True, {"workers": 3}, ("process", 3, True)),
+    (2, True, {"compile": False}, ("process", 2, False)),
+    (2, True, {"executor": "dask"}, ("dask", 2, True)),
+    (8, True, {"device": "cuda"}, ("inprocess", 1, False)),  # CUDA: one process, the batched GPU path
+])
+def test_run_picks_the_fast_settings_by_core_count_and_compiler(monkeypatch, cores, compiler, given, expected):
+    from fpbench.run import execute
+
+    monkeypatch.setattr(execute, "available_cores", lambda: cores)
+    monkeypatch.setattr(execute, "compiler_found", lambda: compiler)
+    how = execute.fast_settings(**given)
+    assert (how.executor, how.workers, how.compile) == expected
+
+
+def test_a_compiler_is_found_only_where_one_is_on_the_path(monkeypatch, tmp_path):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder
+    assert not COMPILER_FOUND()
+    fake = tmp_path / "c++"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert COMPILER_FOUND()
+    fake.unlink()
+    monkeypatch.setenv("CXX", str(fake.with_name("clang++")))
+    assert not COMPILER_FOUND()
+    fake.with_name("clang++").write_text("#!/bin/sh\n")
+    fake.with_name("clang++").chmod(0o755)
+    assert COMPILER_FOUND()
+
+
+def test_fpbench_run_without_flags_takes_the_pool_and_compiles_where_it_can(monkeypatch, tmp_path, capsys):
+    """`fpbench run` with no execution flags on a 2-core machine with a compiler: 2 process workers,
+    each ensemble split between them, loss terms compiled; the header line says so."""
+    from fpbench.cli import build_parser
+    from fpbench.run import execute
+
+    monkeypatch.setattr(execute, "available_cores", lambda: 2)
+    monkeypatch.setattr(execute, "compiler_found", lambda: True)
+    seen = {}
+    monkeypatch.setattr(execute, "run_tasks", lambda tasks, executor: seen.update(tasks=tasks, executor=executor) or [])
+    args = build_parser().parse_args(["run", "smoke", "--scale", "smoke", "--results", str(tmp_path), "--quiet"])
+    args.func(args)
+    assert all(t.compile and t.threads == 1 for t in seen["tasks"] if t.ensemble)
+    assert type(seen["executor"]).__name__ == "ProcessPoolExecutor"
+    assert "executor process, workers 2, compiled loss terms" in capsys.readouterr().out
 
 
 def test_split_balanced_deals_members_by_training_cost():

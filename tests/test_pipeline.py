@@ -269,7 +269,8 @@ def _run_cli(suite, results, env_extra=None, extra=()):
     # Python turns SIGINT into KeyboardInterrupt, as it does under an interactive shell.
     # one torch thread: beside the other test workers, two would wait on each other (measured: 10x slower)
     return subprocess.Popen([sys.executable, "-m", "fpbench", "run", suite, "--scale", "smoke", "--results",
-                             str(results), "--quiet", "--threads", "1", *extra], cwd=REPO, env=env,
+                             str(results), "--quiet", "--threads", "1", "--executor", "inprocess",
+                             "--no-compile", *extra], cwd=REPO, env=env,
                             stdout=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stderr=subprocess.STDOUT, text=True)
