@@ -332,7 +332,6 @@ def _reference_claims(root, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .run.execute import EXECUTORS
 
     parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fpbench {__version__}")
@@ -362,15 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-minutes", type=float, default=None,
                      help="stop starting training iterations and cases after this many minutes (checkpoints kept; "
                           "the same command resumes; exit status 4 when stopped)")
-    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                     help="the ensembles' loss terms through torch.compile (a one-off tracing cost per process, "
-                          "then faster iterations: reports/performance.md; default: on the CPU where a C++ "
-                          "compiler is found)")
-    run.add_argument("--executor", default="auto", choices=list(EXECUTORS),
-                     help="auto (default): a process pool, one worker per core, where there are 2 or more "
-                          "cores on the CPU, else inprocess")
-    run.add_argument("--workers", type=_positive_int, default=None,
-                     help="processes for --executor process/dask (default: one per core)")
+    _add_execution_flags(run)
     run.add_argument("--threads", type=int, default=None, help="torch threads per task (default: cores / workers)")
     run.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
     run.add_argument("--slurm-partition", default=None)
@@ -389,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--results", default=None)
     comp.add_argument("--out", default=None, help="report file (default reports/SUITE-SCALE.md)")
     comp.add_argument("--quiet", action="store_true")
+    _add_execution_flags(comp)
     comp.add_argument("--max-minutes", type=float, default=None,
                       help="as for run: stop in time (exit 4, no report); the same command resumes")
     comp.set_defaults(func=_cmd_compare, **_defaults_not_in(run, comp))  # run's execution defaults, declared once
@@ -499,6 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--results", default=None)
     show.set_defaults(func=_cmd_show)
     return parser
+
+
+def _add_execution_flags(parser: argparse.ArgumentParser) -> None:
+    """How a run executes (``run`` and ``compare``); unset, ``execute.fast_settings`` picks the fastest."""
+    from .run.execute import EXECUTORS
+
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="the ensembles' loss terms through torch.compile (a one-off tracing cost per process, "
+                             "then faster iterations: reports/performance.md; default: on the CPU where a C++ "
+                             "compiler is found)")
+    parser.add_argument("--executor", default="auto", choices=list(EXECUTORS),
+                        help="auto (default): a process pool, one worker per core, where there are 2 or more "
+                             "cores on the CPU, else inprocess")
+    parser.add_argument("--workers", type=_positive_int, default=None,
+                        help="processes for --executor process/dask (default: one per core)")
 
 
 def _defaults_not_in(parser: argparse.ArgumentParser, other: argparse.ArgumentParser) -> dict:
