@@ -332,10 +332,10 @@ class ExecutionSettings:
 
 def fast_settings(executor: str | None = None, workers: int | None = None, compile: bool | None = None,
                   device: str | None = None) -> ExecutionSettings:
-    """The given settings, the fastest measured ones (reports/performance.md) for what is left unset: on the
-    CPU a process pool with one single-thread worker per core when there are 2 or more (2.69x the
-    autograd baseline against 1.92x in one process on 2 cores), and the loss terms through torch.compile
-    where a C++ compiler is found (3.60x); on CUDA one process, eager (the batched GPU path)."""
+    """The given settings, and for what is left unset the fastest ones in reports/performance.md's training
+    rows (``fpbench bench``): on the CPU a process pool with one single-thread worker per core when there
+    are 2 or more, and the loss terms through torch.compile where a C++ compiler is found; on CUDA one
+    process, eager (the batched GPU path)."""
     cpu = device in (None, "cpu")
     if executor in (None, "auto"):
         cores = available_cores()
