@@ -165,3 +165,16 @@ def test_regularised_families_are_found_from_the_methods_not_their_names():
     free_rows, weight, residual = settings[labels["score_fp"]]
     assert (weight, residual) == ("param_w_s", "score_fp_residual")
     assert sorted(zip(free_rows["method"], free_rows["param_w_s"])) == [("dsm", 0.0), ("score_fp", 1.0)]
+
+
+def test_a_reason_shared_by_several_skipped_claims_is_written_once_naming_them():
+    from types import SimpleNamespace
+
+    from fpbench.reports.beyond_report import skipped_lines
+
+    def outcome(key, skipped):
+        return SimpleNamespace(claim=SimpleNamespace(key=key), skipped=skipped)
+
+    outcomes = [outcome("C1", "models not converged: 12 of 12"), outcome("C2", "models not converged: 12 of 12"),
+                outcome("C3", None), outcome("C4", "one target only")]
+    assert skipped_lines(outcomes) == ["- C1, C2: models not converged: 12 of 12", "- C4: one target only"]

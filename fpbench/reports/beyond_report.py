@@ -107,6 +107,16 @@ def regulariser_settings(data: dict, df: pd.DataFrame) -> dict[str, tuple[pd.Dat
     return out
 
 
+def skipped_lines(outcomes: list) -> list[str]:
+    """One bullet per reason why claims were not decided, naming the claims it holds for (the gate's
+    reason is the same for all of C1-C5 when the models fail it)."""
+    claims_by_reason: dict[str, list[str]] = {}
+    for o in outcomes:
+        if o.skipped:
+            claims_by_reason.setdefault(o.skipped, []).append(o.claim.key)
+    return [f"- {', '.join(keys)}: {reason}" for reason, keys in claims_by_reason.items()]
+
+
 def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | None = None) -> Path:
     cases = expand(data, scale, seeds)
     df, records, missing = _frame(data, store, cases)
@@ -131,8 +141,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
               "w_R and its own residual plays R̃. SKIPPED says why a claim cannot be decided here.", "",
               cmp.carry_over_table(verdicts).to_markdown(), ""]
     for setting, outcomes in verdicts.items():
-        skipped = [f"- {o.claim.key}: {o.skipped}" for o in outcomes if o.skipped]
-        if skipped:
+        if skipped := skipped_lines(outcomes):
             lines += [f"Skipped in {setting}:", *skipped, ""]
     if "methods" in data:
         lines += methods_sections(data, df)
