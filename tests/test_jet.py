@@ -13,6 +13,7 @@ from fpbench.core.models import ExactScore, PotentialMLP, ScoreMLP
 from fpbench.core.residuals import log_fp_residual, score_fp_residual
 from fpbench.core.sde import make_sde
 from fpbench.core.targets import make_target
+from fpbench.run.execute import compiler_found  # read at collection, before conftest's patch
 from fpbench.train.ensemble import term_values, train_ensemble
 from fpbench.train.loop import TrainingError, train
 from fpbench.train.methods import make_method
@@ -176,14 +177,7 @@ def test_softplus_derivatives_node_passes_gradcheck_in_every_regime():
     torch.testing.assert_close(s2, (100 * s1 * (1 - s1)))
 
 
-def _compiler_missing() -> bool:
-    import os
-    import shutil
-
-    return shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None
-
-
-@pytest.mark.skipif(_compiler_missing(), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.skipif(not compiler_found(), reason="torch.compile on the CPU needs a C++ compiler")
 @pytest.mark.parametrize("term", ["dsm", "log_fp", "score_fp"])
 def test_compiled_terms_equal_the_eager_jets(term):
     """The ``--compile`` path: the same term values and parameter gradients as the eager jets (float64),

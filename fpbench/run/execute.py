@@ -336,12 +336,10 @@ def fast_settings(executor: str | None = None, workers: int | None = None, compi
     rows (``fpbench bench``): on the CPU a process pool with one single-thread worker per core when there
     are 2 or more, and the loss terms through torch.compile where a C++ compiler is found; on CUDA one
     process, eager (the batched GPU path)."""
-    cpu = device in (None, "cpu")
+    cpu, cores = device in (None, "cpu"), available_cores()
     if executor in (None, "auto"):
-        cores = available_cores()
         executor = "process" if cpu and (workers or cores) >= 2 else "inprocess"
-        workers = workers or (cores if executor == "process" else 1)
-    workers = workers or (available_cores() if executor in ("process", "dask") else 1)
+    workers = workers or (cores if executor in ("process", "dask") else 1)
     if compile is None:
         compile = cpu and compiler_found()
     return ExecutionSettings(executor, workers, compile)
