@@ -222,11 +222,11 @@ def _cmd_budget(args) -> int:
 
     from .reports.budget_report import write_budget_report
     from .run.budget import run_study
-    from .run.store import results_root
 
-    study_dir = Path(args.dir) if args.dir else results_root(args.results) / "budget"
+    study_dir = Path(args.dir)
     if args.action == "run":
-        run_study(args.schedules.split(","), str(study_dir), args.workers, compile=not args.no_compile)
+        run_study(args.schedules.split(","), str(study_dir), args.workers, compile=not args.no_compile,
+                  threads=args.threads)
     report = ["fpbench", "budget", "report", "--dir", study_dir, "--out", args.out]
     command = " ".join(shlex.quote(str(p)) for p in report)
     print(f"wrote {write_budget_report(study_dir, Path(args.out), command)}")
@@ -416,10 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "write the report; report: the report from finished schedules")
     budget.add_argument("--schedules", default="steps-12k,high-lr-12k",
                         help="comma-separated names of fpbench.run.budget.SCHEDULES")
-    budget.add_argument("--workers", type=int, default=2, help="schedules trained at once, one thread each")
+    budget.add_argument("--workers", type=int, default=2, help="schedules trained at once")
+    budget.add_argument("--threads", type=int, default=1, help="torch threads per schedule")
     budget.add_argument("--no-compile", action="store_true", help="eager loss terms (no C++ compiler needed)")
-    budget.add_argument("--dir", default=None, help="the study's records (default RESULTS/budget)")
-    budget.add_argument("--results", default=None)
+    budget.add_argument("--dir", default="reports/budget-records",
+                        help="the study's records (<schedule>.json, kept in the repository) and its working files")
     budget.add_argument("--out", default="reports/budget.md")
     budget.set_defaults(func=_cmd_budget)
 

@@ -34,6 +34,8 @@ def test_a_tiny_study_records_trajectories_reports_the_gate_and_resumes_after_a_
     text = out.read_text()
     assert "No schedule tried so far trains all 12 models past the gate" in text  # 4 steps learn nothing
     assert text.count("FAIL: score ratio") == 12 and "0 of 12" in text
+    assert f"fpbench budget run --schedules tiny --threads 1 --dir {tmp_path / 'whole'}" in text  # what made it
+    assert "no record in this study: quick-4k, steps-12k" in text  # the schedules not measured are named
     assert (tmp_path / "figures" / "budget-trajectories.png").stat().st_size > 0
 
     calls, profile = [], convergence.score_profile

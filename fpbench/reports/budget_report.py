@@ -112,7 +112,7 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
         rows.append({"schedule": rec["name"], "steps": s["iterations"],
                      "lr stages (lr, fraction)": " / ".join(f"{lr:g} x {f:g}" for lr, f in s["lr_stages"]),
                      "DSM batch": s["dsm_batch"], "residual points": s["residual_points"],
-                     "training s (1 thread)": round(rec["train_seconds"]),
+                     "training s": round(rec["train_seconds"]), "threads": rec["threads"],
                      "first steps shared with": _shared(rec.get("branched_from")),
                      "member-steps/s": round(rec["member_steps_per_second"], 1),
                      "models passing the gate": f"{int((~checks['fails'].map(bool)).sum())} of {len(checks)}",
@@ -150,9 +150,9 @@ def conclusion(summary: pd.DataFrame) -> str:
     """The cheapest schedule whose 12 models all pass, or the measured distance from it."""
     passing = summary[summary["models passing the gate"].str.startswith("12 of 12")]
     if not passing.empty:
-        best = passing.sort_values("training s (1 thread)").iloc[0]
+        best = passing.sort_values("training s").iloc[0]
         return (f"The cheapest schedule tried under which all 12 models pass the gate is **{best['schedule']}** "
-                f"({best['steps']:,} steps, {best['training s (1 thread)']:,} s of training on one thread).")
+                f"({best['steps']:,} steps, {best['training s']:,} s of training on {best['threads']} thread(s)).")
     closest = summary.sort_values("largest error / authors'").iloc[0]
     worst_error = closest["largest error / authors'"]
     return (f"**No schedule tried so far trains all 12 models past the gate.** The closest is {closest['schedule']}: "
@@ -160,6 +160,22 @@ def conclusion(summary: pd.DataFrame) -> str:
             f"{closest['smallest late ratio']:.2f} and the largest relative score error is "
             f"{worst_error:.0f}x the authors' model's. Claims on models trained this way "
             "are INCONCLUSIVE, not decided.")
+
+
+def run_commands(records: list[dict], study_dir: Path) -> list[str]:
+    """The ``fpbench budget run`` commands that made these records, one per thread count."""
+    by_threads: dict[int, list[str]] = {}
+    for rec in records:
+        by_threads.setdefault(rec.get("threads", 1), []).append(rec["name"])
+    return [f"fpbench budget run --schedules {','.join(names)} --threads {threads} --dir {study_dir}"
+            for threads, names in sorted(by_threads.items())]
+
+
+def not_recorded(records: list[dict]) -> list[str]:
+    """The schedules of ``SCHEDULES`` that have no record in this study."""
+    missing = [name for name in SCHEDULES if name not in {r["name"] for r in records}]
+    return [f"Schedules defined in `fpbench.run.budget.SCHEDULES` with no record in this study: "
+            f"{', '.join(missing)}."] if missing else []
 
 
 def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
@@ -172,10 +188,11 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
     lines = ["# fpbench budget study: how much training the paper's 12 models need on a CPU", "",
              f"Generated {datetime.date.today().isoformat()} from `{study_dir}` by `{command}`. The study itself "
              "(hours on 2 cores; a rerun skips finished schedules):", "", "```bash",
-             "fpbench budget run --schedules " + ",".join(r["name"] for r in records + unfinished), "```", "",
+             *run_commands(records + unfinished, study_dir), "```", "",
              "The paper's protocol (loss L_DSM + w_R R̃, eq. 20; a fresh Adam per lr stage; the authors' network) "
              "on its three targets at w_R ∈ {0, 0.1, 1, 10}, seed 0, all 12 models trained as one ensemble per "
-             "schedule, one schedule per single-thread process (two at a time on the 2-core machine); a schedule "
+             "schedule in one process (its torch threads in the table; two single-thread schedules at a time, or one "
+             "on two threads, on the 2-core machine); a schedule "
              "whose first steps equal another's (same settings and learning rates) starts from that one's kept "
              "checkpoint, the same numbers as a run from step 0, and its training time counts those steps. Every "
              f"{PROBE_EVERY:,} steps each model's score is compared with the exact score "
@@ -185,7 +202,8 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
              f"score ratio within [{low:g}, {high:g}] at t ≥ 0.05 T, relative score error at most "
              f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors' published model of the same target and "
              f"w_R, and ODE/SDE shares inside the grid at least p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.",
-             "", conclusion(summary), "", "## Schedules", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]
+             "", conclusion(summary), "", "## Schedules", "", summary.to_markdown(index=False, floatfmt=".3g"), "",
+             *not_recorded(records + unfinished), ""]
     for rec in records:
         lines += [f"### {rec['name']}", "", convergence_table(members_frame(rec)).to_markdown(index=False,
                                                                                        floatfmt=".3g"), ""]

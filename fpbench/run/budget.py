@@ -207,8 +207,8 @@ def inside_grid(model, target, sde, case) -> dict:
     return {"inside_grid_ode": share(x_ode), "inside_grid_sde": share(x_sde), "inside_grid_p0": share(x_p0)}
 
 
-def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = True) -> list[dict]:
-    """Each schedule in its own single-thread process, ``workers`` at a time."""
+def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = True, threads: int = 1) -> list[dict]:
+    """Each schedule in its own process of ``threads`` torch threads, ``workers`` at a time."""
     unknown = [n for n in names if n not in SCHEDULES]
     if unknown:
         raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(SCHEDULES)}")
@@ -216,5 +216,5 @@ def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = 
     import multiprocessing
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_schedule, n, out_dir, 1, compile) for n in names]
+        futures = [pool.submit(run_schedule, n, out_dir, threads, compile) for n in names]
         return [f.result() for f in futures]
