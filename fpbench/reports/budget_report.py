@@ -173,7 +173,8 @@ def run_commands(records: list[dict], study_dir: Path) -> list[str]:
 
 def not_recorded(records: list[dict]) -> list[str]:
     """The schedules of ``SCHEDULES`` that have no record in this study."""
-    missing = [name for name in SCHEDULES if name not in {r["name"] for r in records}]
+    recorded = {r["name"] for r in records}
+    missing = [name for name in SCHEDULES if name not in recorded]
     return [f"Schedules defined in `fpbench.run.budget.SCHEDULES` with no record in this study: "
             f"{', '.join(missing)}."] if missing else []
 
