@@ -52,8 +52,9 @@ def test_a_tiny_study_records_trajectories_reports_the_gate_and_resumes_after_a_
     assert (tmp_path / "cut" / "tiny.ckpt").exists() and not (tmp_path / "cut" / "tiny.json").exists()
     unfinished = budget_report.load_in_progress(tmp_path / "cut")  # the report shows how far it got
     assert len(unfinished) == 1
-    text = "\n".join(budget_report.in_progress_section(unfinished))
+    text = "\n".join(budget_report.in_progress_section(unfinished, tmp_path / "cut"))
     assert "tiny (in progress: step 2 of 4" in text and text.count("| FAIL ") == 12
+    assert f"`fpbench budget run --schedules tiny --threads 1 --dir {tmp_path / 'cut'}` resumes it" in text
     monkeypatch.setattr(convergence, "score_profile", profile)
     resumed = budget.run_schedule("tiny", str(tmp_path / "cut"), compile=False)
     assert resumed["trajectories"] == record["trajectories"] and resumed["members"] == record["members"]

@@ -37,18 +37,18 @@ def load_in_progress(study_dir: Path) -> list[dict]:
         if lines:
             labels = lines[-1]["profiles"]
             records.append({"name": name, "schedule": SCHEDULES[name], "step": lines[-1]["iteration"],
-                            "train_seconds": lines[-1]["elapsed_s"],
+                            "train_seconds": lines[-1]["elapsed_s"], "threads": lines[-1].get("threads"),
                             "trajectories": {label: [{"iteration": line["iteration"], **line["profiles"][label]}
                                                      for line in lines] for label in labels}})
     return records
 
 
-def in_progress_section(records: list[dict]) -> list[str]:
+def in_progress_section(records: list[dict], study_dir: Path) -> list[str]:
     """Each unfinished schedule's latest probe, judged by the convergence gate's score-ratio and
     score-error checks (the shares inside the grid are measured only when a schedule ends)."""
     lines = []
     for rec in records:
-        s = rec["schedule"]
+        s, resume = rec["schedule"], budget_command([rec["name"]], rec.get("threads"), study_dir)
         latest = pd.DataFrame([{"target": target, "param_w_r": w_r, "seed": 0,
                                 "convergence.ratio_min_late": points[-1]["ratio_min_late"],
                                 "convergence.ratio_max_late": points[-1]["ratio_max_late"],
@@ -68,7 +68,7 @@ def in_progress_section(records: list[dict]) -> list[str]:
                   f"Lr stages {' / '.join(f'{lr:g} x {f:g}' for lr, f in s['lr_stages'])}, DSM batch "
                   f"{s['dsm_batch']}, {s['residual_points']} residual points. The latest probe "
                   f"({PROBE_POINTS:,} points per t; the shares inside the grid are measured when the schedule ends); "
-                  f"`fpbench budget run --schedules {rec['name']}` resumes it from its checkpoint.", "",
+                  f"`{resume}` resumes it from its checkpoint.", "",
                   frame.to_markdown(index=False, floatfmt=".3g"), ""]
     return lines
 
@@ -164,11 +164,18 @@ def conclusion(summary: pd.DataFrame) -> str:
 
 def run_commands(records: list[dict], study_dir: Path) -> list[str]:
     """The ``fpbench budget run`` commands that made these records, one per thread count."""
-    by_threads: dict[int, list[str]] = {}
+    by_threads: dict[int | None, list[str]] = {}
     for rec in records:
-        by_threads.setdefault(rec.get("threads", 1), []).append(rec["name"])
-    return [f"fpbench budget run --schedules {','.join(names)} --threads {threads} --dir {study_dir}"
-            for threads, names in sorted(by_threads.items())]
+        by_threads.setdefault(rec.get("threads"), []).append(rec["name"])
+    return [budget_command(names, threads, study_dir)
+            for threads, names in sorted(by_threads.items(), key=lambda item: item[0] or 0)]
+
+
+def budget_command(names: list[str], threads: int | None, study_dir: Path) -> str:
+    """The ``fpbench budget run`` command for ``names`` on ``threads`` torch threads each (None: not
+    recorded, as in probes written before threads were; the flag is left out)."""
+    flag = f" --threads {threads}" if threads else ""
+    return f"fpbench budget run --schedules {','.join(names)}{flag} --dir {study_dir}"
 
 
 def not_recorded(records: list[dict]) -> list[str]:
@@ -208,7 +215,7 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
     for rec in records:
         lines += [f"### {rec['name']}", "", convergence_table(members_frame(rec)).to_markdown(index=False,
                                                                                        floatfmt=".3g"), ""]
-    lines += in_progress_section(unfinished)
+    lines += in_progress_section(unfinished, study_dir)
     lines += ["## Trajectories", "", "The smallest score ratio over t ≥ 0.05 T (1: the exact score's size; the "
               "collapse toward u = 2t + c drives it toward 0) and the relative score error over the authors' model's, "
               "per probe.", "", f"![trajectories](figures/{fig.name})", ""]

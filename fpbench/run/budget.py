@@ -95,7 +95,7 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
         if checkpoint.exists():  # the checkpoint of the previous probe (this one's is written after it)
             shutil.copyfile(checkpoint, kept / f"{_checkpoint_iteration(checkpoint)}.ckpt")
         elapsed = offset + time.perf_counter() - began
-        line = {"iteration": iteration, "elapsed_s": elapsed, "profiles": {}}
+        line = {"iteration": iteration, "elapsed_s": elapsed, "threads": threads, "profiles": {}}
         for (target, sde, _, _), model, label in zip(built, models, labels):
             gen = torch.Generator().manual_seed(iteration)
             p = score_profile(lambda x, t, m=model: m.score(x, t), target, sde, PROBE_POINTS, gen)
