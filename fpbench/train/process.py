@@ -5,7 +5,10 @@ in its docstring; ``cpu_settings`` applies them for the length of a block."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import os
+from pathlib import Path
 
 import torch
 
@@ -89,12 +92,50 @@ def flush_denormals():
     torch's default. softplus(beta = 100) meets many: exp(beta h) is subnormal for beta h in
     [-103, -87], and subnormal arithmetic takes x86's slow path (measured inside training at quick
     scale, 2 threads: 537 us per (4000, 80) softplus, 242 us with subnormals flushed). Values below
-    1.2e-38 change nothing the losses can see."""
-    torch.set_flush_denormal(True)
+    1.2e-38 change nothing the losses can see.
+
+    The flag is a per-thread CPU register (MXCSR), so it is set on every thread of torch's OpenMP
+    pool, not only this one (``on_every_intra_op_thread``): set on this thread alone, a pool that
+    already exists keeps computing subnormals on its other threads (half of a 2-thread exp's output,
+    tests/test_process.py). Where torch's OpenMP is not libgomp, it is set on this thread only."""
+    on_every_intra_op_thread(lambda: torch.set_flush_denormal(True))
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        on_every_intra_op_thread(lambda: torch.set_flush_denormal(False))
+
+
+def on_every_intra_op_thread(fn) -> bool:
+    """Call ``fn()`` on this thread and on each thread of torch's OpenMP pool (its
+    ``torch.get_num_threads()`` team), through libgomp's ``GOMP_parallel``: the threads torch's
+    kernels and compiled code run on. True if it reached the pool; False (``fn`` called on this thread
+    only) where torch's OpenMP runtime is not a libgomp this process has loaded."""
+    gomp = _loaded_libgomp()
+    if gomp is None or torch.get_num_threads() == 1:
+        fn()
+        return gomp is not None
+    callback = _GOMP_FN(lambda _: fn())  # each thread takes the GIL to run it; ctypes releases it here
+    gomp.GOMP_parallel(callback, None, torch.get_num_threads(), 0)
+    return True
+
+
+_GOMP_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+@functools.cache
+def _loaded_libgomp():
+    """The libgomp torch runs on, if this process has loaded it (torch's wheels bundle one in
+    ``torch/lib``; other builds link the system's): opened without loading anything new."""
+    torch_lib = Path(torch.__file__).parent / "lib"
+    for name in [*map(str, sorted(torch_lib.glob("libgomp*.so*"))), "libgomp.so.1"]:
+        try:
+            gomp = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+        except (OSError, AttributeError):  # not loaded; or no RTLD_NOLOAD (not a POSIX dlopen)
+            continue
+        gomp.GOMP_parallel.argtypes = [_GOMP_FN, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        gomp.GOMP_parallel.restype = None
+        return gomp
+    return None
 
 
 @functools.cache
