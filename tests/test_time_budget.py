@@ -51,9 +51,11 @@ def test_an_ensemble_stopped_at_the_deadline_resumes_bit_identically(tmp_path):
     stopped, ckpt = _models(), tmp_path / "ensemble.pt"
     with pytest.raises(TimeBudgetReached, match="before iteration 7"):
         _ensemble(stopped, ckpt, AfterChecks(0.0, limit=7))
-    assert torch.load(ckpt, weights_only=True)["iteration"] == 7  # written at the stop, between checkpoints
+    stop = torch.load(ckpt, weights_only=True)
+    assert stop["iteration"] == 7 and stop["seconds"] > 0  # written at the stop, between checkpoints
     resumed = _models()
     results = _ensemble(resumed, ckpt)
+    assert results[0].seconds * len(resumed) > stop["seconds"]  # the time before the stop still counts
     for a, b in zip(reference, resumed):
         for p, q in zip(a.parameters(), b.parameters()):
             assert torch.equal(p, q)
@@ -64,15 +66,17 @@ def test_one_model_stopped_at_the_deadline_resumes_bit_identically(tmp_path):
     def run(checkpoint=None, deadline=None):
         torch.manual_seed(0)
         model = PotentialMLP(width=16, depth=2)
-        train(model, make_method("fp", w_r=1.0), make_target("blob"), make_sde("ou"), TRAIN_CFG, 0,
-              checkpoint=checkpoint, deadline=deadline)
-        return model
+        result = train(model, make_method("fp", w_r=1.0), make_target("blob"), make_sde("ou"), TRAIN_CFG, 0,
+                       checkpoint=checkpoint, deadline=deadline)
+        return model, result
 
-    reference, ckpt = run(), tmp_path / "model.pt"
+    reference, ckpt = run()[0], tmp_path / "model.pt"
     with pytest.raises(TimeBudgetReached):
         run(ckpt, AfterChecks(0.0, limit=5))
-    resumed = run(ckpt)
+    before = torch.load(ckpt, weights_only=True)["seconds"]
+    resumed, result = run(ckpt)
     assert all(torch.equal(p, q) for p, q in zip(reference.parameters(), resumed.parameters()))
+    assert 0 < before < result.seconds  # the time before the stop still counts
 
 
 def test_the_cli_stops_with_status_4_and_the_same_command_resumes(tmp_path, capsys):

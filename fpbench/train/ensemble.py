@@ -203,7 +203,8 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
     # the state a checkpoint holds before iteration ``it`` (``opt`` is read when called: a new stage replaces it)
     snapshot = lambda it: {"iteration": it, "models": [m.state_dict() for m in models],
                            "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
-                           "histories": histories, "failures": {str(k): v for k, v in failures.items()}}
+                           "histories": histories, "failures": {str(k): v for k, v in failures.items()},
+                           "seconds": state.get("seconds", 0.0) + time.perf_counter() - began}  # training so far
     bar = progress_bar(cfg["iterations"], f"train {len(models)} as one ensemble", progress, initial=start)
     for it in range(start, cfg["iterations"]):
         bar.update(1)

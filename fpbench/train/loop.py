@@ -96,7 +96,8 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
     bar = progress_bar(cfg["iterations"], f"train {case}", progress, initial=start)
     # the state a checkpoint holds before iteration ``it`` (``opt`` is read when called: a new stage replaces it)
     snapshot = lambda it: {"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "generator": gen.get_state(), "history": history}
+                           "generator": gen.get_state(), "history": history,
+                           "seconds": state.get("seconds", 0.0) + time.perf_counter() - began}  # training so far
     for it in range(start, cfg["iterations"]):
         stop_at_deadline(deadline, checkpoint, snapshot, case, it)
         new_stage, lr = lr_at(it, bounds)
