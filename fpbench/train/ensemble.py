@@ -200,11 +200,12 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
     if state["optimizer"] is not None:
         opt.load_state_dict(state["optimizer"])
     began = time.perf_counter()
+    trained_s = lambda: state.get("seconds", 0.0) + time.perf_counter() - began  # with the time before a resume
     # the state a checkpoint holds before iteration ``it`` (``opt`` is read when called: a new stage replaces it)
     snapshot = lambda it: {"iteration": it, "models": [m.state_dict() for m in models],
                            "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
                            "histories": histories, "failures": {str(k): v for k, v in failures.items()},
-                           "seconds": state.get("seconds", 0.0) + time.perf_counter() - began}  # training so far
+                           "seconds": trained_s()}
     bar = progress_bar(cfg["iterations"], f"train {len(models)} as one ensemble", progress, initial=start)
     for it in range(start, cfg["iterations"]):
         bar.update(1)
@@ -238,7 +239,7 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
         if checkpoint is not None and (it + 1) % cfg["checkpoint_every"] == 0:
             save_atomic(snapshot(it + 1), checkpoint)
     bar.close()
-    seconds = time.perf_counter() - began + state.get("seconds", 0.0)
+    seconds = trained_s()
     return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), cfg["iterations"])
             for e, h in enumerate(histories)]
 

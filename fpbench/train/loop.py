@@ -93,11 +93,12 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
     if state.get("optimizer") is not None:
         opt.load_state_dict(state["optimizer"])
     began = time.perf_counter()
+    trained_s = lambda: state.get("seconds", 0.0) + time.perf_counter() - began  # with the time before a resume
     bar = progress_bar(cfg["iterations"], f"train {case}", progress, initial=start)
     # the state a checkpoint holds before iteration ``it`` (``opt`` is read when called: a new stage replaces it)
     snapshot = lambda it: {"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
                            "generator": gen.get_state(), "history": history,
-                           "seconds": state.get("seconds", 0.0) + time.perf_counter() - began}  # training so far
+                           "seconds": trained_s()}
     for it in range(start, cfg["iterations"]):
         stop_at_deadline(deadline, checkpoint, snapshot, case, it)
         new_stage, lr = lr_at(it, bounds)
@@ -119,7 +120,7 @@ def train(model, method, target, sde, cfg: dict, seed: int, case: str = "case",
             save_atomic(snapshot(it + 1), checkpoint)
         bar.update(1)
     bar.close()
-    return TrainResult(history, time.perf_counter() - began + state.get("seconds", 0.0), cfg["iterations"])
+    return TrainResult(history, trained_s(), cfg["iterations"])
 
 
 # A finite loss this many times its first value (at least 1 in size) has diverged: at lr 1e3 a paper-suite
