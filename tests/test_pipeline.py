@@ -158,6 +158,13 @@ def test_suite_expands_into_hashed_cases(tmp_path):
     (lambda s: s + "\n[sampel]\nn = 3\n", r"top level: unknown key\(s\) \['sampel'\]"),
     (lambda s: s.replace('method = "fp"', 'method = "fp"\nscales = "no-such-scales"'),
      "scales = 'no-such-scales': no file"),
+    (lambda s: s.replace("[scales.quick]\n", '[scales.quick]\nbase = "huge"\n'),
+     r"\[scales.quick\] base = 'huge': no such scale; known: paper, quick, smoke"),
+    (lambda s: s.replace("[scales.quick]\n", '[scales.quick]\nbase = "smoke"\n').replace(
+        "[scales.smoke]\n", '[scales.smoke]\nbase = "quick"\n'), r"cycle \(quick -> smoke -> quick\)"),
+    (lambda s: s.replace("[scales.quick]\n", '[scales.quick]\nbase = "quick"\n'), r"cycle \(quick -> quick\)"),
+    (lambda s: s.replace("[scales.quick]\n", '[scales.quick]\nbase = "smoke"\ntrain = { iterationz = 3 }\n'),
+     r"\[scales.quick.train\]: unknown key\(s\) \['iterationz'\]"),
 ])
 def test_malformed_suites_fail_with_a_message_naming_the_cause(tmp_path, mutation, message):
     with pytest.raises(SuiteError, match=message):
@@ -175,6 +182,32 @@ def test_shared_scales_are_declared_once_and_a_suite_overrides_its_seeds(tmp_pat
     paper_suites = [load_suite(name) for name in ("paper", "curl", "methods", "sdes")]
     assert all(d["scales"]["quick"]["train"] == paper_suites[0]["scales"]["quick"]["train"] for d in paper_suites)
     assert [d["scales"]["quick"]["seeds"] for d in paper_suites] == [3, 3, 2, 1]
+
+
+def test_a_scale_with_a_base_is_that_scale_with_its_own_settings_over_it(tmp_path):
+    derived = GOOD + '[scales.long]\nbase = "smoke"\nseeds = 2\ntrain = { iterations = 40 }\n'
+    smoke_sections = GOOD[GOOD.index("train = {"):GOOD.index("[scales.smoke.metrics]")]
+    spelled_out = (GOOD + "[scales.long]\nseeds = 2\n" + smoke_sections.replace("iterations = 20", "iterations = 40")
+                   + "[scales.long.metrics]\n" + GOOD[GOOD.index("n_boot = 2"):])
+    ours = expand(load_suite(_write_suite(tmp_path, derived, "a.toml")), "long")
+    theirs = expand(load_suite(_write_suite(tmp_path, spelled_out, "b.toml")), "long")
+    assert len(ours) == 4 and [c.key for c in ours] == [c.key for c in theirs]  # 2 seeds: the scale's own
+    assert {c.config["train"]["iterations"] for c in ours} == {40}
+    assert {c.config["train"]["dsm_batch"] for c in ours} == {64}  # from the base
+
+
+def test_the_converged_scale_is_quick_with_the_budget_studys_passing_schedule():
+    from fpbench.run.budget import SCHEDULES
+
+    data = load_suite("paper")
+    quick, converged = expand(data, "quick"), expand(data, "converged")
+    assert len(quick) == len(converged)
+    for q, c in zip(quick, converged):
+        assert {k: v for k, v in c.config.items() if k not in ("train", "scale")} == {
+            k: v for k, v in q.config.items() if k not in ("train", "scale")}
+        assert {k: c.config["train"][k] for k in SCHEDULES["steps-48k"]} == SCHEDULES["steps-48k"]
+        assert {k: v for k, v in c.config["train"].items() if k not in ("iterations", "checkpoint_every")} == {
+            k: v for k, v in q.config["train"].items() if k not in ("iterations", "checkpoint_every")}
 
 
 def test_shards_split_the_cases_disjointly(tmp_path, capsys):

@@ -7,6 +7,8 @@ params, sweep; they replace ``method``/``sweep``), a ``[model]`` table, optional
 (``seeds`` plus any of the three) for at least ``smoke``, ``quick`` and ``paper``. Scales shared by
 several suites are declared once, in ``suites/scales/NAME.toml``; a suite takes them with ``[suite]
 scales = "NAME"`` and its own ``[scales.*]`` tables are merged over them (e.g. its number of seeds).
+A scale may name another with ``base = "NAME"``: it takes that scale's train, sample and metrics settings
+and sets only what differs (its ``seeds`` and ``about`` stay its own).
 A case is one fully resolved configuration; its hash names its results directory.
 """
 
@@ -88,7 +90,7 @@ def load_suite(name_or_path: str) -> dict:
     if "lab" in data and "suite" not in data:
         raise SuiteError(f"{path} is the error-injection lab, not a training suite: run it with "
                          "`fpbench lab --scale SCALE`")
-    data = with_shared_scales(data, path)
+    data = with_scale_bases(with_shared_scales(data, path), path)
     validate_suite(data, path)
     return data
 
@@ -108,6 +110,38 @@ def with_shared_scales(data: dict, path: Path) -> dict:
         raise SuiteError(f"malformed scales file {shared_path}: {err}") from None
     _check_keys(shared, {"scales"}, f"{shared_path}")
     return {**data, "scales": deep_merge(shared.get("scales", {}), data.get("scales", {}))}
+
+
+def with_scale_bases(data: dict, path: Path) -> dict:
+    """The suite with every ``base = "NAME"`` scale resolved: the base's sections under the scale's own."""
+    scales = data.get("scales", {})
+    if not isinstance(scales, dict) or not any(isinstance(s, dict) and "base" in s for s in scales.values()):
+        return data
+    return {**data, "scales": {name: _resolved_scale(scales, name, path, ()) for name in scales}}
+
+
+def _resolved_scale(scales: dict, name: str, path: Path, chain: tuple) -> dict:
+    """One scale with its chain of bases merged in (the nearest base's settings win over a farther one's)."""
+    scale = scales[name]
+    if not isinstance(scale, dict) or "base" not in scale:
+        return scale
+    base = scale["base"]
+    where = f"{path}: [scales.{name}] base = {base!r}"
+    if not isinstance(base, str) or base not in scales:
+        raise SuiteError(f"{where}: no such scale; known: {', '.join(scales)}")
+    if base in (*chain, name):
+        raise SuiteError(f"{where}: the bases form a cycle ({' -> '.join((*chain, name, base))})")
+    inherited = _resolved_scale(scales, base, path, (*chain, name))
+    if not isinstance(inherited, dict):
+        raise SuiteError(f"{where}: [scales.{base}] must be a table")
+    own = {k: v for k, v in scale.items() if k != "base"}
+    merged = {s: _merged_section(inherited.get(s, {}), own.get(s, {})) for s in SECTIONS if s in inherited or s in own}
+    return {**own, **merged}
+
+
+def _merged_section(inherited, own):
+    """A base's section with the scale's own over it (a malformed one is left to validate_suite)."""
+    return deep_merge(inherited, own) if isinstance(inherited, dict) and isinstance(own, dict) else own or inherited
 
 
 def validate_suite(data: dict, path: Path) -> None:
