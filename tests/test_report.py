@@ -91,3 +91,21 @@ def test_an_undecided_claim_says_why_in_a_few_words():
     lines = verdict_lines([outcome("C4", 0.0227, 0.245, 0.068), outcome("C5", 0.01, 0.1, 0.03)])
     assert lines == ["- **INCONCLUSIVE**: C4: p = 0.068 (Holm) > α = 0.05, rho = 0.245, below the needed 0.3; "
                      "C5: rho = 0.1, below the needed 0.3."]
+
+
+def test_a_failed_claim_about_trained_models_gets_its_diagnostics_and_is_not_blamed_on_the_budget():
+    """A FAIL of C1-C5 comes only from models that passed the convergence gate: its section shows the
+    collapse diagnostics per w_R and says so; an oracle claim's FAIL gets no such section."""
+    from fpbench.analysis import claims as cl
+    from fpbench.analysis.stats import FAIL, ClaimTest
+    from fpbench.reports.claims_report import why_section
+
+    df = _frame({"w2_ode_sde": lambda w: 0.01 * (1 + w)}).assign(
+        prior_score_ratio=[1.0, 0.99, 0.98, 0.97], log_fp_residual=[0.1, 0.05, 0.01, 0.001])
+    failed = ClaimTest("Page", 1.0, 0.9, 0.01, -0.5, "slope", -0.9, -0.1, 3, 0.05, 0.0, FAIL)
+    text = why_section(df, [cl.ClaimOutcome(cl.CLAIMS["C1"], result=failed)])
+    assert text.startswith("## C1: FAIL on models that pass the convergence gate")
+    assert "budget" not in text
+    row = next(line for line in text.splitlines() if line.replace(" ", "").startswith("|10|"))
+    assert [c.strip() for c in row.split("|")[2:-1]] == ["0.97", "1", "1", "0.001", "0.11"]
+    assert why_section(df, [cl.ClaimOutcome(cl.CLAIMS["C7a"], result=failed)]) == ""

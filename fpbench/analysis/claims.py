@@ -90,6 +90,7 @@ CLAIMS = {c.key: c for c in [
     Claim("C7a", "oracle (fpbench)", "the exact score has zero log-FP residual"),
     Claim("C7b", "oracle (fpbench)", "the exact score has no ODE-SDE gap beyond noise floor + discretisation"),
 ]}
+TRAINED_CLAIMS = ("C1", "C2", "C3", "C4", "C5")  # about trained models: decided behind the convergence gate
 
 
 @dataclass
