@@ -115,8 +115,8 @@ def with_shared_scales(data: dict, path: Path) -> dict:
 def with_scale_bases(data: dict, path: Path) -> dict:
     """The suite with every ``base = "NAME"`` scale resolved: the base's sections under the scale's own."""
     scales = data.get("scales", {})
-    if not isinstance(scales, dict) or not any(isinstance(s, dict) and "base" in s for s in scales.values()):
-        return data
+    if not isinstance(scales, dict):
+        return data  # validate_suite names the problem
     return {**data, "scales": {name: _resolved_scale(scales, name, path, ()) for name in scales}}
 
 
