@@ -70,6 +70,7 @@ def bench_training(suite: str, scale: str, members: int, iterations: int, device
     if on_cpu(device):  # how much of the gain is the process settings alone, and what the matmuls allow
         out["loop_settings"] = _rates(its, _loop_with_settings(suite, scale, members, iterations, repeats), loop)
         out["floor"] = matmul_floor(cases, cfg, workers, its / median(loop))
+        out["profile"] = matmul_share(cases, cfg)
     return out
 
 
@@ -132,6 +133,33 @@ def matmul_floor(cases, cfg, processes: int, loop_it_s: float) -> dict:
     it_s = len(cases) * processes / seconds
     return {"it_s": it_s, "bound": it_s / loop_it_s, "processes": processes, "warm_us": one * 1e6,
             "cold_us": cold * 1e6, "shape": (cfg["dsm_batch"], width)}
+
+
+MATMULS = ("aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm")
+
+
+def matmul_share(cases, cfg, iterations: int = 10) -> dict:
+    """Where the compiled ensemble's time goes on one thread: ``cases`` trained for ``iterations``
+    under ``torch.profiler`` (after a traced warm-up), the share of all operators' self time spent in
+    matmul calls, and the mean time of one (dsm_batch, w) @ (w, w) product inside training (None where
+    none ran in that shape). Profiling adds a little time to every operator call."""
+    from torch.profiler import profile
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _ensemble(cases, dict(cfg, iterations=1), compile=True)
+    with profile(record_shapes=True) as prof:
+        _ensemble(cases, dict(cfg, iterations=iterations), compile=True)
+    torch.set_num_threads(threads)
+    events = prof.key_averages(group_by_input_shape=True)
+    matmuls = [e for e in events if e.key in MATMULS]
+    width = cases[0].config["model"]["width"]
+    shape = [[cfg["dsm_batch"], width], [width, width]]
+    product = [e for e in matmuls if [s[-2:] for s in e.input_shapes[:2]] == shape]
+    calls = sum(e.count for e in product)
+    return {"share": sum(e.self_cpu_time_total for e in matmuls) / sum(e.self_cpu_time_total for e in events),
+            "product_us": sum(e.self_cpu_time_total for e in product) / calls if calls else None,
+            "iterations": iterations}
 
 
 def _cold_timed(fn, flush_mb: int = 64) -> float:
@@ -263,7 +291,25 @@ def _bound_note(t: dict) -> list[str]:
             f"in cache; inside training they come from memory (one ({f['shape'][0]}, {width}) @ "
             f"({width}, {width}) product, one thread: {f['warm_us']:.0f} us in cache, "
             f"{f['cold_us']:.0f} us with the caches flushed first, median of 20, in this run). The rest is elementwise "
-            "work (softplus and its derivatives: exp and log on every activation), Adam and the data draws."]
+            "work (softplus and its derivatives: exp and log on every activation), Adam and the data draws.",
+            *_profile_note(t)]
+
+
+def _profile_note(t: dict) -> list[str]:
+    """What the products leave to gain: the compiled ensemble's profile against the products' in-cache time."""
+    if "profile" not in t:
+        return []
+    p, f = t["profile"], t["floor"]
+    width = f["shape"][1]
+    lines = ["", f"Profiled in this run (`torch.profiler`, one thread, the compiled ensemble for {p['iterations']} "
+             f"iterations): matmul calls take {p['share']:.0%} of its operators' time, so with all other work free "
+             f"it could run at most {1 / p['share']:.2f}x faster with its products as fast as they run inside it."]
+    if p["product_us"]:
+        in_cache = p["share"] * f["warm_us"] / p["product_us"]
+        lines[-1] += (f" Inside it one ({f['shape'][0]}, {width}) @ ({width}, {width}) product takes "
+                      f"{p['product_us']:.0f} us against {f['warm_us']:.0f} us in cache; with every product at "
+                      f"its in-cache speed and all other work free, at most {1 / in_cache:.2f}x.")
+    return lines
 
 
 def _training_rows(t: dict) -> list[str]:
