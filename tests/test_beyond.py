@@ -120,6 +120,19 @@ def test_bench_reports_every_ratio(monkeypatch):
         assert row in text
 
 
+def test_bench_one_thread_restores_the_thread_count_on_an_error():
+    import torch
+
+    from fpbench.run import bench
+
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="inside"):
+        with bench._one_thread():
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == 2
+
+
 POINTS = TINY.replace('targets = ["blob", "checker"]', 'targets = ["gmm"]\ntarget_sweep = { dim = [3] }').replace(
     "oracle_n = 300", "oracle_n = 300\ndistance = \"points\"\npoint_n = 200\nn_projections = 20")
 

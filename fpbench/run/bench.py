@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import platform
 import time
+from contextlib import contextmanager
 from statistics import median
 
 import ot
@@ -122,17 +123,25 @@ def matmul_floor(cases, cfg, processes: int, loop_it_s: float) -> dict:
     from .execute import training_cost
 
     width = cases[0].config["model"]["width"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     a, w = torch.randn(cfg["dsm_batch"], width), torch.randn(width, width)
-    with cpu_settings():
+    with _one_thread(), cpu_settings():
         one = min(_timed(lambda: [a @ w for _ in range(12)]) for _ in range(5)) / 12  # one DSM-batch matmul
         cold = median(_cold_timed(lambda: a @ w) for _ in range(20))
     seconds = sum(12 * one + 6 * one * (training_cost(c) - cfg["dsm_batch"]) / cfg["dsm_batch"] for c in cases)
-    torch.set_num_threads(threads)
     it_s = len(cases) * processes / seconds
     return {"it_s": it_s, "bound": it_s / loop_it_s, "processes": processes, "warm_us": one * 1e6,
             "cold_us": cold * 1e6, "shape": (cfg["dsm_batch"], width)}
+
+
+@contextmanager
+def _one_thread():
+    """Torch on one intra-op thread inside the block; its thread count restored after, also on an error."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 MATMULS = ("aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm")
@@ -145,12 +154,10 @@ def matmul_share(cases, cfg, iterations: int = 10) -> dict:
     none ran in that shape). Profiling adds a little time to every operator call."""
     from torch.profiler import profile
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _ensemble(cases, dict(cfg, iterations=1), compile=True)
-    with profile(record_shapes=True) as prof:
-        _ensemble(cases, dict(cfg, iterations=iterations), compile=True)
-    torch.set_num_threads(threads)
+    with _one_thread():
+        _ensemble(cases, dict(cfg, iterations=1), compile=True)
+        with profile(record_shapes=True) as prof:
+            _ensemble(cases, dict(cfg, iterations=iterations), compile=True)
     events = prof.key_averages(group_by_input_shape=True)
     matmuls = [e for e in events if e.key in MATMULS]
     width = cases[0].config["model"]["width"]
@@ -308,7 +315,8 @@ def _profile_note(t: dict) -> list[str]:
         in_cache = p["share"] * f["warm_us"] / p["product_us"]
         lines[-1] += (f" Inside it one ({f['shape'][0]}, {width}) @ ({width}, {width}) product takes "
                       f"{p['product_us']:.0f} us against {f['warm_us']:.0f} us in cache; with every product at "
-                      f"its in-cache speed and all other work free, at most {1 / in_cache:.2f}x.")
+                      f"its in-cache speed and all other work free, at most {1 / in_cache:.2f}x (an estimate: "
+                      "it scales all matmul time by this one product's ratio).")
     return lines
 
 
