@@ -218,15 +218,23 @@ def _cmd_bench(args) -> int:
 
 def _cmd_budget(args) -> int:
     import shlex
+    import time
     from pathlib import Path
 
     from .reports.budget_report import write_budget_report
     from .run.budget import run_study
+    from .train.loop import TimeBudgetReached
 
     study_dir = Path(args.dir)
     if args.action == "run":
-        run_study(args.schedules.split(","), str(study_dir), args.workers, compile=not args.no_compile,
-                  threads=args.threads)
+        deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
+        try:
+            run_study(args.schedules.split(","), str(study_dir), args.workers, compile=not args.no_compile,
+                      threads=args.threads, deadline=deadline)
+        except TimeBudgetReached as err:
+            print(f"fpbench: {err} (--max-minutes {args.max_minutes:g}); the same command resumes from the "
+                  f"checkpoints in {study_dir}", file=sys.stderr)
+            return 4
     report = ["fpbench", "budget", "report", "--dir", study_dir, "--out", args.out]
     command = " ".join(shlex.quote(str(p)) for p in report)
     print(f"wrote {write_budget_report(study_dir, Path(args.out), command)}")
@@ -419,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--workers", type=int, default=2, help="schedules trained at once")
     budget.add_argument("--threads", type=int, default=1, help="torch threads per schedule")
     budget.add_argument("--no-compile", action="store_true", help="eager loss terms (no C++ compiler needed)")
+    budget.add_argument("--max-minutes", type=float, default=None,
+                        help="stop training after this many minutes, at a checkpoint the same command resumes from")
     budget.add_argument("--dir", default="reports/budget-records",
                         help="the study's records (<schedule>.json, kept in the repository) and its working files")
     budget.add_argument("--out", default="reports/budget.md")

@@ -74,6 +74,10 @@ def test_a_schedule_branches_from_another_that_shares_its_prefix_and_lands_where
     budget.run_schedule("tiny-a", str(shared), compile=False)
     # a's kept checkpoints are at steps 1, 2, 3; b has a's learning rate before step 2 only
     assert budget.branch_point("tiny-b", shared) == ("tiny-a", 2)
+    # 1 is superseded by 2 (it serves no schedule that 2 does not); 3 is kept for the fixture's "tiny"
+    # (a's learning rates for its first 3 steps), not for b. The repository keeps these.
+    assert sorted(p.name for p in (shared / "tiny-a.kept").iterdir()) == ["2.ckpt", "3.ckpt"]
+    assert budget.serves("tiny-a", 3) == {"tiny"} and budget.serves("tiny-a", 2) == {"tiny", "tiny-b"}
     assert budget.branch_point("tiny-c", shared) is None  # another DSM batch: nothing shared
     branched = budget.run_schedule("tiny-b", str(shared), compile=False)
     assert "tiny-b branched from tiny-a at step 2" in (shared / "tiny-b.log").read_text()
@@ -82,3 +86,19 @@ def test_a_schedule_branches_from_another_that_shares_its_prefix_and_lands_where
     assert branched["branched_from"] == {"schedule": "tiny-a", "step": 2} and whole["branched_from"] is None
     shared_with = budget_report.summary_frame([branched, whole])["first steps shared with"].tolist()
     assert shared_with == ["tiny-a (steps 1-2)", "—"]
+
+
+def test_the_frontier_schedules_share_their_prefixes_and_keep_only_the_checkpoints_they_branch_from():
+    assert budget.serves("short-lr-48k", 43_000) >= {"short-lr-72k", "short-lr-96k"}
+    assert budget.serves("short-lr-48k", 44_000) == set()  # 48k is at lr 1e-5 from step 43,200
+    assert budget.serves("short-lr-72k", 64_000) == {"short-lr-96k"}
+    assert budget.serves("short-lr-72k", 65_000) == set()
+    assert "short-lr-48k" not in budget.serves("steps-48k", 13_000)  # 1e-3 against 1e-4 at step 12,000
+
+
+def test_a_spent_time_budget_stops_a_schedule_before_it_starts_or_branches(tmp_path, tiny):
+    from fpbench.train.loop import TimeBudgetReached
+
+    with pytest.raises(TimeBudgetReached):
+        budget.run_schedule("tiny", str(tmp_path), compile=False, deadline=1.0)
+    assert not list(tmp_path.glob("tiny*"))

@@ -10,11 +10,13 @@ of ODE and SDE samples inside the grid, and its final evidence and the gate's ve
 
 ``run_study`` writes ``<dir>/<schedule>.json`` per schedule (a rerun skips finished ones) and a
 log per schedule; ``fpbench.reports.budget_report`` turns them into ``reports/budget.md``. A schedule that
-is interrupted resumes: the ensemble's checkpoint (``<schedule>.ckpt``) is written at every probe,
-and the probes recorded so far (``<schedule>.probes.jsonl``) are kept up to its iteration.
+is interrupted (or stopped by ``deadline``, ``fpbench budget run --max-minutes``) resumes: the ensemble's
+checkpoint (``<schedule>.ckpt``, with Adam's state and the data streams) is written at every probe,
+and the probes recorded so far (``<schedule>.probes.jsonl``) are kept up to its iteration. These files
+are small (about 2 MB for 12 models) and the repository keeps them, so a study resumes on a new machine.
 
-Schedules that agree on a prefix share it: every probe's checkpoint is also kept
-(``<schedule>.kept/<iteration>.ckpt``), and a schedule that has not started begins from the latest kept
+Schedules that agree on a prefix share it: the latest checkpoint another schedule could start from
+is kept (``<schedule>.kept/<iteration>.ckpt``, ``serves``), and a schedule that has not started begins from the latest kept
 checkpoint of another schedule with the same settings and the same learning rate at every step before
 it (``branch_point``), with that schedule's probes and training seconds up to there: the same numbers
 as a run from step 0 (the data streams and Adam's state are in the checkpoint), and the cost it
@@ -43,6 +45,11 @@ SCHEDULES: dict[str, dict] = {
     "steps-48k": {**_QUICK, "iterations": 48000},
     "res2000-12k": {**_QUICK, "iterations": 12000, "residual_points": 2000},
     "batch2000-12k": {**_QUICK, "iterations": 12000, "dsm_batch": 2000},
+    # the steps-to-quality frontier (issue 36), lever 1: the schedule's shape. lr 1e-3 for the first 12,000
+    # steps only, then lr 1e-4, the last 10% at 1e-5. The three share their first 43,000 and 64,000 steps, so
+    # 72k branches from 48k and 96k from 72k; short-lr-48k against steps-48k is the lever at equal cost.
+    **{f"short-lr-{k}k": {**_QUICK, "iterations": k * 1000,
+                          "lr_stages": [[1e-3, 12 / k], [1e-4, 1 - 12 / k - 0.1], [1e-5, 0.1]]} for k in (48, 72, 96)},
 }
 PROBE_EVERY = 1000
 PROBE_POINTS = 2000
@@ -63,13 +70,15 @@ def study_cases(schedule: dict):
     return cases
 
 
-def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True) -> dict:
+def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True, deadline: float | None = None) -> dict:
     """Train the 12 models under ``SCHEDULES[name]``, recording their score profiles; write and
-    return the record."""
+    return the record. ``deadline`` (``time.time()`` seconds): past it the checkpoint is written and
+    ``train.loop.TimeBudgetReached`` raised; the same call resumes."""
     import torch
 
     from ..core.convergence import evidence, score_profile
     from ..train.ensemble import train_ensemble
+    from ..train.loop import Deadline
     from .suite import build
 
     torch.set_num_threads(threads)
@@ -78,6 +87,10 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     path, log_path = out / f"{name}.json", out / f"{name}.log"
     if path.exists():
         return json.loads(path.read_text())
+    if deadline and time.time() >= deadline:  # before branching: a later start may branch from further on
+        from ..train.loop import TimeBudgetReached
+
+        raise TimeBudgetReached(f"{name}: not started, the time budget was spent")
     cases = study_cases(SCHEDULES[name])
     built = [build(c) for c in cases]
     labels = [c.label for c in cases]
@@ -93,7 +106,7 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
 
     def probe(iteration, models):
         if checkpoint.exists():  # the checkpoint of the previous probe (this one's is written after it)
-            shutil.copyfile(checkpoint, kept / f"{_checkpoint_iteration(checkpoint)}.ckpt")
+            _keep(name, checkpoint, kept)
         elapsed = offset + time.perf_counter() - began
         line = {"iteration": iteration, "elapsed_s": elapsed, "threads": threads, "profiles": {}}
         for (target, sde, _, _), model, label in zip(built, models, labels):
@@ -110,7 +123,7 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     cfg = cases[0].config["train"]
     results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1], cfg,
                              [c.config["seed"] for c in cases], labels, checkpoint=checkpoint, compile=compile,
-                             probe=(PROBE_EVERY, probe))
+                             probe=(PROBE_EVERY, probe), deadline=Deadline(deadline) if deadline else None)
     train_seconds = offset + time.perf_counter() - began
     members = {}
     for case, (target, sde, model, _), res in zip(cases, built, results):
@@ -133,22 +146,60 @@ def branch_point(name: str, out: Path) -> tuple[str, int] | None:
     """(schedule, iteration) of the latest kept checkpoint that ``name`` can start from: another schedule
     with the same settings but for ``iterations`` and ``lr_stages``, whose learning rate (and stage) equals
     ``name``'s at every step before that iteration; None when there is none."""
-    from ..train.loop import lr_at, stage_boundaries
+    from ..train.loop import stage_boundaries
 
     mine = SCHEDULES[name]
-    rest = lambda s: {k: v for k, v in s.items() if k not in ("iterations", "lr_stages")}  # noqa: E731
     bounds = stage_boundaries(mine["iterations"], mine["lr_stages"])
     best = None
     for other, theirs in SCHEDULES.items():
-        if other == name or rest(theirs) != rest(mine) or not (out / f"{other}.kept").is_dir():
+        if other == name or _rest(theirs) != _rest(mine) or not (out / f"{other}.kept").is_dir():
             continue
         their_bounds = stage_boundaries(theirs["iterations"], theirs["lr_stages"])
         for path in (out / f"{other}.kept").glob("*.ckpt"):
             k = int(path.stem)
-            if k < mine["iterations"] and all(lr_at(b, bounds) == lr_at(b, their_bounds) for b in
-                                              _change_points(bounds, their_bounds, k)):
+            if k < mine["iterations"] and _agree_before(bounds, their_bounds, k):
                 best = max(best or (other, 0), (other, k), key=lambda c: c[1])
     return best
+
+
+def serves(name: str, k: int) -> set[str]:
+    """The other schedules that could start from ``name``'s checkpoint before iteration ``k``: the same
+    settings but for ``iterations`` and ``lr_stages``, more than ``k`` iterations, and ``name``'s learning
+    rate at every step before ``k``."""
+    from ..train.loop import stage_boundaries
+
+    mine = SCHEDULES[name]
+    bounds = stage_boundaries(mine["iterations"], mine["lr_stages"])
+    return {other for other, theirs in SCHEDULES.items()
+            if other != name and _rest(theirs) == _rest(mine) and k < theirs["iterations"]
+            and _agree_before(bounds, stage_boundaries(theirs["iterations"], theirs["lr_stages"]), k)}
+
+
+def _rest(schedule: dict) -> dict:
+    """A schedule's settings but for its length and learning rates: what two schedules sharing a prefix
+    must have in common."""
+    return {k: v for k, v in schedule.items() if k not in ("iterations", "lr_stages")}
+
+
+def _agree_before(a, b, k: int) -> bool:
+    from ..train.loop import lr_at
+
+    return all(lr_at(c, a) == lr_at(c, b) for c in _change_points(a, b, k))
+
+
+def _keep(name: str, checkpoint: Path, kept: Path) -> None:
+    """Keep a copy of ``checkpoint`` in ``kept`` if another schedule could branch from it, and drop the
+    kept copies it supersedes (those that serve no schedule it does not): ``kept`` holds only the
+    latest checkpoint each other schedule can start from, a few MB that the repository keeps."""
+    k = _checkpoint_iteration(checkpoint)
+    mine = serves(name, k)
+    if not mine:
+        return
+    shutil.copyfile(checkpoint, kept / f"{k}.ckpt")
+    for old in kept.glob("*.ckpt"):
+        j = int(old.stem)
+        if j < k and serves(name, j) <= mine:
+            old.unlink()
 
 
 def _change_points(a, b, k: int) -> list[int]:
@@ -207,8 +258,10 @@ def inside_grid(model, target, sde, case) -> dict:
     return {"inside_grid_ode": share(x_ode), "inside_grid_sde": share(x_sde), "inside_grid_p0": share(x_p0)}
 
 
-def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = True, threads: int = 1) -> list[dict]:
-    """Each schedule in its own process of ``threads`` torch threads, ``workers`` at a time."""
+def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = True, threads: int = 1,
+              deadline: float | None = None) -> list[dict]:
+    """Each schedule in its own process of ``threads`` torch threads, ``workers`` at a time; past
+    ``deadline`` (``time.time()`` seconds) each stops at a checkpoint with ``TimeBudgetReached``."""
     unknown = [n for n in names if n not in SCHEDULES]
     if unknown:
         raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(SCHEDULES)}")
@@ -216,5 +269,5 @@ def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = 
     import multiprocessing
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_schedule, n, out_dir, threads, compile) for n in names]
+        futures = [pool.submit(run_schedule, n, out_dir, threads, compile, deadline) for n in names]
         return [f.result() for f in futures]
