@@ -278,12 +278,12 @@ def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys):
         assert title in text
     # 200 training steps: the model claims are INCONCLUSIVE with the gate's evidence; curl and oracle ones decided
     assert "| C1 (Table 1)" in text and "models not converged: 12 of 12 models fail" in text
-    assert "## Convergence of the trained models" in text and "**0 of 12 models pass the gate.**" in text
+    assert "## Convergence of the trained models" in text and "**0 of 12 models pass the gate** (trained" in text
     assert "| C6 (Fig. 1)" in text and "**PASS**" in text
     # the answer first: a summary before the tables, with the verdicts, convergence and what smoke can show
     assert text.index("## Summary") < text.index("## Table 1")
     summary = text[text.index("## Summary"):text.index("## Table 1")]
-    assert "- **INCONCLUSIVE**: C1, C2, C3, C4, C5: models not converged" in summary
+    assert "- **INCONCLUSIVE**: C1, C2, C2b, C3, C4, C5, T1: models not converged" in summary
     assert "- **Convergence**: 0 of 12 trained models pass the gate" in summary
     assert "What scale `smoke` can show**: that every stage runs" in summary
     for fig in ("fig1", "fig3", "fig4", "fig5", "calibration"):
@@ -331,8 +331,9 @@ def test_killed_run_resumes_with_identical_metrics_and_skips_finished_cases(tmp_
 
     killed = tmp_path / "killed"
     proc = _run_cli(suite, killed, extra=["--no-ensemble"])
-    # Kill once the first case is done and the second has a training checkpoint.
-    done_first = lambda: len(list(killed.glob("*/metrics.json"))) == 1 and list(killed.glob("*/checkpoint.pt"))
+    # Kill once the first case is done and the second has a training checkpoint (each trains as an ensemble of
+    # one under --no-ensemble: its checkpoint is the store's ensembles/<members' hash>.pt).
+    done_first = lambda: len(list(killed.glob("*/metrics.json"))) == 1 and list(killed.glob("ensembles/*.pt"))
     assert _wait_for(done_first, proc), proc.communicate()[0]
     first = next(killed.glob("*/metrics.json"))
     stamp = first.stat().st_mtime_ns
@@ -426,7 +427,7 @@ def test_two_runs_on_one_store_never_run_a_case_twice(tmp_path):
     root = tmp_path / "shared"
     first = _run_cli(suite, root, extra=["--no-ensemble"])
     # the second starts once the first is training a case (it holds that case's lock by then)
-    assert _wait_for(lambda: list(root.glob("*/checkpoint.pt")), first), first.communicate()[0]
+    assert _wait_for(lambda: list(root.glob("ensembles/*.pt")), first), first.communicate()[0]
     second = _run_cli(suite, root, extra=["--no-ensemble"])
     outputs = [first.communicate(timeout=300)[0], second.communicate(timeout=300)[0]]
     done = [line.split()[1] for out in outputs for line in out.splitlines() if line.startswith("done ")]
@@ -598,3 +599,83 @@ def test_processes_sharing_a_store_compute_a_cached_value_once(tmp_path):
     assert all(p.returncode == 0 for p in procs), outputs
     assert len((tmp_path / "computed-by").read_text().split()) == 1  # computed by one process only
     assert len(set(outputs)) == 1 and '"by"' in outputs[0]  # both got its value
+
+
+# ----- same key, same numbers ------------------------------------------------------------------
+
+SEVEN = GOOD.replace('targets = ["blob"]', 'targets = ["blob", "circles2", "checker"]').replace(
+    "w_r = [0.0, 1.0]", "w_r = [0.0, 0.1, 1.0]")  # 9 cases of one shape
+
+
+def _weights(root: Path, key: str) -> bytes:
+    state = torch.load(root / key / "model.pt", weights_only=True)
+    return b"".join(t.numpy().tobytes() for t in state.values())
+
+
+def test_a_case_trains_to_the_same_weights_alone_in_any_ensemble_and_through_every_command(tmp_path):
+    """blob, w_R = 0, seed 0 trained in ensembles of 1, 2 and 7, by `run`, `run --no-ensemble`, `compare` and
+    `evaluate`: its weights are the same bytes each time (members draw from their own streams and are computed
+    one at a time; every command takes one compile default), and so are its metrics."""
+    from fpbench.run.execute import InProcess, evaluate_model, plan, run_tasks
+    from fpbench.run.suite import expand, load_suite
+
+    suite = _write_suite(tmp_path, SEVEN)
+    cases = expand(load_suite(suite), "smoke", 1)
+    case = next(c for c in cases if c.label.startswith("blob/") and c.config["method"]["params"]["w_r"] == 0.0)
+    others = [c for c in cases if c.key != case.key]
+    weights, metrics = {}, {}
+    for size in (1, 2, 7):
+        root = tmp_path / f"ensemble-of-{size}"
+        run_tasks(plan([case, *others[: size - 1]], root), InProcess(), log=lambda *_: None)
+        weights[f"ensemble of {size}"] = _weights(root, case.key)
+    for name, extra in (("run", []), ("run --no-ensemble", ["--no-ensemble"])):
+        root = tmp_path / name.replace(" ", "")
+        assert main(["run", suite, "--scale", "smoke", "--results", str(root), "--quiet", *extra]) == 0
+        weights[name], metrics[name] = _weights(root, case.key), _metrics_by_key(root)[case.key]
+    root = tmp_path / "compare"
+    assert main(["compare", "examples/ramped_fp.py:RampedFP", "--suite", suite, "--scale", "smoke", "--results",
+                 str(root), "--out", str(tmp_path / "compare.md"), "--quiet"]) == 0
+    weights["compare"], metrics["compare"] = _weights(root, case.key), _metrics_by_key(root)[case.key]
+    root = tmp_path / "evaluate"
+    evaluate_model("examples/external_model.py:make_model", "blob", "smoke", suite=suite, results=str(root),
+                   log=lambda *_: None)
+    weights["evaluate"], metrics["evaluate"] = _weights(root, case.key), _metrics_by_key(root)[case.key]
+    assert len(set(weights.values())) == 1, {k: hash(v) for k, v in weights.items()}
+    assert all(m == metrics["run"] for m in metrics.values())
+
+
+def test_a_repaired_model_is_the_original_and_matches_its_stored_samples_and_metrics(tmp_path, good_run):
+    """A damaged model.pt is retrained by the path its record names: the same bytes as before, so the
+    case's samples and metrics, kept, still belong to it."""
+    import shutil
+
+    suite, reference = good_run
+    store = Path(shutil.copytree(reference, tmp_path / "damaged"))
+    key = sorted(p.parent.name for p in store.glob("*/model.pt"))[0]
+    original, samples = _weights(store, key), (store / key / "samples.npz").read_bytes()
+    (store / key / "model.pt").write_bytes(b"not a model")
+    with pytest.warns(UserWarning, match="model.pt is unreadable"):
+        assert main(["run", suite, "--scale", "smoke", "--results", str(store), "--quiet"]) == 0
+    assert _weights(store, key) == original
+    assert (store / key / "samples.npz").read_bytes() == samples
+    assert _metrics_by_key(store) == _metrics_by_key(reference)
+
+
+def test_a_repair_that_cannot_take_the_recorded_path_recomputes_what_the_weights_made(tmp_path, good_run):
+    """A record that says the case trained by another path (here: compiled terms, which round differently):
+    the retrained history differs from the recorded one, so its samples and metrics are recomputed from the
+    new weights instead of kept beside a model they do not belong to."""
+    import json
+    import shutil
+
+    suite, reference = good_run
+    store = Path(shutil.copytree(reference, tmp_path / "other-path"))
+    key = sorted(p.parent.name for p in store.glob("*/model.pt"))[0]
+    record = json.loads((store / key / "metrics.json").read_text())
+    record["train"]["history"][-1]["loss"] += 1.0  # what another path's rounding would leave in the record
+    (store / key / "metrics.json").write_text(json.dumps(record))
+    (store / key / "model.pt").unlink()
+    assert main(["run", suite, "--scale", "smoke", "--results", str(store), "--quiet"]) == 0
+    fresh = json.loads((store / key / "metrics.json").read_text())  # rewritten: the tampered history is gone
+    assert fresh["train"]["history"] == json.loads((reference / key / "metrics.json").read_text())["train"]["history"]
+    assert _metrics_by_key(store)[key] == _metrics_by_key(reference)[key]  # recomputed from the same weights

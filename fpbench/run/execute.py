@@ -65,21 +65,27 @@ class SlurmOptions:
 
 
 def plan(cases: list, results, device=None, threads: int | None = None, workers: int = 1,
-         ensemble: bool = True, compile: bool = False, deadline: float | None = None,
+         ensemble: bool = True, compile: bool | None = None, deadline: float | None = None,
          progress: bool = False) -> list[Task]:
-    """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone."""
+    """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone.
+    ``compile`` unset: ``default_compile``, the same for every command, so that a case trains by the same
+    arithmetic (and to the same weights) whichever command runs it."""
     from .pipeline import ensemble_key
+
+    compile = default_compile(device) if compile is None else compile
 
     groups: dict[str, list] = {}
     singles = []
     for case in cases:
-        key = ensemble_key(case) if ensemble else None
+        key = ensemble_key(case)
+        if key is not None and not ensemble:  # each alone, but by the same arithmetic: an ensemble of one
+            key = f"{key}/{case.key}"
         (groups.setdefault(key, []) if key else singles).append(case)
     tasks = []
     for members in groups.values():
         tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress)
                   for part in split_balanced(members, workers)]
-    tasks += [Task([c], str(results), device, threads, ensemble, deadline=deadline, progress=progress)
+    tasks += [Task([c], str(results), device, threads, True, deadline=deadline, progress=progress)
               for c in singles]
     return tasks
 
@@ -320,6 +326,13 @@ def compiler_found() -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++") if c)
 
 
+def default_compile(device=None) -> bool:
+    """Whether the ensembles' loss terms go through torch.compile when no one says: on the CPU where a C++
+    compiler is found. Compiled and eager terms round differently (the weights differ in their last bits),
+    so every command takes this one default, and each case records which it trained by (``train.json``)."""
+    return device in (None, "cpu") and compiler_found()
+
+
 @dataclass(frozen=True)
 class ExecutionSettings:
     executor: str
@@ -341,7 +354,7 @@ def fast_settings(executor: str | None = None, workers: int | None = None, compi
         executor = "process" if cpu and (workers or cores) >= 2 else "inprocess"
     workers = workers or (cores if executor in ("process", "dask") else 1)
     if compile is None:
-        compile = cpu and compiler_found()
+        compile = default_compile(device)
     return ExecutionSettings(executor, workers, compile)
 
 

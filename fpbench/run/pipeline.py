@@ -92,9 +92,11 @@ def run_untrained(case: Case, store: Store, load, info: dict, device=None, progr
 
 def _repair(case: Case, store: Store, device, log) -> None:
     """A finished case whose weights, history or samples were damaged since (each set aside by
-    ``Store.cached``) gets them again: retrained (by the plain loop, same seeds: bit for bit what a
-    --no-ensemble run stores; for a case trained in an ensemble, the same protocol up to float rounding)
-    or resampled with the same seeds. Its metrics stand."""
+    ``Store.cached``) gets them again: retrained by the path its record names (``retrain``: the same
+    arithmetic, so the same weights), or resampled with the same seeds. The retrained history is checked
+    against the recorded one, bit for bit: where they differ (the recorded path cannot be taken here, e.g.
+    no C++ compiler for compiled terms), the samples and metrics are recomputed from the new weights, so a
+    case never holds a model that does not match its own metrics."""
     out = store.case_dir(case.key)
     trained = _stored_weights(out) is not None and Store.cached(out / "train.json") is not None
     sampled = store.samples(case.key) is not None
@@ -102,11 +104,38 @@ def _repair(case: Case, store: Store, device, log) -> None:
         return
     lost = [what for what, ok in (("weights and history", trained), ("samples", sampled)) if not ok]
     log(f"repair {case.label} [{case.key}]: {', '.join(lost)} recomputed")
-    target, sde, model, method = build(case, device)
-    _trained(case, model, method, target, sde, out, device, False, log, store=store)
+    recorded = store.metrics(case.key)["train"]
+    if not trained:
+        retrain(case, store, device, recorded, log)
+        if Store.cached(out / "train.json")["history"] != recorded["history"]:
+            log(f"repair {case.label} [{case.key}]: the retrained history differs from the recorded one (trained "
+                f"{_path_name(recorded)} before); its samples and metrics are recomputed")
+            (out / "metrics.json").unlink()
+            samples_path(out).unlink(missing_ok=True)
+            run_case(case, store, device, log=log)
+            return
     if not sampled:
+        target, sde, model, _method = build(case, device)
+        model.load_state_dict(_stored_weights(out))
         model.eval()
         _sampled(case, model, target, sde, out, device, False, log)
+
+
+def retrain(case: Case, store: Store, device, recorded: dict, log=print) -> None:
+    """Train ``case`` again by the path ``recorded`` (its train record) names: an ensemble (of one) with the
+    loss terms compiled or not, or the per-model loop."""
+    if recorded.get("path", "ensemble") == "ensemble" and ensemble_key(case) is not None:
+        failed = train_group([case], store, device, log, compile=recorded.get("compiled", False))
+        if failed:
+            raise RuntimeError(f"retraining {case.label} failed: {failed[case.key]}")
+        return
+    target, sde, model, method = build(case, device)
+    _trained(case, model, method, target, sde, store.case_dir(case.key), device, False, log, store=store)
+
+
+def _path_name(recorded: dict) -> str:
+    path = recorded.get("path", "unrecorded")
+    return f"{'compiled' if recorded.get('compiled') else 'eager'} ensemble" if path == "ensemble" else path
 
 
 def ensemble_key(case: Case) -> str | None:
@@ -133,8 +162,6 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print, compil
     """Train, as ensembles, the untrained cases that share an ``ensemble_key``; each member's weights
     and history land in its own case directory. A member whose loss turns non-finite fails alone:
     it is marked failed in the store and returned as {key: reason}; the others finish."""
-    from ..train.ensemble import train_ensemble
-
     groups: dict[str, list[Case]] = {}
     for case in cases:
         trained = store.is_done(case.key) or _stored_weights(store.case_dir(case.key)) is not None
@@ -144,29 +171,40 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print, compil
     failed: dict[str, str] = {}
     # warm-started members need their sources' weights: the groups without them train first
     for members in sorted(groups.values(), key=lambda m: warm_start_case(m[0]) is not None):
-        built = [build(c, device) for c in members]
-        for case, (_, _, model, _) in zip(members, built):
-            _warm_start(case, model, store, device, log)
-        log(f"train  {len(members)} case(s) as one ensemble")
-        ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in members).encode()).hexdigest()[:16]
-                                           + ".pt")
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
-                                 members[0].config["train"], [c.config["seed"] for c in members],
-                                 [c.label for c in members], device, checkpoint=ckpt, compile=compile,
-                                 deadline=deadline, progress=progress)
-        for case, (_, _, model, _), res in zip(members, built, results):
-            out = store.case_dir(case.key)
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / "config.json", case.config)
-            if isinstance(res, Exception):
-                store.mark_failed(case.key, case.label, res)
-                failed[case.key] = f"{type(res).__name__}: {res}"
-                log(f"failed {case.label} [{case.key}]: {res}")
-                continue
-            _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
-                                  "ensemble": len(members)}, out)
-        ckpt.unlink(missing_ok=True)
+        failed.update(train_group(members, store, device, log, compile, deadline, progress))
+    return failed
+
+
+def train_group(members: list[Case], store: Store, device=None, log=print, compile: bool = False, deadline=None,
+                progress: bool = False) -> dict[str, str]:
+    """Train ``members`` (one ``ensemble_key``) as one ensemble; {key: reason} of the members that failed."""
+    from ..train.ensemble import compiled_in_effect, train_ensemble
+
+    failed: dict[str, str] = {}
+    built = [build(c, device) for c in members]
+    for case, (_, _, model, _) in zip(members, built):
+        _warm_start(case, model, store, device, log)
+    log(f"train  {len(members)} case(s) as one ensemble")
+    ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in members).encode()).hexdigest()[:16]
+                                       + ".pt")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
+                             members[0].config["train"], [c.config["seed"] for c in members],
+                             [c.label for c in members], device, checkpoint=ckpt, compile=compile,
+                             deadline=deadline, progress=progress)
+    for case, (_, _, model, _), res in zip(members, built, results):
+        out = store.case_dir(case.key)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", case.config)
+        if isinstance(res, Exception):
+            store.mark_failed(case.key, case.label, res)
+            failed[case.key] = f"{type(res).__name__}: {res}"
+            log(f"failed {case.label} [{case.key}]: {res}")
+            continue
+        _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
+                              "ensemble": len(members), "path": "ensemble", "compiled": compiled_in_effect(compile)},
+                      out)
+    ckpt.unlink(missing_ok=True)
     return failed
 
 
@@ -237,7 +275,7 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
     ckpt = out / "checkpoint.pt"
     result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
                    checkpoint=ckpt, progress=progress, device=device, deadline=deadline)
-    info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history}
+    info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history, "path": "loop"}
     _save_trained(model, info, out)
     ckpt.unlink(missing_ok=True)
     return info

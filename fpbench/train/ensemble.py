@@ -153,6 +153,12 @@ def compiled_terms(*args) -> torch.Tensor:
         return jet_terms(*args)
 
 
+def compiled_in_effect(compile: bool) -> bool:
+    """Whether training asked to ``compile`` did run compiled terms (not the eager fallback of a failed
+    compile, which rounds differently): what a case's record says it trained by."""
+    return bool(compile) and not _COMPILED.get("failed")
+
+
 def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk,
                compiled: bool) -> dict[int, dict[str, torch.Tensor]]:
     values: dict[int, dict] = {e: {} for e in alive}
