@@ -319,7 +319,8 @@ def _cmd_reference(args) -> int:
 
 
 def _reference_claims(root, args) -> int:
-    """C1-C5 on the authors' 12 models re-sampled as cases of the paper suite (resumable) -> report."""
+    """The claims about trained models on the authors' 12 models re-sampled as cases of the paper suite
+    (resumable) -> report."""
     from pathlib import Path
 
     from .analysis.published import authors_results, run_authors
@@ -465,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tables: Tables 1-3 from the histograms; intervals: the same with error bars at the paper's "
                           "n -> reports/paper-intervals.md (resumable); evaluate: the 12 models re-sampled (the first "
                           "seed of claims) against the published histograms -> reports/reference.md; "
-                          "claims: C1-C5 decided on the 12 models re-sampled at several seeds -> "
+                          "claims: the claims about trained models decided on the 12 checkpoints re-sampled at "
+                          "several seeds -> "
                           "reports/reference-claims.md (resumable; hours of CPU); "
                           "levels: the models' convergence evidence -> fpbench/analysis/authors_levels.py (the gate's "
                           "yardstick)")

@@ -108,4 +108,4 @@ def test_a_failed_claim_about_trained_models_gets_its_diagnostics_and_is_not_bla
     assert "budget" not in text
     row = next(line for line in text.splitlines() if line.replace(" ", "").startswith("|10|"))
     assert [c.strip() for c in row.split("|")[2:-1]] == ["0.97", "1", "1", "0.001", "0.11"]
-    assert why_section(df, [cl.ClaimOutcome(cl.CLAIMS["C7a"], result=failed)]) == ""
+    assert why_section(df, [cl.ClaimOutcome(cl.CHECKS["H2"], result=failed)]) == ""

@@ -70,15 +70,18 @@ def test_rank_correlation_permutes_within_groups():
     assert st.rank_correlation(x, y, positive=True, groups=groups).pvalue > 0.05
 
 
-def test_bound_constant_is_the_largest_ratio_per_group():
-    w2 = np.array([1.0, 2.0, 3.0, 4.0])
-    r = np.array([1.0, 1.0, 2.0, 1.0])
-    groups = np.array(["a", "a", "b", "b"])
-    res = st.bound_constant(w2, r, groups)
-    assert res.statistic == pytest.approx(4.0 / 2.0)  # C_a = 2, C_b = 4
-    assert "a: 2" in res.detail and "b: 4" in res.detail
-    unstable = st.bound_constant(np.array([1, 1, 500, 500.0]), np.ones(4), groups)
-    assert unstable.verdict == st.FAIL
+def test_rank_correlation_effect_and_null_are_one_within_group_estimand():
+    """Effect, interval and null all read the mean of the within-group rhos (computed here with scipy)."""
+    rng = np.random.default_rng(2)
+    groups = np.repeat([0, 1, 2], 10)
+    x = rng.normal(size=30) + 5 * groups
+    y = x * np.array([1.0, 0.2, -0.5])[groups] + rng.normal(size=30)
+    expected = np.mean([sps.spearmanr(x[groups == g], y[groups == g]).statistic for g in range(3)])
+    res = st.rank_correlation(x, y, positive=True, groups=groups)
+    assert res.statistic == pytest.approx(expected) and res.ci_low <= res.effect <= res.ci_high
+    constant = np.where(groups == 2, 1.0, y)  # a group in which y does not vary carries no rho
+    two = np.mean([sps.spearmanr(x[groups == g], y[groups == g]).statistic for g in range(2)])
+    assert st.rank_correlation(x, constant, positive=True, groups=groups).statistic == pytest.approx(two)
 
 
 def test_separation_in_decades():

@@ -1,2 +1,2 @@
-"""Deciding claims: statistics, the claims C1-C7 and their gates, method comparisons, the paper's
+"""Deciding claims: statistics, the paper's claims, fpbench's checks and their gates, method comparisons, the paper's
 numbers and the authors' artefacts."""

@@ -102,15 +102,16 @@ def decomposition_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def setting_claims(df: pd.DataFrame, weight: str = "param_w_r", residual: str = "log_fp_residual") -> list:
-    """C1-C5 on one setting's rows; ``weight`` is the swept regulariser weight (renamed to w_R) and
-    ``residual`` the residual that C4/C5 correlate (R~ for the paper's method, R^s for score-FP)."""
+    """The claims about trained models on one setting's rows (``claims.TRAINED_CLAIMS``); ``weight`` is the
+    swept regulariser weight (renamed to w_R) and ``residual`` the residual that C4, C5 and T1 read (R~ for the
+    paper's method, R^s for score-FP)."""
     frame = df.copy()
     if weight != "param_w_r":
         frame["param_w_r"] = frame[weight]
     if residual != "log_fp_residual":
         frame["log_fp_residual"] = frame[residual]
     frame = frame[frame["param_w_r"].notna()]
-    return [cl.claim_c1(frame), cl.claim_c2(frame), cl.claim_c3(frame), cl.claim_c4(frame), cl.claim_c5(frame)]
+    return cl.trained_claims(frame)
 
 
 def carry_over_table(settings: dict[str, list]) -> pd.DataFrame:

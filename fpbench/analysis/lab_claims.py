@@ -56,7 +56,7 @@ def _skip(key: str, reason: str) -> ClaimOutcome:
 
 
 def allowance(df: pd.DataFrame, distance: str) -> np.ndarray:
-    """Floor + discretisation of one W2^2 for each model (as claim C7b): the floor's mean plus the
+    """Floor + discretisation of one W2^2 for each model (as check H3): the floor's mean plus the
     model's own coupling bounds, (sqrt(disc_ODE) + sqrt(disc_SDE))^2 for the gap (triangle inequality)."""
     disc = {"w2_ode_sde": (np.sqrt(df["disc_ode"]) + np.sqrt(df["disc_sde"])) ** 2,
             "w2_ode_p0": df["disc_ode"], "w2_sde_p0": df["disc_sde"]}[distance]

@@ -1,4 +1,4 @@
-"""reports/reference-claims.md: the paper's claims C1-C5 decided on the authors' 12 published models,
+"""reports/reference-claims.md: the paper's claims about trained models decided on the authors' 12 published models,
 re-sampled by fpbench (``fpbench.analysis.published``) and tested with the same tests, gates and calibration
 as fpbench's own trained models. Every number comes from the results store."""
 
@@ -19,6 +19,10 @@ from . import claims_report as cr
 from .suite_report import TABLES, diagnostics_frame, settings_section, table_frame, table_markdown
 
 COMMAND = "fpbench reference claims"
+UNITS = ("these are 12 fixed checkpoints, each sampled by several sampling seeds: the trend and paired tests read "
+         "the seeds as replicate measurements of those checkpoints, and the correlation and rate tests (C4, C5, T1) "
+         "average them per checkpoint (12 units). Every verdict is a statement about these 12 checkpoints, not "
+         "about the training method that made them.")
 
 
 def seeds_line(df: pd.DataFrame) -> str:
@@ -38,8 +42,8 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
     """Write the report from the published models' finished cases (``published.authors_results``)."""
     if df.empty:
         raise ValueError(f"no finished case of the authors' models under {where}; run `{COMMAND}` first")
-    outcomes = cl.trained_claims(df)
-    cal = cl.calibration(df, reps=calibration_reps)
+    outcomes = cl.trained_claims(df, fixed_checkpoints=True)
+    cal = cl.calibration(df, reps=calibration_reps, fixed_checkpoints=True)
     (out.parent / "figures").mkdir(parents=True, exist_ok=True)
     cal_fig = cr.calibration_figure(cal, out.parent / "figures" / f"{out.stem}-calibration.png")
     case = authors_cases(seeds)[0]
@@ -59,15 +63,17 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
              "these verdicts also stand beside fpbench's own models'.", ""]
     if missing:
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
-    lines += ["## Summary", "", *cr.verdict_lines(outcomes), *cr.convergence_lines(df), seeds_line(df), ""]
+    lines += ["## Summary", "", *cr.tier_lines(df), *cr.verdict_lines(outcomes), *cr.convergence_lines(df),
+              seeds_line(df), f"- **Unit of replication**: {UNITS}", ""]
     lines += ["## Tables 1-3 from the re-sampled models", "",
               "Per cell: the mean over sampling seeds [95% Student t interval], the noise floor at this n (two "
               "independent draws of p0) and the paper's value (3,000,000 samples, whose own floor is about 0.0005: "
               "reports/paper-intervals.md).", ""]
     for table in TABLES:
         lines += [f"### {TABLE_TITLES[table]}", "", table_markdown(table_frame(df, table)), ""]
-    how = (f"`{COMMAND}` decides C1-C5 on these models (C6, C7 are about free score networks and the exact score: "
-           "reports/paper-*.md); the family for Holm's adjustment is these five.")
+    how = (f"`{COMMAND}` decides the claims about trained models on these models (C6 and fpbench's checks are "
+           "about free score networks and the exact score: reports/paper-*.md); the family for Holm's adjustment is "
+           f"these. {UNITS}")
     lines += [cr.claims_section(outcomes, SCALE, how=how), cr.convergence_section(df),
               cr.calibration_section(cal, cal_fig)]
     seconds = sum(r["sample_seconds"] for r in records)

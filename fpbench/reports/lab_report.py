@@ -200,7 +200,7 @@ def write_report(df: pd.DataFrame, lab: dict, out: Path, command: str, seconds: 
     lines += [l1_table(df).to_markdown(index=False), "",
               "## L2 and L4: p-solenoidal errors and their gradient twins", "",
               "Allowance: floor + the model's own discretisation bounds ((√disc_ODE + √disc_SDE)² for the gap), as "
-              "for claim C7b. The score error is E|s − s*|² with t ~ U(t0, T), x ~ p_t (the p-weighted L2 size; "
+              "for check H3. The score error is E|s − s*|² with t ~ U(t0, T), x ~ p_t (the p-weighted L2 size; "
               "equal for a solenoidal error and its twin by construction).", ""]
     if figs["l2"]:
         lines += [f"![solenoidal against twin]({rel['l2']})", ""]

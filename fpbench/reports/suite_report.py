@@ -301,7 +301,7 @@ def authors_outcomes(store: Store) -> tuple:
     df, _records, _missing = authors_results(store)
     if df.empty:
         return None, 0
-    return claims.trained_claims(df), int(claims.seeds_per_model(df).min())
+    return claims.trained_claims(df, fixed_checkpoints=True), int(claims.seeds_per_model(df).min())
 
 
 def _interval_kind(df: pd.DataFrame, param: str = "param_w_r") -> str:

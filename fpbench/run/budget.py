@@ -16,11 +16,11 @@ and the probes recorded so far (``<schedule>.probes.jsonl``) are kept up to its 
 are small (about 2 MB for 12 models) and the repository keeps them, so a study resumes on a new machine.
 
 Schedules that agree on a prefix share it: the latest checkpoint another schedule could start from
-is kept (``<schedule>.kept/<iteration>.ckpt``, ``serves``), and a schedule that has not started begins from the latest kept
-checkpoint of another schedule with the same settings and the same learning rate at every step before
-it (``branch_point``), with that schedule's probes and training seconds up to there: the same numbers
-as a run from step 0 (the data streams and Adam's state are in the checkpoint), and the cost it
-reports is still the whole schedule's.
+is kept (``<schedule>.kept/<iteration>.ckpt``, ``serves``), and a schedule that has not started
+begins from the latest kept checkpoint of another schedule with the same settings and the same learning
+rate at every step before it (``branch_point``), with that schedule's probes and training seconds up to
+there: the same numbers as a run from step 0 (the data streams and Adam's state are in the checkpoint),
+and the cost it reports is still the whole schedule's.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def study_cases(schedule: dict):
     return cases
 
 
-def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True, deadline: float | None = None) -> dict:
+def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True,
+                 deadline: float | None = None) -> dict:
     """Train the 12 models under ``SCHEDULES[name]``, recording their score profiles; write and
     return the record. ``deadline`` (``time.time()`` seconds): past it the checkpoint is written and
     ``train.loop.TimeBudgetReached`` raised; the same call resumes."""

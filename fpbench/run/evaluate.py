@@ -196,8 +196,7 @@ def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
     score = lambda x, t: model.score(x, t, create_graph=True)
     out = {}
     if getattr(model, "is_potential", False):
-        out["log_fp_residual"] = float(log_fp_residual_mc(model.potential, sde, target.dim, cfg["residual_points"],
-                                                          box, t0, gen, dtype, device))
+        out["log_fp_residual"] = log_fp_residual_estimate(case, model, sde, target.dim, gen, device)
     out["score_fp_residual"] = float(score_fp_residual_mc(score, sde, target.dim, cfg["residual_points"] // 10,
                                                           box, t0, gen, dtype, device))
     out.update(dsm_diagnostics(case, model, target, sde, gen, dtype, device))
@@ -205,6 +204,17 @@ def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
     out["prior_score_ratio"] = prior_score_ratio(model, sde, target.dim, gen, dtype, device)
     out.update(curl_diagnostics(cfg["curl_points"], model, target, sde, box, gen, dtype, device))
     return out
+
+
+def log_fp_residual_estimate(case: Case, model, sde, dim: int, gen=None, device=None) -> float:
+    """R~ (eq. 20) of a potential model as every case measures it: on ``metrics.residual_points`` fresh
+    points of the training box and times in [residual_t0, T], drawn from the case's diagnostics stream
+    (``gen``, which ``model_diagnostics`` goes on drawing from, or a fresh one)."""
+    train_cfg = case.config["train"]
+    gen = gen or streams.generator(case.config["seed"], streams.DIAGNOSTICS)
+    return float(log_fp_residual_mc(model.potential, sde, dim, case.config["metrics"]["residual_points"],
+                                    Box(*train_cfg["box"]), train_cfg["residual_t0"], gen,
+                                    getattr(torch, train_cfg["dtype"]), device))
 
 
 def mode_diagnostics(model, target, sde, dtype, device) -> dict:

@@ -76,6 +76,8 @@ FIELDS: dict[str, Field] = {
     "convergence.ratio_min_late_se": Field("float64", "its standard error (delta method over the sampled points)"),
     "convergence.ratio_max_late_se": Field("float64", "its standard error"),
     "convergence.rel_error_se": Field("float64", "its standard error"),
+    "convergence.rel_error_early": Field("float64", "relative score error averaged over the gate times t <= 0.05 T"),
+    "convergence.rel_error_early_se": Field("float64", "its standard error"),
     "convergence.loss_plateau": Field("float64", "relative change of the median loss over the last 20% of training"),
     "exact_density": Field("boolean", "False for a samples-only target (no oracle, no convergence evidence)"),
     "disc_ode": Field("float64", "coupling bound on the ODE sampler's discretisation part of W2²"),
