@@ -34,7 +34,6 @@ def _cmd_run(args) -> int:
 
     from .run.execute import (
         SlurmOptions,
-        default_threads,
         fast_settings,
         make_executor,
         plan,
@@ -47,7 +46,7 @@ def _cmd_run(args) -> int:
     store = Store(results_root(args.results)).check_writable()
     resolve_device(args.device)
     how = fast_settings(args.executor, args.workers, args.compile, args.device)
-    threads = args.threads or default_threads(how.executor, how.workers)
+    threads = args.threads
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
     tasks = plan(cases, store.root, args.device, threads, how.workers, ensemble=args.ensemble,
                  compile=how.compile, deadline=deadline, progress=not args.quiet)
@@ -241,6 +240,52 @@ def _cmd_budget(args) -> int:
     return 0
 
 
+def _cmd_bundle(args) -> int:
+    from pathlib import Path
+
+    from .run import bundle as bd
+    from .run.store import results_root
+    from .run.suite import expand, load_suite
+
+    if args.action == "verify":
+        manifest = bd.verify_bundle(Path(args.path))
+        print(f"bundle {args.path}: {len(manifest['cases'])} case(s), {len(manifest['files'])} file(s), checksums "
+              f"match (suite {manifest['suite']}, scale {manifest['scale']}; fpbench {manifest['fpbench']}, torch "
+              f"{manifest['torch']})")
+        return 0
+    if args.action == "open":
+        store = bd.open_bundle(Path(args.path), results_root(args.results))
+        manifest = bd.read_manifest(Path(args.path))
+        print(f"opened {args.path} into {store.root}: {len(manifest['cases'])} case(s); next: fpbench report "
+              f"{manifest['suite']} --scale {manifest['scale']} --results {store.root}")
+        return 0
+    if args.scale is None:
+        raise ValueError("fpbench bundle write needs --scale")
+    data = load_suite(args.suite)
+    cases = expand(data, args.scale, args.seeds)
+    if data["suite"].get("score_models"):
+        cases += expand(load_suite(data["suite"]["score_models"]), args.scale, args.seeds)
+    manifest = bd.write_bundle(results_root(args.results), cases, Path(args.path), data["suite"]["name"], args.scale)
+    print(f"wrote {args.path}: {len(manifest['cases'])} of {len(cases)} case(s) (the finished ones)")
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .run.bundle import audit
+
+    with tempfile.TemporaryDirectory(prefix="fpbench-audit-") as tmp:
+        rows = audit(Path(args.path), args.cases, Path(args.work or tmp), args.seed, log=lambda *_: None)
+    print(pd.DataFrame(rows).drop(columns=["key"]).to_markdown(index=False, floatfmt=".3g"))
+    reproduced = sum(r["verdict"].startswith("reproduced") for r in rows)
+    print(f"{reproduced} of {len(rows)} case(s) reproduced bit-identically")
+    return 0 if reproduced == len(rows) else 5
+
+
 def _cmd_evaluate(args) -> int:
     import shlex
     from pathlib import Path
@@ -371,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop starting training iterations and cases after this many minutes (checkpoints kept; "
                           "the same command resumes; exit status 4 when stopped)")
     _add_execution_flags(run)
-    run.add_argument("--threads", type=int, default=None, help="torch threads per task (default: cores / workers)")
+    run.add_argument("--threads", type=int, default=None, help="torch threads per task (default 1: the workers give "
+                     "the parallelism; another count may change a case's last bits, and its record says which)")
     run.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
     run.add_argument("--slurm-partition", default=None)
     run.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
@@ -449,6 +495,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="report file (default reports/external-TARGET-SCALE.md)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
+
+    bundle = sub.add_parser("bundle", help="result bundles: a store's finished cases packed with checksums, to "
+                            "commit and reopen on another machine (fpbench/run/bundle.py)")
+    bundle.add_argument("action", choices=["write", "open", "verify"],
+                        help="write: add the finished cases of SUITE at --scale in --results to the bundle PATH "
+                             "(a rerun adds the cases finished since); open: copy the verified bundle PATH into "
+                             "--results, where `fpbench report` and the claim suite read it; verify: check PATH's "
+                             "checksums")
+    bundle.add_argument("path", help="the bundle's directory (e.g. bundles/paper-converged)")
+    bundle.add_argument("--suite", default="paper", help="write: whose cases (its score-model suite's too)")
+    bundle.add_argument("--scale", default=None, help="write: the scale (required there)")
+    bundle.add_argument("--seeds", type=_positive_int, default=None)
+    bundle.add_argument("--results", default=None)
+    bundle.set_defaults(func=_cmd_bundle)
+
+    audit = sub.add_parser("audit", help="retrain N randomly chosen cases of a bundle from scratch and compare "
+                           "their weights, samples and metrics with the bundle's")
+    audit.add_argument("path", help="the bundle's directory")
+    audit.add_argument("--cases", type=_positive_int, default=2, help="how many cases (default 2)")
+    audit.add_argument("--seed", type=int, default=0, help="which cases: the random choice's seed")
+    audit.add_argument("--work", default=None, help="an empty folder for the retrained cases (default: a "
+                       "temporary one, removed afterwards)")
+    audit.set_defaults(func=_cmd_audit)
 
     lab = sub.add_parser("lab", help="the error-injection lab: exact scores with planted errors (no training) -> "
                          "claims L1-L4 and reports/lab.md (resumable)")

@@ -68,11 +68,12 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
          ensemble: bool = True, compile: bool | None = None, deadline: float | None = None,
          progress: bool = False) -> list[Task]:
     """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone.
-    ``compile`` unset: ``default_compile``, the same for every command, so that a case trains by the same
-    arithmetic (and to the same weights) whichever command runs it."""
+    ``compile`` unset: ``default_compile``; ``threads`` unset: ``DEFAULT_THREADS``: the same for every
+    command, so that a case trains by the same arithmetic (and to the same weights) whichever runs it."""
     from .pipeline import ensemble_key
 
     compile = default_compile(device) if compile is None else compile
+    threads = DEFAULT_THREADS if threads is None else threads
 
     groups: dict[str, list] = {}
     singles = []
@@ -358,11 +359,8 @@ def fast_settings(executor: str | None = None, workers: int | None = None, compi
     return ExecutionSettings(executor, workers, compile)
 
 
-def default_threads(kind: str, workers: int) -> int | None:
-    """Torch threads per task: this process's default in process, the cores shared among local workers."""
-    if kind == "inprocess":
-        return None
-    return max(1, available_cores() // max(workers, 1))
+DEFAULT_THREADS = 1  # torch threads per task: the process pool gives the parallelism (one worker per core), and
+# a fixed count keeps a case's numbers its own (compiled loss terms reduce in an order that follows it)
 
 
 def run_tasks(tasks: list[Task], executor, log=print) -> list[Outcome]:

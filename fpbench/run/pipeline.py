@@ -123,7 +123,16 @@ def _repair(case: Case, store: Store, device, log) -> None:
 
 def retrain(case: Case, store: Store, device, recorded: dict, log=print) -> None:
     """Train ``case`` again by the path ``recorded`` (its train record) names: an ensemble (of one) with the
-    loss terms compiled or not, or the per-model loop."""
+    loss terms compiled or not, or the per-model loop, on the torch threads it names."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recorded.get("threads", threads))
+    try:
+        _retrain(case, store, device, recorded, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _retrain(case: Case, store: Store, device, recorded: dict, log) -> None:
     if recorded.get("path", "ensemble") == "ensemble" and ensemble_key(case) is not None:
         failed = train_group([case], store, device, log, compile=recorded.get("compiled", False))
         if failed:
@@ -202,7 +211,8 @@ def train_group(members: list[Case], store: Store, device=None, log=print, compi
             log(f"failed {case.label} [{case.key}]: {res}")
             continue
         _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
-                              "ensemble": len(members), "path": "ensemble", "compiled": compiled_in_effect(compile)},
+                              "ensemble": len(members), "path": "ensemble", "compiled": compiled_in_effect(compile),
+                              "threads": torch.get_num_threads()},
                       out)
     ckpt.unlink(missing_ok=True)
     return failed
@@ -275,7 +285,8 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
     ckpt = out / "checkpoint.pt"
     result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
                    checkpoint=ckpt, progress=progress, device=device, deadline=deadline)
-    info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history, "path": "loop"}
+    info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history, "path": "loop",
+            "threads": torch.get_num_threads()}
     _save_trained(model, info, out)
     ckpt.unlink(missing_ok=True)
     return info

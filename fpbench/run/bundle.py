@@ -1,0 +1,210 @@
+"""Result bundles: a results store's finished cases packed so that they outlive the machine.
+
+A bundle is a directory that is itself a read-only results store (``fpbench.run.store``), with a
+manifest of what it holds:
+
+    <bundle>/manifest.json           format, fpbench / torch / Python versions, platform, the suite and
+                                     scale it was written for, every case (key and label) and the
+                                     sha256 of every file below
+    <bundle>/<case key>/config.json  the resolved configuration
+    <bundle>/<case key>/model.pt     the trained weights (about 53 kB for the authors' network)
+    <bundle>/<case key>/train.json   loss history, training time, the path it trained by
+    <bundle>/<case key>/samples.npz  the samplers' 64 x 64 node counts (and their first 2,000 points)
+    <bundle>/<case key>/metrics.json every metric and the convergence evidence
+    <bundle>/floors/<key>.json       the noise floors the cases read
+
+``write_bundle`` adds a store's finished cases to a bundle (a rerun adds the cases finished since, so a
+long run chunked with ``--max-minutes`` can be bundled and committed chunk by chunk); ``verify_bundle``
+checks every file against the manifest and names the first that is missing or altered; ``open_bundle``
+copies a verified bundle into a results store, where reports and the claim suite read it without
+training; ``audit`` retrains randomly chosen cases from scratch and compares what they give with what
+the bundle holds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+from .store import SAMPLES_FILE, Store, read_json, write_json
+
+FORMAT = "fpbench-bundle/1"
+MANIFEST = "manifest.json"
+CASE_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "metrics.json")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: no manifest, another format, a missing or altered file."""
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _environment() -> dict:
+    import torch
+
+    from .. import __version__
+
+    return {"fpbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+            "platform": platform.platform(), "machine": platform.machine()}
+
+
+def read_manifest(bundle: Path) -> dict:
+    path = Path(bundle) / MANIFEST
+    if not path.exists():
+        raise BundleError(f"{bundle} is not an fpbench bundle: no {MANIFEST}")
+    manifest = read_json(path)
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: format {manifest.get('format')!r}, this fpbench reads {FORMAT!r}")
+    return manifest
+
+
+def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: str) -> dict:
+    """Add the finished ``cases`` of the store at ``store_root`` to the bundle ``out`` (created if needed; the
+    cases it already holds are kept, verified); returns the manifest, written last."""
+    store, out = Store(Path(store_root)), Path(out)
+    manifest = read_manifest(out) if (out / MANIFEST).exists() else {
+        "format": FORMAT, "suite": suite, "scale": scale, "cases": {}, "files": {}}
+    if manifest["cases"]:
+        verify_bundle(out)
+    for case in cases:
+        if not store.is_done(case.key) or case.key in manifest["cases"]:
+            continue
+        src = store.case_dir(case.key)
+        missing = [f for f in CASE_FILES if not (src / f).exists()]
+        if missing:
+            raise BundleError(f"case {case.label} [{case.key}] is finished but lacks {', '.join(missing)}: "
+                              "rerun it (`fpbench run` repairs it) before bundling")
+        for name in CASE_FILES:
+            _copy(src / name, out, f"{case.key}/{name}", manifest)
+        for floor in _floor_files(store, read_json(src / "metrics.json")):
+            _copy(floor, out, f"floors/{floor.name}", manifest)
+        manifest["cases"][case.key] = case.label
+    manifest.update(_environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _copy(src: Path, bundle: Path, rel: str, manifest: dict) -> None:
+    dst = bundle / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    manifest["files"][rel] = sha256(dst)
+
+
+def _floor_files(store: Store, record: dict) -> list[Path]:
+    """The store's noise-floor files of this case's target (its floors, and the exact score's oracle's)."""
+    target = record["config"]["target"]
+    return [p for p in sorted((store.root / "floors").glob("*.json"))
+            if read_json(p).get("spec", {}).get("target") == target]
+
+
+def verify_bundle(bundle: Path) -> dict:
+    """The manifest, once every file it lists is present with its checksum; else a BundleError naming the
+    first file that is missing or altered."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    for rel, digest in manifest["files"].items():
+        path = bundle / rel
+        if not path.exists():
+            raise BundleError(f"bundle {bundle} is damaged: {rel} is missing")
+        if sha256(path) != digest:
+            raise BundleError(f"bundle {bundle} is damaged: {rel} does not match its checksum in {MANIFEST}")
+    return manifest
+
+
+def open_bundle(bundle: Path, store_root: Path) -> Store:
+    """Copy a verified bundle's files into the results store at ``store_root`` (files the store already has
+    with the same checksum are left); returns the store, ready for ``fpbench report`` and the claim suite."""
+    manifest = verify_bundle(bundle)
+    store = Store(Path(store_root)).check_writable()
+    for rel, digest in manifest["files"].items():
+        dst = store.root / rel
+        if dst.exists() and sha256(dst) == digest:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(bundle) / rel, dst)
+    return store
+
+
+def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print) -> list[dict]:
+    """Retrain ``n`` of the bundle's cases, chosen at random (``seed``), from scratch in a fresh store at
+    ``work`` (training by the path its record names, sampling, metrics: the whole case) and compare each
+    with the bundle's: one row per case (``compare_case``)."""
+    import random
+
+    from .execute import InProcess, plan, run_tasks
+    from .suite import Case
+
+    bundle = Path(bundle)
+    manifest = verify_bundle(bundle)
+    keys = random.Random(seed).sample(sorted(manifest["cases"]), min(n, len(manifest["cases"])))
+    cases = [Case(read_json(bundle / key / "config.json")) for key in keys]
+    for key, case in zip(keys, cases):
+        if case.key != key:
+            raise BundleError(f"bundle {bundle}: {key}/config.json hashes to {case.key}, not to its own key")
+    store = Store(Path(work)).check_writable()
+    if any(store.is_done(key) for key in keys):
+        raise BundleError(f"{store.root} already holds finished cases of this audit: give an empty --work folder")
+    paths: dict[tuple, list] = {}  # by the path each case's record says it trained by
+    for case in cases:
+        paths.setdefault(_recorded_path(bundle, case.key), []).append(case)
+    for (compiled, threads), chosen in paths.items():
+        run_tasks(plan(chosen, store.root, threads=threads, compile=compiled), InProcess(), log=log)
+    return [compare_case(bundle, store.root, case, manifest) for case in cases]
+
+
+def _recorded_path(bundle: Path, key: str) -> tuple[bool, int | None]:
+    """(compiled loss terms, torch threads) of the case's training, as its record says."""
+    train = read_json(Path(bundle) / key / "metrics.json")["train"]
+    return bool(train.get("compiled", False)), train.get("threads")
+
+
+def compare_case(bundle: Path, root: Path, case, manifest: dict) -> dict:
+    """A retrained case against the bundle's: whether its weights and sampler output are the same bytes, the
+    largest weight difference, and every metric's largest relative difference (times left out)."""
+    import numpy as np
+    import torch
+
+    from .store import flatten_metrics, read_npz
+
+    mine, theirs = Path(root) / case.key, Path(bundle) / case.key
+    if not (mine / "metrics.json").exists():
+        return {"case": case.label, "key": case.key, "verdict": "not reproduced: the retrained case did not finish"}
+    a, b = (torch.load(d / "model.pt", weights_only=True) for d in (theirs, mine))
+    weight_diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+    sa, sb = read_npz(theirs / SAMPLES_FILE), read_npz(mine / SAMPLES_FILE)
+    samples_same = sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa if k != "seconds")
+    ra, rb = flatten_metrics(read_json(theirs / "metrics.json")), flatten_metrics(read_json(mine / "metrics.json"))
+    diffs = {k: _relative(ra[k], rb.get(k)) for k in ra if _numeric(ra[k]) and "seconds" not in k}
+    worst = max(diffs, key=lambda k: diffs[k]) if diffs else None
+    identical = weight_diff == 0.0 and samples_same and all(d == 0.0 for d in diffs.values())
+    here = _environment()
+    same_platform = all(manifest.get(k) == here[k] for k in ("torch", "machine"))
+    return {"case": case.label, "key": case.key, "weights identical": weight_diff == 0.0,
+            "largest weight difference": weight_diff, "samples identical": samples_same,
+            "metrics compared": len(diffs), "metrics differing": sum(d > 0 for d in diffs.values()),
+            "largest relative metric difference": diffs[worst] if worst else 0.0, "where": worst or "—",
+            "verdict": "reproduced, bit-identical" if identical else
+            f"differs ({'same' if same_platform else 'another'} platform: bundle torch {manifest.get('torch')} on "
+            f"{manifest.get('machine')}, here torch {here['torch']} on {here['machine']})"}
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _relative(a, b) -> float:
+    """|a - b| / max(|a|, |b|) (0 for two equal values, NaN included; inf where one is missing)."""
+    import math
+
+    if b is None or not _numeric(b):
+        return math.inf
+    if a == b or (math.isnan(a) and math.isnan(b)):
+        return 0.0
+    return abs(a - b) / max(abs(a), abs(b))

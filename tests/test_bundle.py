@@ -1,0 +1,115 @@
+"""Result bundles (fpbench/run/bundle.py): written from a store, verified by checksums, opened into a store
+that reports read without training, audited by retraining cases from scratch, and refused clearly when
+damaged."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fpbench.cli import main
+from fpbench.run import bundle as bd
+from fpbench.run.store import read_json
+
+from .test_pipeline import GOOD, _metrics_by_key, _write_suite
+
+
+@pytest.fixture(scope="module")
+def smoke_bundle(tmp_path_factory):
+    """(suite file, its store, a bundle of its finished cases) of one GOOD run at smoke."""
+    folder = tmp_path_factory.mktemp("bundle")
+    suite = _write_suite(folder, GOOD)
+    assert main(["run", suite, "--scale", "smoke", "--results", str(folder / "results"), "--quiet"]) == 0
+    assert main(["bundle", "write", str(folder / "bundle"), "--suite", suite, "--scale", "smoke", "--results",
+                 str(folder / "results")]) == 0
+    return suite, folder / "results", folder / "bundle"
+
+
+def test_a_bundle_holds_every_finished_case_with_its_checksums(smoke_bundle):
+    _suite, store, bundle = smoke_bundle
+    manifest = bd.verify_bundle(bundle)
+    assert set(manifest["cases"]) == set(_metrics_by_key(store)) and len(manifest["cases"]) == 2
+    for key in manifest["cases"]:
+        for name in bd.CASE_FILES:
+            assert manifest["files"][f"{key}/{name}"] == bd.sha256(store / key / name)
+    assert any(rel.startswith("floors/") for rel in manifest["files"])
+    assert manifest["format"] == bd.FORMAT and manifest["torch"] and manifest["fpbench"]
+    assert not list(bundle.glob("*/checkpoint.pt")) and not list(bundle.glob("*/.lock"))
+
+
+def test_a_report_from_an_opened_bundle_trains_nothing_and_gives_the_stores_numbers(smoke_bundle, tmp_path,
+                                                                                    monkeypatch):
+    from fpbench.train import ensemble, loop
+
+    suite, store, bundle = smoke_bundle
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a report from a bundle must not train")
+
+    monkeypatch.setattr(loop, "train", no_training)
+    monkeypatch.setattr(ensemble, "train_ensemble", no_training)
+    opened = tmp_path / "opened"
+    assert main(["bundle", "open", str(bundle), "--results", str(opened)]) == 0
+    assert _metrics_by_key(opened) == _metrics_by_key(store)
+    assert main(["run", suite, "--scale", "smoke", "--results", str(opened), "--quiet"]) == 0  # all done: skipped
+    out = tmp_path / "report.md"
+    assert main(["report", suite, "--scale", "smoke", "--results", str(opened), "--out", str(out),
+                 "--calibration-reps", "10"]) == 0
+    assert "from 2 finished case(s)" in out.read_text()
+
+
+def test_an_audit_retrains_cases_from_scratch_to_the_same_bytes(smoke_bundle, tmp_path, capsys):
+    _suite, _store, bundle = smoke_bundle
+    rows = bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)
+    assert len(rows) == 2 and all(r["verdict"] == "reproduced, bit-identical" for r in rows), rows
+    assert all(r["weights identical"] and r["samples identical"] and r["metrics compared"] > 20 for r in rows)
+    assert main(["audit", str(bundle), "--cases", "1"]) == 0
+    assert "1 of 1 case(s) reproduced bit-identically" in capsys.readouterr().out
+
+
+def test_an_audit_names_what_differs(smoke_bundle, tmp_path):
+    """A bundle whose stored model is another one (here: the other case's weights, checksums rewritten to
+    match): the audit says the weights differ, by how much."""
+    _suite, _store, original = smoke_bundle
+    bundle = Path(shutil.copytree(original, tmp_path / "swapped"))
+    manifest = read_json(bundle / bd.MANIFEST)
+    first, second = sorted(manifest["cases"])
+    shutil.copyfile(bundle / second / "model.pt", bundle / first / "model.pt")
+    manifest["files"][f"{first}/model.pt"] = bd.sha256(bundle / first / "model.pt")
+    (bundle / bd.MANIFEST).write_text(json.dumps(manifest))
+    rows = {r["key"]: r for r in bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)}
+    assert not rows[first]["weights identical"] and rows[first]["largest weight difference"] > 0
+    assert rows[first]["verdict"].startswith("differs") and rows[second]["verdict"] == "reproduced, bit-identical"
+
+
+@pytest.mark.parametrize("damage", ["missing", "altered"])
+def test_a_damaged_bundle_is_a_one_line_error_naming_the_file(smoke_bundle, tmp_path, capsys, damage):
+    _suite, _store, original = smoke_bundle
+    bundle = Path(shutil.copytree(original, tmp_path / "damaged"))
+    key = sorted(read_json(bundle / bd.MANIFEST)["cases"])[0]
+    target = bundle / key / "metrics.json"
+    if damage == "missing":
+        target.unlink()
+    else:
+        target.write_text(target.read_text().replace('"seed": 0', '"seed": 1', 1))
+    assert main(["bundle", "open", str(bundle), "--results", str(tmp_path / "opened")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{key}/metrics.json" in err
+    assert ("is missing" if damage == "missing" else "does not match its checksum") in err
+    assert not (tmp_path / "opened").exists()
+    assert main(["bundle", "verify", str(tmp_path / "nowhere")]) == 2
+    assert "not an fpbench bundle" in capsys.readouterr().err
+
+
+def test_a_bundle_grows_with_the_cases_finished_since(smoke_bundle, tmp_path):
+    """A long run bundled chunk by chunk: a case finished later is added, the earlier ones kept."""
+    suite, store, _bundle = smoke_bundle
+    partial = Path(shutil.copytree(store, tmp_path / "partial"))
+    later = sorted(_metrics_by_key(store))[1]
+    (partial / later / "metrics.json").unlink()  # not finished yet
+    grown = tmp_path / "grown"
+    assert main(["bundle", "write", str(grown), "--suite", suite, "--scale", "smoke", "--results", str(partial)]) == 0
+    assert later not in read_json(grown / bd.MANIFEST)["cases"]
+    assert main(["bundle", "write", str(grown), "--suite", suite, "--scale", "smoke", "--results", str(store)]) == 0
+    assert set(bd.verify_bundle(grown)["cases"]) == set(_metrics_by_key(store))
