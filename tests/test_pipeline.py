@@ -679,3 +679,25 @@ def test_a_repair_that_cannot_take_the_recorded_path_recomputes_what_the_weights
     fresh = json.loads((store / key / "metrics.json").read_text())  # rewritten: the tampered history is gone
     assert fresh["train"]["history"] == json.loads((reference / key / "metrics.json").read_text())["train"]["history"]
     assert _metrics_by_key(store)[key] == _metrics_by_key(reference)[key]  # recomputed from the same weights
+
+
+def test_a_new_metric_setting_reevaluates_stored_models_without_retraining_them(tmp_path, good_run, capsys):
+    """Changing a metrics setting changes every case key (the key hashes all settings), but not the training
+    key: the rerun measures the stored models again and trains nothing; the trained weights are read, not
+    rewritten (the old case's model.pt keeps its bytes and its time)."""
+    import shutil
+
+    suite, reference = good_run
+    store = Path(shutil.copytree(reference, tmp_path / "store"))
+    old = {p.parent.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store.glob("*/model.pt")}
+    changed = _write_suite(tmp_path, Path(suite).read_text().replace("n_boot = 2", "n_boot = 3"), "changed.toml")
+    capsys.readouterr()
+    assert main(["run", changed, "--scale", "smoke", "--results", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "train " not in out and out.count("reuse  ") == 2, out
+    new = {p.parent.name: p.read_bytes() for p in store.glob("*/model.pt") if p.parent.name not in old}
+    assert len(new) == 2 and sorted(new.values()) == sorted(b for b, _ in old.values())
+    assert {p.parent.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store.glob("*/model.pt")
+            if p.parent.name in old} == old
+    fresh = [read_json(store / key / "metrics.json") for key in new]
+    assert all(r["config"]["metrics"]["n_boot"] == 3 for r in fresh)

@@ -173,7 +173,8 @@ def train_groups(cases: list[Case], store: Store, device=None, log=print, compil
     it is marked failed in the store and returned as {key: reason}; the others finish."""
     groups: dict[str, list[Case]] = {}
     for case in cases:
-        trained = store.is_done(case.key) or _stored_weights(store.case_dir(case.key)) is not None
+        trained = (store.is_done(case.key) or _stored_weights(store.case_dir(case.key)) is not None
+                   or store.trained_source(case) is not None)
         key = None if trained else ensemble_key(case)
         if key is not None:
             groups.setdefault(key, []).append(case)
@@ -216,6 +217,20 @@ def train_group(members: list[Case], store: Store, device=None, log=print, compi
                       out)
     ckpt.unlink(missing_ok=True)
     return failed
+
+
+def _reuse_training(case: Case, source, out, log) -> None:
+    """Copy the weights and history of ``source`` (a case with ``case``'s training settings, ``train_key``)
+    into ``case``'s directory: a case that differs only in how it is sampled or measured is evaluated on the
+    same model, never retrained."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "train.json"):
+        tmp = out / f".{name}.tmp"
+        shutil.copyfile(source / name, tmp)
+        tmp.replace(out / name)
+    log(f"reuse  {case.label} [{case.key}]: the weights trained for case {source.name} (same training settings)")
 
 
 def _save_trained(model, info: dict, out) -> None:
@@ -276,6 +291,9 @@ def _stored_weights(out):
 
 def _trained(case, model, method, target, sde, out, device, progress, log, deadline=None, store=None) -> dict:
     weights, info = _stored_weights(out), Store.cached(out / "train.json")
+    if (weights is None or info is None) and store is not None and (source := store.trained_source(case)):
+        _reuse_training(case, source, out, log)
+        weights, info = _stored_weights(out), Store.cached(out / "train.json")
     if weights is not None and info is not None:
         model.load_state_dict(weights)
         return info

@@ -91,6 +91,7 @@ class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.held: set[str] = set()  # keys of the cases whose locks this process holds (``case_lock``)
+        self._trained_index: dict[str, list[Path]] | None = None  # train key -> case dirs with weights
 
     def check_writable(self) -> Store:
         """Create the root if needed and write (then remove) a probe file in it; a StoreError naming
@@ -107,6 +108,23 @@ class Store:
 
     def case_dir(self, key: str) -> Path:
         return self.root / key
+
+    def trained_source(self, case) -> Path | None:
+        """A case directory of this store holding trained weights and history for ``case.train_key`` (the
+        same training settings; another case key where only sampling or metrics settings differ), or None.
+        Stores written before training keys existed are read the same way: each case's config says it."""
+        from .suite import Case
+
+        if self._trained_index is None:
+            self._trained_index = {}
+            for config in sorted(self.root.glob("*/config.json")):
+                folder = config.parent
+                if (folder / "model.pt").exists() and (folder / "train.json").exists():
+                    self._trained_index.setdefault(Case(read_json(config)).train_key, []).append(folder)
+        for folder in self._trained_index.get(case.train_key, []):
+            if (folder / "model.pt").exists() and (folder / "train.json").exists():
+                return folder
+        return None
 
     def samples(self, key: str) -> dict | None:
         """The case's stored sampler output (``samples_path``), or None when absent or damaged."""

@@ -42,6 +42,9 @@ class SuiteError(ValueError):
     """A malformed or inconsistent suite file."""
 
 
+TRAINING_SECTIONS = ("target", "sde", "model", "method", "train", "seed")  # what the weights depend on
+
+
 @dataclass(frozen=True)
 class Case:
     """One fully resolved configuration: target x SDE x model x method x train x sample x metrics x seed."""
@@ -52,6 +55,14 @@ class Case:
     def key(self) -> str:
         """Hash of the resolved configuration (labels excluded): the results directory's name."""
         hashed = {k: v for k, v in self.config.items() if k not in ("suite", "scale")}
+        blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def train_key(self) -> str:
+        """Hash of the settings that determine the trained weights (``TRAINING_SECTIONS``): cases that differ
+        only in how they are sampled or measured share their training (``Store.trained_source``)."""
+        hashed = {k: self.config[k] for k in TRAINING_SECTIONS if k in self.config}
         blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
