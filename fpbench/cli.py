@@ -6,9 +6,20 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 
 # torch emits DeprecationWarnings from its own internals on import; they are not the user's concern.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
+
+
+# Exit statuses, one outcome each (listed in `fpbench --help`).
+EXIT = {"ok": 0, "error": 2, "failed": 3, "stopped": 4, "not reproduced": 5, "busy": 6, "interrupted": 130}
+EXIT_HELP = ("exit status: 0 done; 2 a user's error (one line; --debug shows the traceback); 3 some case or "
+             "training failed (its failed.json says why, with the traceback under --debug); 4 stopped by "
+             "--max-minutes (the same command resumes); 5 an audit did not reproduce a case; 6 cases left to "
+             "another fpbench process on the same store; 130 interrupted")
+REPORTS_DIR = Path("fpbench-reports")  # where reports go unless --out says: the working directory's, never the
+# repository's committed reports/ (those are written only when asked, with --out reports/NAME.md)
 
 
 class UserError(Exception):
@@ -70,12 +81,15 @@ def _cmd_run(args) -> int:
     if stopped:
         print(f"fpbench: stopped at the time budget (--max-minutes {args.max_minutes:g}) with {len(stopped)} case(s) "
               "unfinished; the same command resumes them from their checkpoints", file=sys.stderr)
-        return 4
+        return EXIT["stopped"]
+    if failed and args.debug:  # where each failure broke, from its failed.json
+        for o in failed:
+            print((store.failure(o.key) or {}).get("traceback", ""), file=sys.stderr)
     if busy:
         print(f"fpbench: {len(busy)} case(s) left to another fpbench process running them on this store; rerun "
               "the same command when it ends to collect them", file=sys.stderr)
-        return 3 if failed else 4
-    return 3 if failed else 0
+        return EXIT["failed"] if failed else EXIT["busy"]
+    return EXIT["failed"] if failed else EXIT["ok"]
 
 
 def _report_hint(args) -> str:
@@ -129,13 +143,16 @@ def _cmd_report(args) -> int:
     from .run.suite import load_suite, with_methods
 
     data = with_methods(load_suite(args.suite), args.method or [])
-    out = Path(args.out or f"reports/{data['suite']['name']}-{args.scale}.md")
+    out = Path(args.out or REPORTS_DIR / f"{data['suite']['name']}-{args.scale}.md")
     store = Store(results_root(args.results))
     if is_beyond(data):
         path = write_beyond_report(data, args.scale, store, out, args.seeds)
     else:
         path = write_report(data, args.scale, store, out, args.seeds, calibration_reps=args.calibration_reps)
     print(f"wrote {path}")
+    text = Path(path).read_text()
+    if "\n## Summary\n" in text:  # the verdicts on the terminal too
+        print(text.split("\n## Summary\n", 1)[1].split("\n## ", 1)[0].rstrip())
     return 0
 
 
@@ -146,7 +163,13 @@ def _cmd_compare(args) -> int:
     if code not in (0, 3):
         return code
     args.calibration_reps = 0
-    return _cmd_report(args) or code
+    args.out = args.out or str(REPORTS_DIR / f"{args.suite}-{args.scale}.md")
+    result = _cmd_report(args) or code
+    text = Path(args.out).read_text()
+    if "## Your method against the baseline" in text:  # the answer, on the terminal too
+        section = text.split("## Your method against the baseline", 1)[1].split("\n## ", 1)[0]
+        print("\nYour method against the baseline:" + section.split("\n\n", 2)[-1].rstrip())
+    return result
 
 
 def _cmd_list(args) -> int:
@@ -233,7 +256,7 @@ def _cmd_budget(args) -> int:
         except TimeBudgetReached as err:
             print(f"fpbench: {err} (--max-minutes {args.max_minutes:g}); the same command resumes from the "
                   f"checkpoints in {study_dir}", file=sys.stderr)
-            return 4
+            return EXIT["stopped"]
     report = ["fpbench", "budget", "report", "--dir", study_dir, "--out", args.out]
     command = " ".join(shlex.quote(str(p)) for p in report)
     print(f"wrote {write_budget_report(study_dir, Path(args.out), command)}")
@@ -270,6 +293,17 @@ def _cmd_bundle(args) -> int:
     return 0
 
 
+def _cmd_docs(args) -> int:
+    from .reports.reference_docs import cli_reference, settings_reference
+
+    folder = Path(args.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cli.md").write_text(cli_reference(build_parser()))
+    (folder / "settings.md").write_text(settings_reference())
+    print(f"wrote {folder / 'cli.md'} and {folder / 'settings.md'}")
+    return 0
+
+
 def _cmd_audit(args) -> int:
     import tempfile
     from pathlib import Path
@@ -283,7 +317,7 @@ def _cmd_audit(args) -> int:
     print(pd.DataFrame(rows).drop(columns=["key"]).to_markdown(index=False, floatfmt=".3g"))
     reproduced = sum(r["verdict"].startswith("reproduced") for r in rows)
     print(f"{reproduced} of {len(rows)} case(s) reproduced bit-identically")
-    return 0 if reproduced == len(rows) else 5
+    return EXIT["ok"] if reproduced == len(rows) else EXIT["not reproduced"]
 
 
 def _cmd_evaluate(args) -> int:
@@ -296,7 +330,7 @@ def _cmd_evaluate(args) -> int:
     log = (lambda message: None) if args.quiet else print  # noqa: E731
     pairs = evaluate_model(args.model, args.target, args.scale, args.suite, args.seeds, args.results, args.device,
                            log=log)
-    out = Path(args.out or f"reports/external-{args.target}-{args.scale}.md")
+    out = Path(args.out or REPORTS_DIR / f"external-{args.target}-{args.scale}.md")
     command = " ".join(shlex.quote(a) for a in ["fpbench", "evaluate", args.model, "--target", args.target,
                                                   "--scale", args.scale, "--suite", args.suite,
                                                   "--seeds", str(args.seeds), "--out", str(out)])
@@ -315,7 +349,7 @@ def _cmd_lab(args) -> int:
     started = time.perf_counter()
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
     frame = run_lab(args.scale, str(results_root(args.results)), log=log, workers=args.workers)
-    out = Path(args.out or ("reports/lab.md" if args.scale == "quick" else f"reports/lab-{args.scale}.md"))
+    out = Path(args.out or REPORTS_DIR / ("lab.md" if args.scale == "quick" else f"lab-{args.scale}.md"))
     command = f"fpbench lab --scale {args.scale}" + (f" --out {args.out}" if args.out else "")
     print(f"wrote {write_report(frame, load_lab(args.scale), out, command, time.perf_counter() - started)}")
     return 0
@@ -343,7 +377,7 @@ def _cmd_reference(args) -> int:
         tables = {"tables": tuple(args.tables.split(","))} if args.tables else {}
         study = run_study(root, results_root(args.results) / "reference" / "intervals", Settings(reps=args.reps),
                           **tables)
-        out = Path(args.out or "reports/paper-intervals.md")
+        out = Path(args.out or REPORTS_DIR / "paper-intervals.md")
         command = "fpbench reference intervals" + (f" --tables {args.tables}" if args.tables else "")
         print(f"wrote {write_intervals_report(study, out, command)}")
         return 0
@@ -357,7 +391,7 @@ def _cmd_reference(args) -> int:
     from .reports.reference_report import write_reference_report
 
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
-    out = write_reference_report(root, results_root(args.results), Path(args.out or "reports/reference.md"),
+    out = write_reference_report(root, results_root(args.results), Path(args.out or REPORTS_DIR / "reference.md"),
                                  run=not args.no_run, log=log, compile=not args.no_compile)
     print(f"wrote {out}")
     return 0
@@ -378,7 +412,8 @@ def _reference_claims(root, args) -> int:
     else:
         log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
         df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile)
-    out = write_authors_report(df, records, missing, Path(args.out or "reports/reference-claims.md"), str(store_root),
+    out = write_authors_report(df, records, missing, Path(args.out or REPORTS_DIR / "reference-claims.md"),
+                               str(store_root),
                                args.calibration_reps, args.seeds)
     print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else ""))
     return 0
@@ -387,7 +422,7 @@ def _reference_claims(root, args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fpbench", description=__doc__, epilog=EXIT_HELP)
     parser.add_argument("--version", action="version", version=f"fpbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -414,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train every case on its own (default: same-shape cases train as one ensemble)")
     run.add_argument("--max-minutes", type=float, default=None,
                      help="stop starting training iterations and cases after this many minutes (checkpoints kept; "
-                          "the same command resumes; exit status 4 when stopped)")
+                          "the same command resumes; exit status 4 when stopped, 6 when another process holds cases)")
     _add_execution_flags(run)
     run.add_argument("--threads", type=int, default=None, help="torch threads per task (default 1: the workers give "
                      "the parallelism; another count may change a case's last bits, and its record says which)")
@@ -433,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--scale", required=True)
     comp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     comp.add_argument("--results", default=None)
-    comp.add_argument("--out", default=None, help="report file (default reports/SUITE-SCALE.md)")
+    comp.add_argument("--out", default=None, help=f"report file (default {REPORTS_DIR}/SUITE-SCALE.md)")
     comp.add_argument("--quiet", action="store_true")
     _add_execution_flags(comp)
     comp.add_argument("--max-minutes", type=float, default=None,
@@ -441,14 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(func=_cmd_compare, **_defaults_not_in(run, comp))  # run's execution defaults, declared once
 
 
-    report = sub.add_parser("report", help="write reports/SUITE-SCALE.md from the results")
+    report = sub.add_parser("report", help=f"write {REPORTS_DIR}/SUITE-SCALE.md (in the working directory) from "
+                            "the results; the repository's committed reports are written only with --out reports/...")
     report.add_argument("suite")
     report.add_argument("--scale", required=True)
     report.add_argument("--seeds", type=_positive_int, default=None)
     report.add_argument("--calibration-reps", type=int, default=1000,
                         help="synthetic data sets per claim test in the calibration section (default 1000)")
     report.add_argument("--results", default=None)
-    report.add_argument("--out", default=None, help="output file (default reports/SUITE-SCALE.md)")
+    report.add_argument("--out", default=None, help=f"output file (default {REPORTS_DIR}/SUITE-SCALE.md)")
     report.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
                         help="include the cases of this method run with `fpbench run --method` (repeatable)")
     report.set_defaults(func=_cmd_report)
@@ -478,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop training after this many minutes, at a checkpoint the same command resumes from")
     budget.add_argument("--dir", default="reports/budget-records",
                         help="the study's records (<schedule>.json, kept in the repository) and its working files")
-    budget.add_argument("--out", default="reports/budget.md")
+    budget.add_argument("--out", default=str(REPORTS_DIR / "budget.md"), help="the report (the repository's: "
+                        "--out reports/budget.md)")
     budget.set_defaults(func=_cmd_budget)
 
     ev = sub.add_parser("evaluate", help="a model trained elsewhere (module:factory, file.py:factory or a "
@@ -492,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seeds 0..K-1: a factory taking `seed` builds one model per seed; paired tests need 2+")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ev.add_argument("--results", default=None)
-    ev.add_argument("--out", default=None, help="report file (default reports/external-TARGET-SCALE.md)")
+    ev.add_argument("--out", default=None, help=f"report file (default {REPORTS_DIR}/external-TARGET-SCALE.md)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -510,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--results", default=None)
     bundle.set_defaults(func=_cmd_bundle)
 
+    docs = sub.add_parser("docs", help="regenerate docs/cli.md and docs/settings.md from the code")
+    docs.add_argument("--dir", default="docs", help="where (default docs/ of the working directory)")
+    docs.set_defaults(func=_cmd_docs)
+
     audit = sub.add_parser("audit", help="retrain N randomly chosen cases of a bundle from scratch and compare "
                            "their weights, samples and metrics with the bundle's")
     audit.add_argument("path", help="the bundle's directory")
@@ -523,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "claims L1-L4 and reports/lab.md (resumable)")
     lab.add_argument("--scale", default="quick", help="a scale of suites/lab.toml (default quick)")
     lab.add_argument("--results", default=None)
-    lab.add_argument("--out", default=None, help="report file (default reports/lab.md at quick, else "
-                     "reports/lab-SCALE.md)")
+    lab.add_argument("--out", default=None, help=f"report file (default {REPORTS_DIR}/lab.md at quick, else "
+                     f"{REPORTS_DIR}/lab-SCALE.md)")
     lab.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
                      help="processes of one thread each (default: one per core)")
     lab.add_argument("--quiet", action="store_true")
@@ -542,8 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "yardstick)")
     ref.add_argument("--dir", default=None, help="artefacts (default $FPBENCH_REFERENCE or ../shared/paper/reference)")
     ref.add_argument("--results", default=None)
-    ref.add_argument("--out", default=None, help="report file (default reports/reference.md for evaluate, "
-                     "reports/paper-intervals.md for intervals, reports/reference-claims.md for claims)")
+    ref.add_argument("--out", default=None, help=f"report file (default {REPORTS_DIR}/reference.md for evaluate, "
+                     "paper-intervals.md for intervals, reference-claims.md for claims)")
     ref.add_argument("--tables", default=None, help="intervals: only these tables (w2_ode_sde,w2_ode_p0,w2_sde_p0)")
     ref.add_argument("--reps", type=int, default=10, help="intervals: bootstrap replicates per cell")
     ref.add_argument("--seeds", type=_positive_int, default=None,
@@ -614,15 +655,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"fpbench: error: {err} (--debug shows the traceback)", file=sys.stderr)
-        return 2
+        return EXIT["error"]
     except TrainingError as err:
         if args.debug:
             raise
         print(f"fpbench: training failed: {err}", file=sys.stderr)
-        return 3
+        return EXIT["failed"]
     except KeyboardInterrupt:
         print("fpbench: interrupted; finished work is stored, rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT["interrupted"]
 
 
 if __name__ == "__main__":

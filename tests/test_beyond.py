@@ -101,6 +101,39 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     summary = text[text.index("## Summary"):text.index("## Do the paper's claims")]
     assert "score-FP: **" in summary and "- **Convergence**: " in summary  # the one swept regulariser
     assert " n/a" not in text
+    # is my method better? answered first, per target and distance, on the report and the terminal
+    assert text.index("## Your method against the baseline") < text.index("## Summary")
+    answer = text[text.index("## Your method against the baseline"):text.index("## Summary")]
+    lines = [line for line in answer.splitlines() if line.startswith("- RampedFP (--method")]
+    assert len(lines) == 3 * 4  # 3 distances x (2 targets + pooled + ...) : every row of the ranking
+    assert all("cannot tell: " in line and "fail the convergence gate" in line for line in lines)  # 200 steps
+    assert "Your method against the baseline:" in capsys.readouterr().out
+
+
+def test_versus_baseline_says_better_worse_or_not_distinguishable_with_the_ratio():
+    from fpbench.analysis.compare import versus_baseline
+
+    row = {"p_lower": 0.01, "p_higher": 0.99, "log_ratio": 0.5, "log_ratio_low": 0.2, "log_ratio_high": 0.8,
+           "pairs": 6}
+    assert versus_baseline(row, 0.05, None).startswith("**better** (lower; p = 0.01): 0.607x the baseline's")
+    assert versus_baseline(row | {"p_lower": 0.99, "p_higher": 0.01}, 0.05, None).startswith("**worse**")
+    assert versus_baseline(row | {"p_lower": 0.3, "p_higher": 0.7}, 0.05, None).startswith("not distinguishable")
+    assert versus_baseline(row, 0.05, "2 of 4 models fail").startswith("cannot tell: 2 of 4")
+    assert "2 or more seeds" in versus_baseline({"p_lower": float("nan")}, 0.05, None)
+
+
+def test_reports_go_to_the_working_directory_not_the_repositorys_reports(tmp_path, monkeypatch):
+    from .test_pipeline import GOOD
+
+    repo_reports = Path(__file__).resolve().parents[1] / "reports"
+    before = {p: p.stat().st_mtime_ns for p in repo_reports.rglob("*") if p.is_file()}
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(suite), "--scale", "smoke", "--results", "r", "--quiet"]) == 0
+    assert main(["report", str(suite), "--scale", "smoke", "--results", "r"]) == 0
+    assert (tmp_path / "fpbench-reports" / "tiny-smoke.md").exists()
+    assert {p: p.stat().st_mtime_ns for p in repo_reports.rglob("*") if p.is_file()} == before
 
 
 def test_bench_reports_every_ratio(monkeypatch):

@@ -254,6 +254,14 @@ def test_a_failing_case_fails_alone_with_its_reason(tmp_path, capsys):
     report = tmp_path / "report.md"
     assert main(["report", path, "--scale", "smoke", "--results", str(results), "--out", str(report)]) == 0
     assert "failed: case blob/tests.plugins.methods:FragileMethod(fail=1)/seed0" in report.read_text()
+    # where it broke: the traceback is stored, and --debug prints it
+    assert "Traceback (most recent call last)" in failures[1]["traceback"] and "the user's loss broke" in \
+        failures[1]["traceback"]
+    for c in cases:  # a rerun retries the failed ones
+        store.clear_failure(c.key)
+    assert main(["--debug", "run", path, "--scale", "smoke", "--results", str(results), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("Traceback (most recent call last)") >= 2 and "tests/plugins/methods.py" in err  # one per case
 
 
 def test_corrupt_result_file_is_a_clear_error(tmp_path):
@@ -433,7 +441,7 @@ def test_two_runs_on_one_store_never_run_a_case_twice(tmp_path):
     done = [line.split()[1] for out in outputs for line in out.splitlines() if line.startswith("done ")]
     assert len(done) == len(set(done)) == 3, outputs  # every case run once, by one process
     assert "busy" in outputs[1], outputs[1]
-    assert second.returncode in (0, 4), outputs[1]  # 4: it left cases to the other process
+    assert second.returncode in (0, 6), outputs[1]  # 6: it left cases to the other process
     rerun = _run_cli(suite, root, extra=["--no-ensemble"])
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and out.count("skip ") == 3, out
@@ -701,3 +709,78 @@ def test_a_new_metric_setting_reevaluates_stored_models_without_retraining_them(
             if p.parent.name in old} == old
     fresh = [read_json(store / key / "metrics.json") for key in new]
     assert all(r["config"]["metrics"]["n_boot"] == 3 for r in fresh)
+
+
+def test_a_misspelt_model_key_is_a_suite_error_before_anything_runs(tmp_path, capsys):
+    suite = _write_suite(tmp_path, GOOD.replace("width = 8", "widht = 8"))
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "[model]" in err and "widht" in err
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").glob("*/config.json"))
+
+
+def test_an_unknown_target_for_evaluate_is_named_with_the_known_ones(tmp_path, capsys):
+    assert main(["evaluate", "examples/external_model.py:make_model", "--target", "nosuch", "--scale", "smoke",
+                 "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'nosuch'" in err and "blob" in err
+
+
+# ----- every printed setting is the one used -----------------------------------------------------------
+
+def test_sde_params_are_accepted_and_reach_the_sde(tmp_path):
+    from fpbench.run.suite import SuiteError, build, expand, load_suite
+
+    suite = _write_suite(tmp_path, GOOD + "[sde_params]\nT = 5.0\n")
+    case = expand(load_suite(suite), "smoke", 1)[0]
+    assert case.config["sde"]["params"] == {"T": 5.0} and build(case)[1].T == 5.0
+    with pytest.raises(SuiteError, match=r"\[sde_params\]: bad parameters for SDE 'ou'"):
+        load_suite(_write_suite(tmp_path, GOOD + "[sde_params]\nTT = 5.0\n", "bad.toml"))
+
+
+def test_noise_last_step_reaches_the_sde_sampler_and_only_it(tmp_path, monkeypatch):
+    from fpbench.core.samplers import refined_grid, sample_pair
+    from fpbench.core.sde import make_sde
+    from fpbench.core.targets import make_target
+    from fpbench.run import pipeline
+
+    target, sde = make_target("blob"), make_sde("ou")
+    score = lambda x, t: target.score(x, t, sde)  # noqa: E731
+    plain = sample_pair(score, sde, 200, 2, refined_grid(sde.T, 20), seed=0)
+    noisy = sample_pair(score, sde, 200, 2, refined_grid(sde.T, 20), seed=0, noise_last_step=True)
+    assert torch.equal(plain[0], noisy[0]) and not torch.equal(plain[1], noisy[1])
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["noise_last_step"])
+        return sample_pair(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "sample_pair", spy)
+    suite = _write_suite(tmp_path, GOOD.replace("chunk = 250 }", "chunk = 250, noise_last_step = true }"))
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "r"), "--quiet"]) == 0
+    assert seen == [True, True]
+
+
+def test_the_score_residual_uses_the_point_count_the_settings_table_prints(tmp_path, monkeypatch):
+    from fpbench.run import evaluate
+
+    counts = []
+    real = evaluate.score_fp_residual_mc
+
+    def spy(score, sde, dim, n, *args):
+        counts.append(n)
+        return real(score, sde, dim, n, *args)
+
+    monkeypatch.setattr(evaluate, "score_fp_residual_mc", spy)
+    suite = _write_suite(tmp_path, GOOD.replace("residual_points = 200", "residual_points = 200\n"
+                                                "score_residual_points = 7"))
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "r"), "--quiet"]) == 0
+    assert main(["report", suite, "--scale", "smoke", "--results", str(tmp_path / "r"), "--out",
+                 str(tmp_path / "r.md")]) == 0
+    assert counts == [7, 7] and "| score_residual_points | 7" in (tmp_path / "r.md").read_text()
+    unset = _write_suite(tmp_path, GOOD, "unset.toml")
+    counts.clear()
+    assert main(["run", unset, "--scale", "smoke", "--results", str(tmp_path / "u"), "--quiet"]) == 0
+    assert main(["report", unset, "--scale", "smoke", "--results", str(tmp_path / "u"), "--out",
+                 str(tmp_path / "u.md")]) == 0
+    assert counts == [20, 20] and "| score_residual_points | 20" in (tmp_path / "u.md").read_text()

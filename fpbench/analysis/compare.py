@@ -82,11 +82,39 @@ def ranking_frame(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
                     test = None
             if test is not None:
                 row.update({"p_lower": test.pvalue, "p_higher": test.pvalue_opposite, "log_ratio": test.effect,
-                            "pairs": test.n})
+                            "log_ratio_low": test.ci_low, "log_ratio_high": test.ci_high, "pairs": test.n})
             rows.append(row)
     out = pd.DataFrame(rows)
     out["rank"] = out.groupby(["target", "table"])["mean"].rank(method="min")
     return out
+
+
+def versus_baseline(row, alpha: float, not_converged: str | None) -> str:
+    """One ``ranking_frame`` row in words: better, worse or not distinguishable from the baseline (the paired
+    test's p and the ratio method / baseline with its 95% interval), or why it cannot tell."""
+    if not_converged:
+        return f"cannot tell: {not_converged}"
+    p_lower, p_higher = row.get("p_lower", np.nan), row.get("p_higher", np.nan)
+    if not np.isfinite(p_lower):
+        return ("cannot tell: no paired test (a sign-flip test needs 2 or more seeds of both, with finite W2²; "
+                "run with --seeds 2 or more)")
+    ratio = (f"{np.exp(-row['log_ratio']):.3g}x the baseline's [{np.exp(-row['log_ratio_high']):.3g}, "
+             f"{np.exp(-row['log_ratio_low']):.3g}], {int(row['pairs'])} pairs")
+    if p_lower <= alpha:
+        return f"**better** (lower; p = {p_lower:.2g}): {ratio}"
+    if p_higher <= alpha:
+        return f"**worse** (higher; p = {p_higher:.2g}): {ratio}"
+    return f"not distinguishable from the baseline (p = {min(p_lower, p_higher):.2g} either way): {ratio}"
+
+
+def gate_failures(df: pd.DataFrame, labels: list[str], target: str) -> str | None:
+    """Why ``labels``' models on ``target`` (all targets for the pooled rows) cannot be compared: how many
+    fail the convergence gate; None when all pass."""
+    rows = df[df["label"].isin(labels) & ((df["target"] == target) | target.startswith("all targets"))]
+    if rows.empty or "convergence.rel_error" not in rows:
+        return "no convergence evidence"
+    failing = int(cl.convergence_checks(rows)["fails"].map(bool).sum())
+    return f"{failing} of {len(rows)} models (yours and the baseline's) fail the convergence gate" if failing else None
 
 
 def decomposition_frame(df: pd.DataFrame) -> pd.DataFrame:

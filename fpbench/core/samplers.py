@@ -175,10 +175,12 @@ SDE_SAMPLERS = {"euler": euler_maruyama, "heun": heun_sde}
 
 
 def sample_pair(score, sde, n: int, dim: int, ts: torch.Tensor, seed: int, scheme: str = "euler",
-                chunk: int = 100_000, dtype=torch.float32, device=None, progress=None, sde_too: bool = True):
+                chunk: int = 100_000, dtype=torch.float32, device=None, progress=None, sde_too: bool = True,
+                noise_last_step: bool = False):
     """n ODE and n SDE samples of one model from the same prior points x_T ~ pi.
 
-    Chunk c uses generators seeded (seed, c), so the result does not depend on chunk order.
+    Chunk c uses generators seeded (seed, c), so the result does not depend on chunk order. The SDE's last
+    step adds no noise (the authors' code) unless ``noise_last_step``.
     Returns (x_ode, x_sde) as CPU tensors of shape (n, dim); with ``sde_too`` False, (x_ode, None)
     (the same ODE samples, the SDE not run).
     """
@@ -192,7 +194,7 @@ def sample_pair(score, sde, n: int, dim: int, ts: torch.Tensor, seed: int, schem
         x_T = sde.prior_sample(size, dim, gen, dtype=dtype, device=device)
         odes.append(ODE_SAMPLERS[scheme](score, sde, x_T, ts).detach().cpu())
         if sde_too:
-            sdes.append(SDE_SAMPLERS[scheme](score, sde, x_T, ts, gen).detach().cpu())
+            sdes.append(SDE_SAMPLERS[scheme](score, sde, x_T, ts, gen, noise_last_step=noise_last_step).detach().cpu())
         if progress is not None:
             progress(size)
     return torch.cat(odes), torch.cat(sdes) if sde_too else None

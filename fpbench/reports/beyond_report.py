@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..analysis import claims as cl
 from ..analysis import compare as cmp
 from ..run.results import collect
 from ..run.suite import expand, method_specs
@@ -134,6 +135,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
     settings = settings_of(data, df)
     verdicts = {s: cmp.setting_claims(rows, weight, residual) for s, (rows, weight, residual) in settings.items()}
+    lines += answer_lines(data, df)
     lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"))
     lines += ["## Do the paper's claims C1-C5 carry over?", "",
               "The claims machinery of `fpbench.analysis.claims` (the same tests, gates and thresholds as "
@@ -162,6 +164,31 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
+
+
+def user_labels(df: pd.DataFrame) -> list[str]:
+    """The methods a user added with --method (``suite.with_methods`` labels them so)."""
+    return [label for label in dict.fromkeys(df["label"]) if "(--method " in label]
+
+
+def answer_lines(data: dict, df: pd.DataFrame) -> list[str]:
+    """Is the user's method better? One line per --method, target and table against the suite's baseline,
+    decided by the paired test of the ranking and only on models that pass the convergence gate."""
+    mine = user_labels(df)
+    if not mine or "methods" not in data:
+        return []
+    base = baseline_label(data, df)
+    rank = cmp.ranking_frame(df, base)
+    alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
+    lines = ["## Your method against the baseline", "",
+             f"Against **{base}**, per target and distance: the paired sign-flip test over seeds of log(baseline / "
+             f"yours) at α = {alpha} (the ratio is yours over the baseline's W2², lower is better), decided only "
+             "when both methods' models pass the convergence gate.", ""]
+    for label in mine:
+        for r in rank[rank["method"] == label].to_dict("records"):
+            reason = cmp.gate_failures(df, [label, base], r["target"])
+            lines.append(f"- {label}, {r['target']}, {r['table']}: {cmp.versus_baseline(r, alpha, reason)}")
+    return lines + [""]
 
 
 def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | None) -> list[str]:

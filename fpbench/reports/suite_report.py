@@ -16,7 +16,7 @@ from .. import __version__
 from ..analysis.paper_values import TABLE_TITLES, paper_value
 from ..analysis.paper_values import TARGETS as PAPER_TARGETS
 from ..analysis.stats import summarise
-from ..run.config import PAPER_DEFAULTS, TEXT_VS_CODE
+from ..run.config import DERIVED_METRICS, PAPER_DEFAULTS, TEXT_VS_CODE, score_residual_points
 from ..run.results import collect
 from ..run.store import Store
 from ..run.suite import Case, expand, load_suite
@@ -160,6 +160,9 @@ def settings_section(case: Case) -> str:
         rows = [(k, json.dumps(v), json.dumps(paper[k]) if k in paper else "(grid W2²)",
                  "" if v == paper.get(k) else ("scaled" if k in paper else "beyond the paper"))
                 for k, v in cfg[section].items()]
+        if section == "metrics":  # settings derived where the suite leaves them unset: the value used
+            rows += [(k, json.dumps(score_residual_points(cfg[section])), "—", f"unset: {note}")
+                     for k, note in DERIVED_METRICS.items() if k not in cfg[section]]
         table = pd.DataFrame(rows, columns=[section, "this run", "paper (authors' code)", ""]).set_index(section)
         lines += [table.to_markdown(), ""]
     diff = pd.DataFrame(TEXT_VS_CODE, columns=["setting", "paper's text", "authors' code (used here)"])

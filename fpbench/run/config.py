@@ -97,3 +97,12 @@ def deep_merge(base: dict, override: dict) -> dict:
 # The point-distance settings of a suite's metrics table, used only where a suite sets them (absent from
 # PAPER_DEFAULTS so that grid suites keep their case keys).
 POINT_DEFAULTS = {"distance": "grid", "point_n": 2000, "n_projections": 200}
+# Metrics settings a suite may set that are absent from PAPER_DEFAULTS for the same reason; unset, each is
+# derived as its note says (and the settings table prints the value used).
+DERIVED_METRICS = {"score_residual_points": "a tenth of residual_points (R^s needs third derivatives)"}
+
+
+def score_residual_points(metrics: dict) -> int:
+    """Points for R^s (eq. 32, third derivatives of a potential: ten times the cost of R~'s per point):
+    ``metrics.score_residual_points`` where a suite sets it, else a tenth of ``residual_points``."""
+    return metrics.get("score_residual_points", metrics["residual_points"] // 10)

@@ -19,7 +19,7 @@ from ..core.modes import compare_modes
 from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
 from ..core.targets import has_density
-from .config import POINT_DEFAULTS
+from .config import POINT_DEFAULTS, score_residual_points
 from .store import Store, read_json, write_json
 from .suite import Case, build
 
@@ -166,7 +166,8 @@ def _oracle(case: Case, target, sde, store: Store, n: int) -> dict:
     cfg = case.config
     exact, grid = ExactScore(target, sde), grid_of(case)
     x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, time_grid(case, sde.T), seed=7,
-                               scheme=cfg["sample"]["scheme"], chunk=cfg["sample"]["chunk"], dtype=torch.float64)
+                               scheme=cfg["sample"]["scheme"], chunk=cfg["sample"]["chunk"], dtype=torch.float64,
+                               noise_last_step=cfg["sample"]["noise_last_step"])
     x_p0 = target.sample(n, torch.Generator().manual_seed(8))
     if distance(case) != "grid":
         samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}
@@ -197,7 +198,7 @@ def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
     out = {}
     if getattr(model, "is_potential", False):
         out["log_fp_residual"] = log_fp_residual_estimate(case, model, sde, target.dim, gen, device)
-    out["score_fp_residual"] = float(score_fp_residual_mc(score, sde, target.dim, cfg["residual_points"] // 10,
+    out["score_fp_residual"] = float(score_fp_residual_mc(score, sde, target.dim, score_residual_points(cfg),
                                                           box, t0, gen, dtype, device))
     out.update(dsm_diagnostics(case, model, target, sde, gen, dtype, device))
     out.update(mode_diagnostics(model, target, sde, dtype, device))

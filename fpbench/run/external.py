@@ -112,7 +112,11 @@ def spec_digest(spec: str) -> str:
 
 def baseline_case(suite: str, scale: str, target: str, seed: int) -> Case:
     """The suite's baseline for the target and seed: its first case with w_R = 0 (or no w_R)."""
-    for case in expand(load_suite(suite), scale, seeds=seed + 1):
+    data = load_suite(suite)
+    if target not in data["suite"]["targets"]:
+        raise ExternalModelError(f"unknown target {target!r} for suite {data['suite']['name']!r}; its targets: "
+                                 f"{', '.join(data['suite']['targets'])}")
+    for case in expand(data, scale, seeds=seed + 1):
         if (case.config["target"]["name"] == target and case.config["seed"] == seed
                 and case.config["method"]["params"].get("w_r", 0.0) == 0.0):
             return case

@@ -322,7 +322,7 @@ def _sampled(case, model, target, sde, out, device, progress, log, compile: bool
         score = compiled_score(model) if compile else fast_score(model)
         x_ode, x_sde = sample_pair(score, sde, cfg["n"], target.dim, ts,
                                    seed=streams.seed_for(case.config["seed"], streams.SAMPLERS),
-                                   scheme=cfg["scheme"], chunk=cfg["chunk"],
+                                   scheme=cfg["scheme"], chunk=cfg["chunk"], noise_last_step=cfg["noise_last_step"],
                                    dtype=getattr(torch, cfg["dtype"]), device=device, progress=bar.update)
     seconds = time.perf_counter() - began
     x_p0 = target.sample(cfg["n"], streams.generator(case.config["seed"], streams.P0))

@@ -146,9 +146,13 @@ class Store:
         return read_json(self.case_dir(key) / "metrics.json")
 
     def mark_failed(self, key: str, label: str, err: BaseException) -> None:
-        """Record why a case failed (``failed.json``); its finished stages stay, a rerun retries it."""
+        """Record why a case failed (``failed.json``: the error, its message and its traceback, which
+        ``fpbench run --debug`` prints); its finished stages stay, a rerun retries it."""
+        import traceback
+
         write_json(self.case_dir(key) / "failed.json", {"case": label, "error": type(err).__name__,
-                                                        "message": str(err)})
+                                                        "message": str(err),
+                                                        "traceback": "".join(traceback.format_exception(err))})
 
     def failure(self, key: str) -> dict | None:
         return self.cached(self.case_dir(key) / "failed.json")

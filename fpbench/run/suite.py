@@ -35,7 +35,7 @@ REQUIRED_SCALES = ("smoke", "quick", "paper")
 SECTIONS = ("train", "sample", "metrics")
 SUITE_KEYS = {"name", "description", "targets", "target_sweep", "sde", "method", "sweep", "claims", "score_models",
               "baseline", "scales"}
-TOP_LEVEL_KEYS = {"suite", "methods", "model", "target_params", "scales", *SECTIONS}
+TOP_LEVEL_KEYS = {"suite", "methods", "model", "target_params", "sde_params", "scales", *SECTIONS}
 
 
 class SuiteError(ValueError):
@@ -174,6 +174,10 @@ def validate_suite(data: dict, path: Path) -> None:
     for sde in _as_list(suite["sde"]):
         if sde not in SDES:
             raise SuiteError(f"{path}: unknown SDE {sde!r}; known: {', '.join(SDES)}")
+        try:
+            make_sde(sde, **_sde_params(data, sde))
+        except ValueError as err:
+            raise SuiteError(f"{path}: [sde_params]: {err}") from None
     if "score_models" in suite:
         try:
             find_suite(suite["score_models"])
@@ -187,6 +191,12 @@ def validate_suite(data: dict, path: Path) -> None:
                 make_method(spec["name"], **params)
             except ValueError as err:
                 raise SuiteError(f"{path}: {err}") from None
+    model_params = {k: v for k, v in data.get("model", {}).items() if k != "kind"}
+    for kind in dict.fromkeys(spec["model"] for spec in method_specs(data)):  # a misspelt key fails here, not
+        try:  # in every case at run time
+            make_model(kind, 2, **model_params)
+        except ValueError as err:
+            raise SuiteError(f"{path}: [model]: {err}") from None
     scales = data.get("scales", {})
     missing = [s for s in REQUIRED_SCALES if s not in scales]
     if missing:
@@ -227,9 +237,10 @@ def _check_values(data: dict, scale: dict, where: str) -> None:
 def _allowed(section: str) -> set:
     """Keys a suite may set: the defaults', plus the point-distance settings of the metrics (which
     are absent from the defaults so that grid suites keep their case keys)."""
-    from .config import POINT_DEFAULTS
+    from .config import DERIVED_METRICS, POINT_DEFAULTS
 
-    return set(PAPER_DEFAULTS[section]) | (set(POINT_DEFAULTS) if section == "metrics" else set())
+    optional = set(POINT_DEFAULTS) | set(DERIVED_METRICS) if section == "metrics" else set()
+    return set(PAPER_DEFAULTS[section]) | optional
 
 
 def _check_keys(table: dict, allowed: set, where: str) -> None:
