@@ -163,3 +163,64 @@ def test_crossover_is_where_the_sde_stops_being_hurt_more():
                        "exact_w2_ode_p0": 0.0, "exact_w2_sde_p0": 0.0})
     # log(SDE / ODE): log 4, log 2, -log 2, -log 8: the sign changes half way between 0.1 and 1 in log t
     assert lc.crossovers(df)["t"] == pytest.approx(10**-0.5)
+
+
+# ----- the lab's claims on data built to satisfy or violate them -----------------------------------------
+
+def _gradient_frame(exponent: float, residual: str = "log_fp_residual", seed: int = 0):
+    """Planted gradient errors on 3 targets x 2 shapes x 5 eps whose gap above the exact score's is
+    W2 = 0.5 x^exponent, x the named residual (R~ or R^s) = eps^2 / 10 with a little noise."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for target in ("blob", "gmm2", "checker"):
+        rows.append({"family": "exact", "target": target, "shape": "", "eps": 0.0, "w2_ode_sde": 1e-6,
+                     "w2_ode_sde_sd": 1e-8, "exact_w2_ode_sde": 1e-6, "log_fp_residual": 0.0, "score_fp_residual": 0.0})
+        for shape in ("gauss", "wave"):
+            for eps in (0.0625, 0.125, 0.25, 0.5, 1.0):
+                x = eps**2 / 10 * np.exp(rng.normal(0, 0.02))
+                gap = 1e-6 + (0.5 * x**exponent) ** 2
+                other = "score_fp_residual" if residual == "log_fp_residual" else "log_fp_residual"
+                rows.append({"family": "gradient", "target": target, "shape": shape, "eps": eps, "w2_ode_sde": gap,
+                             "w2_ode_sde_sd": 0.01 * gap, "exact_w2_ode_sde": 1e-6, residual: x,
+                             other: x * np.exp(rng.normal(0, 2.0))})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("key, residual", [("L1", "log_fp_residual"), ("L4-suff", "score_fp_residual")])
+def test_the_rate_claims_pass_a_fast_rate_and_not_one_below_the_bounds(key, residual):
+    from fpbench.analysis import lab_claims as lc
+
+    def decide(exponent):
+        frame = _gradient_frame(exponent, residual)
+        outcome = lc.claim_l1(frame)[0] if key == "L1" else lc.claim_l4_sufficiency(frame)
+        return outcome.verdict
+
+    assert decide(1.5) == "PASS"
+    assert decide(0.8) == "FAIL"  # the violating data: W2 falls slower than the residual
+
+
+def _pulse_frame(late_hurts_sde: bool):
+    import pandas as pd
+
+    rows = []
+    for target in ("blob", "gmm2", "checker"):
+        rows.append({"family": "exact", "target": target, "position": float("nan")})
+        for position in (0.02, 0.05, 0.1, 1.0, 2.0, 4.0):
+            late = position < 0.5
+            big, small = 0.02, 0.005
+            sde, ode = (big, small) if late == late_hurts_sde else (small, big)
+            rows.append({"family": "pulse", "target": target, "position": position, "w2_ode_p0": 0.01 + ode,
+                         "exact_w2_ode_p0": 0.01, "w2_sde_p0": 0.01 + sde, "exact_w2_sde_p0": 0.01})
+    return pd.DataFrame(rows)
+
+
+def test_l3_can_pass_with_nine_pairs_per_part_and_fails_when_reversed():
+    from fpbench.analysis import lab_claims as lc
+
+    late, early = [0.02, 0.05, 0.1], [1.0, 2.0, 4.0]
+    passed = lc.claim_l3(_pulse_frame(True), late, early)
+    assert passed.verdict == "PASS" and "the smallest attainable p is 0.002" in passed.measured
+    assert lc.claim_l3(_pulse_frame(False), late, early).verdict == "FAIL"
