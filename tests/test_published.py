@@ -3,6 +3,8 @@ decided on them (``fpbench reference claims``, reports/reference-claims.md)."""
 
 import hashlib
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +172,17 @@ def test_the_recomputed_tables_are_cached_by_the_histograms_they_read(tmp_path, 
     assert len(calls) == 1 and first[0].recomputed == 0.5
     np.save(hist, np.zeros(4))  # a changed published file: computed again
     assert reference_report.recomputed_tables(tmp_path, tmp_path / "cache", log=lambda m: None)[0].recomputed == 1.0
+
+
+@needs_artefacts
+def test_a_refused_checkpoint_stops_the_run_before_any_model_is_sampled(tmp_path, monkeypatch):
+    """A truncated checkpoint among the 12: the run refuses it before sampling anything (it used to sample
+    the other models first, for hours)."""
+    root = Path(shutil.copytree(ROOT, tmp_path / "reference", ignore=shutil.ignore_patterns("precomputed_dists")))
+    bad = checkpoint_path(root, "checker", 10.0)
+    bad.write_bytes(bad.read_bytes()[:200])
+    sampled = []
+    monkeypatch.setattr(published, "run_authors_case", lambda *args, **kwargs: sampled.append(1))
+    with pytest.raises(ReferenceError, match="refusing checkpoint .*truncated"):
+        published.run_authors(root, str(tmp_path / "results"), seeds=1, log=lambda *_: None)
+    assert sampled == []

@@ -60,6 +60,7 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
 
     store = Store(results_root(results)).check_writable()
     cases = authors_cases(seeds)
+    check_checkpoints(root, [c for c in cases if not store.is_done(c.key)], log)
     for case in cases:  # one lock at a time, so that two processes share the cases
         if store.is_done(case.key):
             continue
@@ -73,6 +74,18 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
         finally:
             release(store, case.key, lock)
     return collect(store, cases)
+
+
+def check_checkpoints(root, cases: list[Case], log=print) -> None:
+    """Load every checkpoint the ``cases`` need before any is sampled: a refused one (truncated, not the
+    authors' network) stops the run at once with its reason (``reference.ReferenceError``), not after hours
+    of sampling the others."""
+    from .reference import checkpoint_path, load_checkpoint
+
+    for path in dict.fromkeys(checkpoint_path(root, c.config["target"]["name"], c.config["method"]["params"]["w_r"])
+                              for c in cases):
+        load_checkpoint(path)
+        log(f"checked {path.relative_to(root)}")
 
 
 def authors_results(store, seeds: int | None = None):
