@@ -86,6 +86,7 @@ def test_a_failing_model_is_stored_as_failed_and_a_busy_one_left_to_its_owner(tm
         write_json(store.case_dir(case.key) / "metrics.json", {"key": case.key, "config": case.config, "metrics": {}})
 
     monkeypatch.setattr(published, "run_authors_case", fake_run)
+    monkeypatch.setattr(published, "check_checkpoints", lambda *args: None)  # no checkpoints here: fake models
     lock = Store(tmp_path).case_lock(busy.key)
     lock.acquire()
     logged = []

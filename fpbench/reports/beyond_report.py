@@ -239,9 +239,11 @@ def gap_figure(settings: dict, path: Path) -> Path | None:
         for table, name in (("w2_ode_sde", "W2²(ODE, SDE)"), ("w2_sde_p0", "W2²(SDE, p0)")):
             frames.append(pd.DataFrame({"setting": setting, "quantity": name, "target": rows["target"],
                                         "weight": rows[weight].astype(float), "value": rows[f"{table}.value"]}))
-    data = pd.concat(frames).dropna()
+    full = pd.concat(frames)
+    data = full.dropna()
     if data.empty:
         return None
+    left = full[full["value"].isna()]
     plt = pyplot()
     data["weight"] = data["weight"].map(lambda w: f"{w:g}")
     grid = sns.catplot(data=data, x="weight", y="value", hue="target", col="setting", row="quantity",
@@ -249,6 +251,11 @@ def gap_figure(settings: dict, path: Path) -> Path | None:
     grid.set(yscale="log")
     grid.set_titles("{col_name}\n{row_name}", size=9)
     grid.set_axis_labels("regulariser weight", "W2²")
+    if not left.empty:  # said on the figure, not dropped silently
+        cells = sorted({f"{r.setting}, {r.target}, weight {r.weight:g}" for r in left.itertuples()})
+        grid.figure.suptitle(f"not shown (no finite W2²: the samplers left the grid): {'; '.join(cells[:6])}"
+                             + (f" and {len(cells) - 6} more" if len(cells) > 6 else ""), fontsize=7, y=1.0)
+        grid.figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.savefig(path, dpi=110)
     plt.close("all")

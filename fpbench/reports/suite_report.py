@@ -210,19 +210,41 @@ def figures(df: pd.DataFrame, out_dir: Path, stem: str, param: str = "param_w_r"
         return paths
     data = df.assign(w2_gap=np.sqrt(df["w2_ode_sde.value"].clip(lower=0)), w_R=df[param].astype(str),
                      dsm_normalised=df["dsm_loss"] / df["dsm_loss_exact"])
-    for name, y, ylabel in [("fig5", "w2_gap", "W2(p_ODE, p_SDE)"),
-                            ("fig4", "dsm_normalised", "L_DSM / L_DSM(exact score)")]:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        sns.scatterplot(data=data, x="log_fp_residual", y=y, hue="target", style="w_R", s=70, ax=ax)
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    for name, y, ylabel, title in [("fig5", "w2_gap", "W2(p_ODE, p_SDE)", "Fig. 5: R̃ against the ODE-SDE gap"),
+                                   ("fig4", "dsm_normalised", "L_DSM / L_DSM(exact score)",
+                                    "Fig. 4: R̃ against the normalised DSM loss")]:
+        shown = data[np.isfinite(data[y]) & (data["log_fp_residual"] > 0)]
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        sns.scatterplot(data=shown, x="log_fp_residual", y=y, hue="target", style="w_R", s=70, ax=ax)
         ax.set_xscale("log")
-        ax.set_xlabel("R~(theta, phi_theta, 0)")
+        decades = np.log10(shown["log_fp_residual"].max() / shown["log_fp_residual"].min()) if len(shown) else 0
+        # a few labelled ticks whatever the span (1, 2, 5 per decade on a short axis; one per decade on a
+        # long one), never the overlapping minor labels
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0,) if decades > 2 else (1.0, 2.0, 5.0), numticks=8))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("R̃(θ, φθ, 0)")
         ax.set_ylabel(ylabel)
+        ax.set_title(title + _missing_note(data, shown), fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{stem}-{name}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _missing_note(data: pd.DataFrame, shown: pd.DataFrame) -> str:
+    """The models a figure leaves out, said on it (no finite value: e.g. a sampler that left the grid)."""
+    left = data.drop(shown.index)
+    if left.empty:
+        return ""
+    import textwrap
+
+    cells = ", ".join(sorted({f"{t} w_R = {w}" for t, w in zip(left["target"], left["w_R"])}))
+    return "\n" + textwrap.fill(f"{len(left)} of {len(data)} models not shown (no finite value): {cells}", 70)
 
 
 def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | None = None,
