@@ -31,7 +31,11 @@ def _cmd_check(args) -> int:
     from .core.residuals import PAPER_BOX, Box
 
     box = Box(PAPER_BOX.low if args.low is None else args.low, PAPER_BOX.high if args.high is None else args.high)
-    rows = run_check(n=args.points, box=box, seed=args.seed)
+    def progress(i, total, row):  # the pairs take tens of seconds in all: say which is done
+        print(f"[{i}/{total}] {row.target} under {row.sde}: max |R~| {row.max_abs_log_fp:.1e}", file=sys.stderr,
+              flush=True)
+
+    rows = run_check(n=args.points, box=box, seed=args.seed, progress=None if args.quiet else progress)
     print(f"Exact-density residuals, float64, {args.points} points uniform in "
           f"[{box.low}, {box.high}]^d x [{CHECK_T0}, T] per row:\n")
     print(format_check(rows))
@@ -148,7 +152,10 @@ def _cmd_report(args) -> int:
     if is_beyond(data):
         path = write_beyond_report(data, args.scale, store, out, args.seeds)
     else:
-        path = write_report(data, args.scale, store, out, args.seeds, calibration_reps=args.calibration_reps)
+        quiet = getattr(args, "quiet", False)
+        log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+        path = write_report(data, args.scale, store, out, args.seeds, calibration_reps=args.calibration_reps,
+                            log=log)
     print(f"wrote {path}")
     text = Path(path).read_text()
     if "\n## Summary\n" in text:  # the verdicts on the terminal too
@@ -429,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="residuals of the exact densities (the oracle self-check)")
     check.add_argument("--points", type=int, default=500)
     check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--quiet", action="store_true", help="no progress lines")
     check.add_argument("--low", type=float, default=None, help="the box's low edge (default: the paper's)")
     check.add_argument("--high", type=float, default=None, help="the box's high edge (default: the paper's)")
     check.set_defaults(func=_cmd_check)
@@ -484,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--calibration-reps", type=int, default=1000,
                         help="synthetic data sets per claim test in the calibration section (default 1000)")
     report.add_argument("--results", default=None)
+    report.add_argument("--quiet", action="store_true", help="no progress lines (the summary is printed still)")
     report.add_argument("--out", default=None, help=f"output file (default {REPORTS_DIR}/SUITE-SCALE.md)")
     report.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
                         help="include the cases of this method run with `fpbench run --method` (repeatable)")

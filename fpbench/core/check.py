@@ -39,8 +39,15 @@ def check_pair(target_name: str, sde_name: str, n: int = 500, box: Box = PAPER_B
     return CheckRow(target_name, sde_name, r_log.abs().max().item(), r_score.abs().max().item(), n)
 
 
-def run_check(n: int = 500, box: Box = PAPER_BOX, seed: int = 0) -> list[CheckRow]:
-    return [check_pair(tn, sn, n, box, seed) for tn in DENSITY_TARGETS for sn in SDES]
+def run_check(n: int = 500, box: Box = PAPER_BOX, seed: int = 0, progress=None) -> list[CheckRow]:
+    """Every (exact-density target, SDE) pair's residuals; ``progress(i, total, row)`` after each."""
+    pairs = [(tn, sn) for tn in DENSITY_TARGETS for sn in SDES]
+    rows = []
+    for i, (tn, sn) in enumerate(pairs, 1):
+        rows.append(check_pair(tn, sn, n, box, seed))
+        if progress is not None:
+            progress(i, len(pairs), rows[-1])
+    return rows
 
 
 def format_check(rows: list[CheckRow]) -> str:

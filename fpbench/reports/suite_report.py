@@ -248,7 +248,7 @@ def _missing_note(data: pd.DataFrame, shown: pd.DataFrame) -> str:
 
 
 def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | None = None,
-                 calibration_reps: int = 1000) -> Path:
+                 calibration_reps: int = 1000, log=None) -> Path:
     """Write the suite's report at a scale to ``out`` (markdown) and its figures beside it; for a suite
     with ``claims = true`` also the claims table, their calibration (``calibration_reps`` synthetic
     data sets per test) and Figs. 1, 3."""
@@ -257,13 +257,15 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     if df.empty:
         raise ValueError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
                          f"{store.root}; run `fpbench run {data['suite']['name']} --scale {scale}` first")
+    if log:
+        log(f"report: {len(df)} finished case(s) of {len(cases)} read from {store.root}")
     stem = out.stem
     df, param = sweep_column(df)
     figs = figures(df, out.parent / "figures", stem, param)
     claim_lines, summary = [], []
     if data["suite"].get("claims"):
         claim_lines, claim_figs, claim_missing, summary = claims_part(data, scale, seeds, store, df, records, out,
-                                                                       stem, calibration_reps)
+                                                                       stem, calibration_reps, log)
         figs += claim_figs
         missing += claim_missing
     lines = [f"# fpbench report: suite `{data['suite']['name']}`, scale `{scale}`", "",
@@ -293,8 +295,10 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     return out
 
 
-def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_reps):
-    """(markdown lines, figure paths, labels of missing companion cases) of the claims sections."""
+def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_reps, log=None):
+    """(markdown lines, figure paths, labels of missing companion cases) of the claims sections; ``log`` hears
+    each stage as it starts (the calibration takes minutes at 1,000 sets per test)."""
+    log = log or (lambda message: None)
     from ..analysis import claims
     from . import claims_report as cr
 
@@ -303,9 +307,12 @@ def claims_part(data, scale, seeds, store, df, records, out, stem, calibration_r
     if data["suite"].get("score_models"):
         companion = load_suite(data["suite"]["score_models"])
         curl_df, curl_records, missing = collect(store, expand(companion, scale, seeds))
+    log("report: the exact score's oracle and the claims")
     oracles = claims.oracle_frame(records, store)
     outcomes = claims.evaluate_claims(df, oracles, curl_df, data["suite"]["sde"])
+    log(f"report: calibration of the claim tests ({calibration_reps} synthetic data sets per kind and test)")
     cal = claims.calibration(df, curl_df, oracles, reps=calibration_reps)
+    log("report: figures")
     cal_fig = cr.calibration_figure(cal, fig_dir / f"{stem}-calibration.png")
     figs = [p for p in (cr.fig1(curl_records, store, fig_dir / f"{stem}-fig1.png"),
                         cr.fig3(records, store, fig_dir / f"{stem}-fig3.png")) if p is not None]
