@@ -564,15 +564,12 @@ def check_h2(targets: list[str], sde: str = "ou", n: int = 500) -> ClaimOutcome:
                                                                           for r in rows))
 
 
-ORACLE_FLOOR_REPS = 20
-
-
 def oracle_frame(records: list[dict], store=None) -> pd.DataFrame:
     """One row per target: the exact score's W2^2(ODE, SDE), the noise floor at its sample size (mean,
-    sd) and its discretisation bounds. With a store, the floor is re-measured from
-    ``ORACLE_FLOOR_REPS`` pairs (cached there): the runs' few replicates give a rough sd."""
-    from ..core.targets import make_target
-    from ..run.evaluate import noise_floor
+    sd) and its discretisation bounds. With a store, the floor from ``ORACLE_FLOOR_REPS`` pairs where the
+    pipeline measured it there (the runs' few replicates give a rough sd); nothing is measured here."""
+    from ..run.config import ORACLE_FLOOR_REPS
+    from ..run.evaluate import floor_spec
     from ..run.suite import Case
 
     rows = {}
@@ -582,9 +579,8 @@ def oracle_frame(records: list[dict], store=None) -> pd.DataFrame:
             continue
         floor = o["floor"]
         if store is not None:
-            case = Case(rec["config"])
-            floor = noise_floor(case, make_target(name, **rec["config"]["target"]["params"]), store, n=o["n"],
-                                reps=ORACLE_FLOOR_REPS).to_dict()
+            stored = store.cached(store.floor_path(floor_spec(Case(rec["config"]), n=o["n"], reps=ORACLE_FLOOR_REPS)))
+            floor = stored["floor"] if stored is not None else floor
         rows[name] = {"w2_ode_sde": o["w2_ode_sde"], "floor_mean": floor["mean"], "floor_sd": floor["sd"],
                       "floor_reps": floor["reps"], "disc_ode": o["disc_ode"], "disc_sde": o["disc_sde"], "n": o["n"]}
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -97,6 +97,9 @@ def deep_merge(base: dict, override: dict) -> dict:
 # The point-distance settings of a suite's metrics table, used only where a suite sets them (absent from
 # PAPER_DEFAULTS so that grid suites keep their case keys).
 POINT_DEFAULTS = {"distance": "grid", "point_n": 2000, "n_projections": 200}
+# The exact score's noise floor for check H3 is measured from this many pairs of p0 draws at the oracle's n
+# (a case's own floor_reps are few at the CPU scales; H3's z test needs the floor's sd).
+ORACLE_FLOOR_REPS = 20
 # Metrics settings a suite may set that are absent from PAPER_DEFAULTS for the same reason; unset, each is
 # derived as its note says (and the settings table prints the value used).
 DERIVED_METRICS = {"score_residual_points": "a tenth of residual_points (R^s needs third derivatives)"}

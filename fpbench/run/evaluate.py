@@ -19,7 +19,7 @@ from ..core.modes import compare_modes
 from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
 from ..core.targets import has_density
-from .config import POINT_DEFAULTS, score_residual_points
+from .config import ORACLE_FLOOR_REPS, POINT_DEFAULTS, score_residual_points
 from .store import Store, read_json, write_json
 from .suite import Case, build
 
@@ -29,12 +29,17 @@ def grid_of(case: Case) -> mx.Grid:
     return mx.Grid(float(low), float(high), int(n))
 
 
+def floor_spec(case: Case, n: int | None = None, reps: int | None = None) -> dict:
+    """What a grid noise floor depends on (its cache key in the store): target, n, grid and replicates."""
+    cfg = case.config
+    return {"target": cfg["target"], "n": n or cfg["sample"]["n"], "grid": cfg["metrics"]["grid"],
+            "reps": reps or cfg["metrics"]["floor_reps"]}
+
+
 def noise_floor(case: Case, target, store: Store, n: int | None = None, reps: int | None = None) -> mx.NoiseFloor:
     """The grid W2^2 floor at the case's sample size (or ``n``) from the case's ``floor_reps`` (or
     ``reps``) pairs, cached per (target, n, grid, reps)."""
-    cfg = case.config
-    spec = {"target": cfg["target"], "n": n or cfg["sample"]["n"], "grid": cfg["metrics"]["grid"],
-            "reps": reps or cfg["metrics"]["floor_reps"]}
+    spec = floor_spec(case, n, reps)
     return store.cached_floor(spec, lambda: mx.grid_noise_floor(lambda n, g: target.sample(n, g), spec["n"],
                                                                  spec["reps"], seed=1, grid=grid_of(case)))
 
@@ -128,6 +133,8 @@ def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=No
     out["convergence"] = convergence_evidence(case, model, target, sde, list(history), device)
     if with_oracle:
         out["oracle"] = oracle(case, target, sde, store)
+        if distance(case) == "grid":  # the exact score's floor from enough pairs for check H3's noise (cached)
+            noise_floor(case, target, store, n=out["oracle"]["n"], reps=ORACLE_FLOOR_REPS)
     return out
 
 
