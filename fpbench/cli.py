@@ -138,6 +138,20 @@ def _shard(cases: list, spec: str | None) -> list:
     return cases[index - 1::count]
 
 
+def writable_out(path) -> Path:
+    """``path``'s folder created and probed with a write before any work, so that an unwritable --out is a
+    one-line error at once, not after minutes of computing what would go there."""
+    path = Path(path)
+    probe = path.parent / f".fpbench-probe-{os.getpid()}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err} (choose another --out)") from None
+    return path
+
+
 def _cmd_report(args) -> int:
     from pathlib import Path
 
@@ -147,7 +161,7 @@ def _cmd_report(args) -> int:
     from .run.suite import load_suite, with_methods
 
     data = with_methods(load_suite(args.suite), args.method or [])
-    out = Path(args.out or REPORTS_DIR / f"{data['suite']['name']}-{args.scale}.md")
+    out = writable_out(args.out or REPORTS_DIR / f"{data['suite']['name']}-{args.scale}.md")
     store = Store(results_root(args.results))
     if is_beyond(data):
         path = write_beyond_report(data, args.scale, store, out, args.seeds)
@@ -166,11 +180,11 @@ def _cmd_report(args) -> int:
 def _cmd_compare(args) -> int:
     """Run the suite (default ``methods``) with the user's method(s) beside its own, then its report."""
     args.shard, args.seeds = None, None
+    args.out = str(writable_out(args.out or REPORTS_DIR / f"{args.suite}-{args.scale}.md"))  # before training
     code = _cmd_run(args)
     if code not in (0, 3):
         return code
     args.calibration_reps = 0
-    args.out = args.out or str(REPORTS_DIR / f"{args.suite}-{args.scale}.md")
     result = _cmd_report(args) or code
     text = Path(args.out).read_text()
     if "## Your method against the baseline" in text:  # the answer, on the terminal too
@@ -195,6 +209,7 @@ def _cmd_list(args) -> int:
 def _cmd_export(args) -> int:
     from .run.results import export_results, load_results
 
+    writable_out(args.out)
     df = load_results(args.suite, args.scale, args.results, args.seeds)
     if df.empty:
         raise ValueError(f"no finished cases of suite {args.suite!r} at scale {args.scale!r}; run "
@@ -212,6 +227,8 @@ def _cmd_show(args) -> int:
     from .run.store import Store, read_json, results_root
 
     store = Store(results_root(args.results))
+    if not store.root.is_dir():
+        raise UserError(f"no results store at {store.root} (choose one with --results or $FPBENCH_RESULTS)")
     if args.run is None:
         runs = store.runs()
         for r in runs:
@@ -329,7 +346,6 @@ def _cmd_audit(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     import shlex
-    from pathlib import Path
 
     from .reports.external_report import write_report
     from .run.execute import evaluate_model
@@ -337,7 +353,7 @@ def _cmd_evaluate(args) -> int:
     log = (lambda message: None) if args.quiet else print  # noqa: E731
     pairs = evaluate_model(args.model, args.target, args.scale, args.suite, args.seeds, args.results, args.device,
                            log=log)
-    out = Path(args.out or REPORTS_DIR / f"external-{args.target}-{args.scale}.md")
+    out = writable_out(args.out or REPORTS_DIR / f"external-{args.target}-{args.scale}.md")
     command = " ".join(shlex.quote(a) for a in ["fpbench", "evaluate", args.model, "--target", args.target,
                                                   "--scale", args.scale, "--suite", args.suite,
                                                   "--seeds", str(args.seeds), "--out", str(out)])

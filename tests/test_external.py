@@ -79,7 +79,7 @@ def wrong_shape():
 
 @pytest.mark.parametrize("spec, message", [
     ("tests/test_external.py:no_score", "the object has no score\\(x, t\\) method"),
-    ("tests/test_external.py:wrong_shape", "score\\(x, t\\) must return finite values of shape \\(n, 2\\)"),
+    ("tests/test_external.py:wrong_shape", "score\\(x, t\\) must return shape \\(n, 2\\)"),
     ("tests/test_external.py:missing", "has no 'missing'"),
     ("no_such_module_xyz:f", "cannot load model 'no_such_module_xyz:f': No module named"),
     ("model.onnx", "expected module:factory, file.py:factory or a TorchScript file"),

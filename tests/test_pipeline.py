@@ -801,3 +801,44 @@ def test_the_score_residual_uses_the_point_count_the_settings_table_prints(tmp_p
     assert main(["report", unset, "--scale", "smoke", "--results", str(tmp_path / "u"), "--out",
                  str(tmp_path / "u.md")]) == 0
     assert counts == [20, 20] and "| score_residual_points | 20" in (tmp_path / "u.md").read_text()
+
+
+@pytest.mark.parametrize("command", [["report", "paper", "--scale", "smoke"], ["export", "paper", "--scale", "smoke"],
+                                     ["compare", "examples/ramped_fp.py:RampedFP", "--scale", "smoke"],
+                                     ["evaluate", "examples/external_model.py:make_model", "--target", "blob",
+                                      "--scale", "smoke"]])
+def test_an_unwritable_output_is_a_one_line_error_before_any_work(tmp_path, capsys, monkeypatch, command):
+    from fpbench.train import ensemble
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("nothing may run before the output path is checked")
+
+    monkeypatch.setattr(ensemble, "train_ensemble", no_work)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a file where the output's folder should be
+    assert main([*command, "--results", str(tmp_path / "r"), "--out", str(blocked / "out.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write" in err and "choose another --out" in err
+
+
+def test_show_on_a_store_that_does_not_exist_is_an_error(tmp_path, capsys):
+    assert main(["show", "--results", str(tmp_path / "nowhere")]) == 2
+    assert "no results store at" in capsys.readouterr().err
+
+
+def test_evaluate_checks_the_users_model_before_training_the_baseline(tmp_path, capsys, monkeypatch):
+    from fpbench.train import ensemble
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the baseline must not train for a model that cannot load")
+
+    monkeypatch.setattr(ensemble, "train_ensemble", no_training)
+    assert main(["evaluate", "nosuchmodule:make", "--target", "blob", "--scale", "smoke", "--results",
+                 str(tmp_path / "r"), "--out", str(tmp_path / "e.md")]) == 2
+    assert "cannot load model 'nosuchmodule:make'" in capsys.readouterr().err
+    nan_model = tmp_path / "nan_model.py"
+    nan_model.write_text("class M:\n    def score(self, x, t):\n        return x * float('nan')\n\n\n"
+                         "def make(seed=0):\n    return M()\n")
+    assert main(["evaluate", f"{nan_model}:make", "--target", "blob", "--scale", "smoke", "--results",
+                 str(tmp_path / "r"), "--out", str(tmp_path / "e.md")]) == 2
+    assert "returned non-finite values (NaN or inf)" in capsys.readouterr().err

@@ -406,13 +406,14 @@ def evaluate_model(model: str, target: str, scale: str, suite: str = "paper", se
     the protocol of ``fpbench.run.external``) measured with every metric fpbench computes, under the
     settings of ``suite``'s w_R = 0 baseline for ``target`` at ``scale``. Runs the baselines the store
     lacks first; returns (the baseline's record, the model's record) per seed 0 .. ``seeds`` - 1."""
-    from .external import baseline_case, external_case
+    from .external import baseline_case, check_external, external_case
     from .pipeline import run_external
     from .store import Store, results_root
 
     store = Store(results_root(results)).check_writable()
     device = resolve_device(device) if isinstance(device, str) or device is None else device
     bases = [baseline_case(suite, scale, target, seed) for seed in range(seeds)]
+    check_external(model, bases[0])  # the user's model, before the baseline trains for minutes
     run_tasks(plan(bases, store.root, None if device is None else str(device)), InProcess(), log=log)
     missing = [c.label for c in bases if not store.is_done(c.key)]
     if missing:

@@ -85,6 +85,15 @@ def load_external(spec: str, seed: int = 0):
     return obj
 
 
+def check_external(spec: str, case: Case) -> None:
+    """Load the user's model for ``case``'s target and seed and check its protocol (``check_protocol``): a
+    clear ExternalModelError now, before anything is trained or sampled."""
+    from ..core.targets import make_target
+
+    target = make_target(case.config["target"]["name"], **case.config["target"]["params"])
+    check_protocol(ExternalModel(load_external(spec, case.config["seed"]), target.dim), spec)
+
+
 def check_protocol(model: ExternalModel, spec: str) -> None:
     """One call on a small batch: the score must be (n, d) and finite, a potential (n,)."""
     x, t = torch.zeros(4, model.dim), torch.full((4,), 0.5)
@@ -92,9 +101,12 @@ def check_protocol(model: ExternalModel, spec: str) -> None:
         s = model.score(x, t)
     except Exception as err:  # the user's code: any failure is theirs, reported as such
         raise ExternalModelError(f"model {spec!r}: score(x, t) raised {type(err).__name__}: {err}") from None
-    if tuple(s.shape) != (4, model.dim) or not torch.isfinite(s).all():
-        raise ExternalModelError(f"model {spec!r}: score(x, t) must return finite values of shape (n, {model.dim}) "
-                                 f"for x of shape (n, {model.dim}); got {tuple(s.shape)}")
+    if tuple(s.shape) != (4, model.dim):
+        raise ExternalModelError(f"model {spec!r}: score(x, t) must return shape (n, {model.dim}) for x of shape "
+                                 f"(n, {model.dim}); got {tuple(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise ExternalModelError(f"model {spec!r}: score(x, t) returned non-finite values (NaN or inf) at x = 0, "
+                                 "t = 0.5")
     if model.is_potential and tuple(model.potential(x, t).shape) != (4,):
         raise ExternalModelError(f"model {spec!r}: potential(x, t) must return shape (n,)")
 
