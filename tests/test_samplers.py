@@ -129,3 +129,19 @@ def test_sampling_a_free_score_network_keeps_no_graph():
             assert not sampler(model.score, sde, x_T, ts).requires_grad
         for sampler in (euler_maruyama, heun_sde):
             assert not sampler(model.score, sde, x_T, ts, torch.Generator().manual_seed(0)).requires_grad
+
+
+def test_a_coupling_bound_says_when_a_few_diverging_trajectories_make_it():
+    """99 coupled pairs 0.01 apart inside the box and one that diverged to 5,000: the bound (the mean) is
+    that one trajectory's; the median, the share outside the box and the bound inside it say so."""
+    from fpbench.run.evaluate import coupling_summary
+
+    a = torch.zeros(100, 2)
+    b = torch.full((100, 2), 0.01)
+    b[7] = torch.tensor([5000.0, 0.0])
+    out = coupling_summary("disc_ode", (a, b), -3.5, 3.5)
+    assert out["disc_ode"] == pytest.approx((99 * 2e-4 + 5000.0**2) / 100)
+    assert out["disc_ode_median"] == pytest.approx(2e-4) and out["disc_ode_outside"] == pytest.approx(0.01)
+    assert out["disc_ode_inside"] == pytest.approx(2e-4)
+    assert coupling_summary("disc_ode", None, -3.5, 3.5)["disc_ode"] != coupling_summary("disc_ode", None, 0, 1)[
+        "disc_ode"]  # NaN: a reference that could not finish gives no bound

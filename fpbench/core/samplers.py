@@ -146,28 +146,48 @@ def reference_ode(score, sde, x_T: torch.Tensor, t_end: float = 0.0, rtol: float
     return torch.as_tensor(sol.y[:, -1], dtype=dtype).reshape(shape).to(device)
 
 
-def ode_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, scheme: str = "euler") -> float:
-    """E ||x_h - x_ref||^2 between the scheme on grid ``ts`` and the adaptive reference from the same
-    x_T: a coupling of the two laws, so an upper bound on W2^2(p_ODE^h, p_ODE)."""
+def ode_discretisation_pairs(score, sde, x_T: torch.Tensor, ts: torch.Tensor, scheme: str = "euler"):
+    """(x_h, x_ref): the scheme on grid ``ts`` and the adaptive reference from the same x_T, a coupling of
+    the two laws; None where the model's flow diverges so far that the reference cannot finish."""
     x_h = ODE_SAMPLERS[scheme](score, sde, x_T, ts)
     try:
         x_ref = reference_ode(score, sde, x_T, float(ts[-1]), rtol=1e-7, atol=1e-7, max_evals=5000)
     except ReferenceODEError:
-        return math.nan  # the model's flow diverges; no bound
-    return float(((x_h - x_ref) ** 2).sum(-1).mean().detach())
+        return None
+    return x_h.detach(), x_ref.detach()
 
 
-def sde_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator, scheme: str = "euler",
-                       k: int = 4) -> float:
-    """E ||x_h - x_{h/k}||^2 with both driven by the same Brownian path: a coupling, so an upper
-    bound on W2^2 between the laws at steps h and h/k (a proxy for the SDE's discretisation error)."""
+def sde_discretisation_pairs(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator, scheme: str = "euler",
+                             k: int = 4):
+    """(x_h, x_{h/k}): the scheme at steps h and h/k driven by the same Brownian path, a coupling."""
     fine = subdivide(ts, k)
     h_fine = (fine[:-1] - fine[1:]).to(x_T.dtype)
     dw_fine = torch.stack([math.sqrt(float(h)) * randn(x_T.shape, generator, x_T.dtype, x_T.device) for h in h_fine])
     dw = dw_fine.reshape(len(ts) - 1, k, *x_T.shape).sum(1)
     x_h = SDE_SAMPLERS[scheme](score, sde, x_T, ts, increments=dw, noise_last_step=True)
     x_fine = SDE_SAMPLERS[scheme](score, sde, x_T, fine, increments=dw_fine, noise_last_step=True)
-    return float(((x_h - x_fine) ** 2).sum(-1).mean())
+    return x_h.detach(), x_fine.detach()
+
+
+def coupling_bound(pairs) -> float:
+    """E ||x - y||^2 over coupled pairs: an upper bound on W2^2 between their laws (NaN for None)."""
+    if pairs is None:
+        return math.nan
+    a, b = pairs
+    return float(((a - b) ** 2).sum(-1).mean())
+
+
+def ode_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, scheme: str = "euler") -> float:
+    """E ||x_h - x_ref||^2 between the scheme on grid ``ts`` and the adaptive reference from the same
+    x_T: a coupling of the two laws, so an upper bound on W2^2(p_ODE^h, p_ODE)."""
+    return coupling_bound(ode_discretisation_pairs(score, sde, x_T, ts, scheme))
+
+
+def sde_discretisation(score, sde, x_T: torch.Tensor, ts: torch.Tensor, generator, scheme: str = "euler",
+                       k: int = 4) -> float:
+    """E ||x_h - x_{h/k}||^2 with both driven by the same Brownian path: a coupling, so an upper
+    bound on W2^2 between the laws at steps h and h/k (a proxy for the SDE's discretisation error)."""
+    return coupling_bound(sde_discretisation_pairs(score, sde, x_T, ts, generator, scheme, k))
 
 
 ODE_SAMPLERS = {"euler": euler_ode, "heun": heun_ode}

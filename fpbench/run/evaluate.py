@@ -17,7 +17,7 @@ from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
 from ..core.models import ExactScore
 from ..core.modes import compare_modes
 from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
-from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
+from ..core.samplers import ode_discretisation_pairs, refined_grid, sample_pair, sde_discretisation_pairs
 from ..core.targets import has_density
 from .config import ORACLE_FLOOR_REPS, POINT_DEFAULTS, score_residual_points
 from .store import Store, read_json, write_json
@@ -151,8 +151,25 @@ def discretisation(case: Case, score, sde, dim: int, device=None, dtype=None, se
     gen = streams.generator(case.config["seed"] if seed is None else seed, streams.DISCRETISATION)
     x_T = sde.prior_sample(case.config["metrics"]["disc_points"], dim, gen, dtype, device)
     ts = time_grid(case, sde.T)
-    return {"disc_ode": ode_discretisation(score, sde, x_T, ts, cfg["scheme"]),
-            "disc_sde": sde_discretisation(score, sde, x_T, ts, gen, cfg["scheme"])}
+    low, high = case.config["metrics"]["grid"][:2]
+    return {**coupling_summary("disc_ode", ode_discretisation_pairs(score, sde, x_T, ts, cfg["scheme"]), low, high),
+            **coupling_summary("disc_sde", sde_discretisation_pairs(score, sde, x_T, ts, gen, cfg["scheme"]), low,
+                               high)}
+
+
+def coupling_summary(name: str, pairs, low: float, high: float) -> dict:
+    """The coupling bound ``name`` (the mean of ||x - y||^2 over coupled trajectories) and what explains it
+    when it is large: a few trajectories that diverge dominate the mean (measured: w_R > 0 models with 1-10%
+    of trajectories ending thousands of units away), so also the median, the share of pairs with an end
+    outside the grid's box (whose samples the grid W2^2 drops) and the mean over the pairs inside it."""
+    if pairs is None:
+        return {name: math.nan}
+    a, b = pairs
+    d = ((a - b) ** 2).sum(-1).double()
+    inside = ((a >= low) & (a <= high) & (b >= low) & (b <= high)).all(-1)
+    return {name: float(d.mean()), f"{name}_median": float(d.median()),
+            f"{name}_outside": float(1 - inside.double().mean()),
+            f"{name}_inside": float(d[inside].mean()) if inside.any() else math.nan}
 
 
 def oracle(case: Case, target, sde, store: Store, n: int | None = None) -> dict:

@@ -82,6 +82,11 @@ FIELDS: dict[str, Field] = {
     "exact_density": Field("boolean", "False for a samples-only target (no oracle, no convergence evidence)"),
     "disc_ode": Field("float64", "coupling bound on the ODE sampler's discretisation part of W2²"),
     "disc_sde": Field("float64", "coupling bound on the SDE sampler's discretisation part of W2²"),
+    **{f"{d}_{k}": Field("float64", f"{d}: {meaning}") for d in ("disc_ode", "disc_sde", "oracle.disc_ode",
+                                                                  "oracle.disc_sde")
+       for k, meaning in (("median", "median of ||x - y||^2 over the coupled trajectories"),
+                          ("outside", "share of coupled pairs with an end outside the grid's box"),
+                          ("inside", "the bound over the pairs with both ends inside the box"))},
     "oracle.w2_ode_sde": Field("float64", "the exact score through the same samplers: W2²(p_ODE, p_SDE)"),
     "oracle.w2_ode_p0": Field("float64", "the exact score: W2²(p_ODE, p0)"),
     "oracle.w2_sde_p0": Field("float64", "the exact score: W2²(p_SDE, p0)"),
