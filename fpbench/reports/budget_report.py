@@ -61,7 +61,9 @@ def in_progress_section(records: list[dict], study_dir: Path) -> list[str]:
                 latest["convergence.ratio_min_late"], latest["convergence.ratio_max_late"])],
             "rel. score error": checks["rel_error"],
             "ratio to authors'": checks["rel_error"] / checks["authors_rel_error"],
-            "ratio and error parts of the gate": ["pass" if not f else "FAIL" for f in checks["fails"]]})
+            "ratio and error parts of the gate": ["pass" if not f else "FAIL" for f in checks["fails"]],
+            "within 3x the authors' error": ["yes" if not f else "no" for f in cl.convergence_checks(
+                latest, next(iter(cl.TIERS)))["fails"]]})
         frame = frame.sort_values(["target", "w_R"])
         lines += [f"### {rec['name']} (in progress: step {rec['step']:,} of {s['iterations']:,}, "
                   f"{rec['train_seconds']:,.0f} s of training so far)", "",
@@ -89,7 +91,8 @@ def members_frame(record: dict) -> pd.DataFrame:
                      "convergence.ratio_min_late": m["ratio_min_late"],
                      "convergence.ratio_max_late": m["ratio_max_late"], "convergence.rel_error": m["rel_error"],
                      "convergence.loss_plateau": m["loss_plateau"], "inside_grid_ode": m["inside_grid_ode"],
-                     "inside_grid_sde": m["inside_grid_sde"], "inside_grid_p0": m["inside_grid_p0"]})
+                     "inside_grid_sde": m["inside_grid_sde"], "inside_grid_p0": m["inside_grid_p0"],
+                     **({"log_fp_residual": m["log_fp_residual"]} if "log_fp_residual" in m else {})})
     return pd.DataFrame(rows)
 
 
@@ -116,9 +119,19 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
                      "first steps shared with": _shared(rec.get("branched_from")),
                      "member-steps/s": round(rec["member_steps_per_second"], 1),
                      "models passing the gate": f"{int((~checks['fails'].map(bool)).sum())} of {len(checks)}",
+                     "authors' quality": _quality_count(members_frame(rec)),
                      "smallest late ratio": checks["ratio_min_late"].min(),
                      "largest error / authors'": (checks["rel_error"] / checks["authors_rel_error"]).max()})
     return pd.DataFrame(rows)
+
+
+def _quality_count(members: pd.DataFrame) -> str:
+    """How many models reach the authors'-quality tier; where R~ was not measured (records before 2026-12-04)
+    the count is of its score-error and grid parts alone, and says so."""
+    quality = next(iter(cl.TIERS))
+    passing = int((~cl.convergence_checks(members, quality)["fails"].map(bool)).sum())
+    note = "" if "log_fp_residual" in members else " (score error only: R̃ not in this record)"
+    return f"{passing} of {len(members)}{note}"
 
 
 def _shared(branch: dict | None) -> str:

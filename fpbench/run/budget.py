@@ -133,7 +133,8 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
             continue
         members[case.label] = {"target": case.config["target"]["name"], "w_r": case.config["method"]["params"]["w_r"],
                                **evidence(model, target, sde, res.history, SEED),
-                               **inside_grid(model, target, sde, case)}
+                               **inside_grid(model, target, sde, case),
+                               "log_fp_residual": residual_as_levels(model, sde, target.dim, case)}
     record = {"name": name, "schedule": SCHEDULES[name], "threads": threads, "compile": compile,
               "branched_from": json.loads(branch_path.read_text()) if branch_path.exists() else None,
               "train_seconds": train_seconds, "member_steps_per_second": len(cases) * cfg["iterations"] / train_seconds,
@@ -242,6 +243,16 @@ def _recorded_probes(path: Path, labels: list[str], upto: int) -> tuple[dict, fl
     trajectories = {label: [{"iteration": line["iteration"], **line["profiles"][label]} for line in kept]
                     for label in labels}
     return trajectories, (kept[-1]["elapsed_s"] if kept else 0.0)
+
+
+def residual_as_levels(model, sde, dim: int, case) -> float:
+    """R~ of a trained member measured as the authors' levels are (``suite.level_case``): what the
+    authors'-quality tier compares."""
+    from .evaluate import log_fp_residual_estimate
+    from .suite import level_case
+
+    return log_fp_residual_estimate(level_case(case.config["target"]["name"],
+                                               case.config["method"]["params"]["w_r"]), model, sde, dim)
 
 
 def inside_grid(model, target, sde, case) -> dict:

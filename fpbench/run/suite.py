@@ -342,3 +342,13 @@ def build(case: Case, device=None):
     model = make_model(cfg["model"]["kind"], target.dim, **params).to(getattr(torch, cfg["train"]["dtype"]))
     method = make_method(cfg["method"]["name"], **cfg["method"]["params"])
     return target, sde, model.to(device), method
+
+
+LEVELS_SCALE = "converged"  # the authors' levels (R~ among them) are measured with this scale's paper cases
+
+
+def level_case(target: str, w_r: float) -> Case:
+    """The paper suite's case (``LEVELS_SCALE``, seed 0) whose settings the authors' level of (target, w_R) is
+    measured with (``fpbench reference levels``), and a trained model's R~ is compared at."""
+    return next(c for c in expand(load_suite("paper"), LEVELS_SCALE, seeds=1)
+                if c.config["target"]["name"] == target and c.config["method"]["params"]["w_r"] == w_r)
