@@ -113,3 +113,29 @@ def test_a_bundle_grows_with_the_cases_finished_since(smoke_bundle, tmp_path):
     assert later not in read_json(grown / bd.MANIFEST)["cases"]
     assert main(["bundle", "write", str(grown), "--suite", suite, "--scale", "smoke", "--results", str(store)]) == 0
     assert set(bd.verify_bundle(grown)["cases"]) == set(_metrics_by_key(store))
+
+
+def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_bundle, tmp_path):
+    """A chunk of a long run (stopped by --max-minutes) bundled: its ensemble checkpoint travels as resume/;
+    opened into an empty store on 'another machine', the same command finishes from it, to the numbers of
+    an uninterrupted run."""
+    suite, _store, _bundle = smoke_bundle
+    chunk = tmp_path / "chunk"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(chunk), "--max-minutes", "0", "--quiet"]) == 4
+    assert list(chunk.glob("ensembles/*.pt"))
+    bundle = tmp_path / "bundle"
+    assert main(["bundle", "write", str(bundle), "--suite", suite, "--scale", "smoke", "--results", str(chunk)]) == 0
+    manifest = bd.verify_bundle(bundle)
+    assert not manifest["cases"] and [r for r in manifest["files"] if r.startswith("resume/")]
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["bundle", "open", str(bundle), "--results", str(elsewhere)]) == 0
+    assert list(elsewhere.glob("ensembles/*.pt"))
+    assert main(["run", suite, "--scale", "smoke", "--results", str(elsewhere), "--quiet"]) == 0
+    whole = tmp_path / "whole"  # uninterrupted, by the same path as the chunk (the fixture's may differ)
+    assert main(["run", suite, "--scale", "smoke", "--results", str(whole), "--quiet"]) == 0
+    assert _metrics_by_key(elsewhere) == _metrics_by_key(whole)
+    assert main(["bundle", "write", str(bundle), "--suite", suite, "--scale", "smoke", "--results",
+                 str(elsewhere)]) == 0  # finished: the cases are in, the resume files gone
+    manifest = bd.verify_bundle(bundle)
+    assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
+    assert not (bundle / "resume").exists() or not list((bundle / "resume").iterdir())

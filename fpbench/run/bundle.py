@@ -12,6 +12,8 @@ manifest of what it holds:
     <bundle>/<case key>/samples.npz  the samplers' 64 x 64 node counts (and their first 2,000 points)
     <bundle>/<case key>/metrics.json every metric and the convergence evidence
     <bundle>/floors/<key>.json       the noise floors the cases read
+    <bundle>/resume/<hash>.pt        the checkpoints of ensembles still training (a run stopped by
+                                     --max-minutes): opened into <store>/ensembles/, the run resumes there
 
 ``write_bundle`` adds a store's finished cases to a bundle (a rerun adds the cases finished since, so a
 long run chunked with ``--max-minutes`` can be bundled and committed chunk by chunk); ``verify_bundle``
@@ -85,9 +87,22 @@ def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: st
         for floor in _floor_files(store, read_json(src / "metrics.json")):
             _copy(floor, out, f"floors/{floor.name}", manifest)
         manifest["cases"][case.key] = case.label
+    _keep_resumable_state(store, out, manifest)
     manifest.update(_environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _keep_resumable_state(store: Store, bundle: Path, manifest: dict) -> None:
+    """The store's unfinished ensembles' checkpoints (``<store>/ensembles/*.pt``: weights, Adam's state and
+    the data streams of a run stopped by ``--max-minutes``) as ``resume/`` in the bundle, replacing the ones
+    an earlier write kept: a long run bundled and committed chunk by chunk resumes on a new machine from its
+    last checkpoint (``open_bundle`` puts them back), not from step 0."""
+    for rel in [r for r in manifest["files"] if r.startswith("resume/")]:
+        (bundle / rel).unlink(missing_ok=True)
+        del manifest["files"][rel]
+    for checkpoint in sorted((store.root / "ensembles").glob("*.pt")):
+        _copy(checkpoint, bundle, f"resume/{checkpoint.name}", manifest)
 
 
 def _copy(src: Path, bundle: Path, rel: str, manifest: dict) -> None:
@@ -124,7 +139,7 @@ def open_bundle(bundle: Path, store_root: Path) -> Store:
     manifest = verify_bundle(bundle)
     store = Store(Path(store_root)).check_writable()
     for rel, digest in manifest["files"].items():
-        dst = store.root / rel
+        dst = store.root / ("ensembles/" + rel.removeprefix("resume/") if rel.startswith("resume/") else rel)
         if dst.exists() and sha256(dst) == digest:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
