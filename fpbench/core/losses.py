@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .residuals import PAPER_T0
 from .sde import rand
 
 WEIGHTINGS = ("likelihood", "sigma2")
 TIME_LAWS = ("uniform", "beta12")
 
 
-def sample_times(n: int, T: float, law: str = "beta12", t_eps: float = 1e-5, generator=None,
+def sample_times(n: int, T: float, law: str = "beta12", t_eps: float = PAPER_T0, generator=None,
                  dtype=None, device=None) -> torch.Tensor:
     """Training times: 'uniform' U(t_eps, T) or 'beta12' T * Beta(1, 2) + t_eps (density 2(1 - t/T)/T)."""
     u = rand(n, generator, dtype, device)
@@ -50,7 +51,7 @@ class DSMBatch:
     xt: torch.Tensor
 
 
-def dsm_batch(x0: torch.Tensor, sde, time_law: str = "beta12", t_eps: float = 1e-5,
+def dsm_batch(x0: torch.Tensor, sde, time_law: str = "beta12", t_eps: float = PAPER_T0,
               generator=None) -> DSMBatch:
     t = sample_times(x0.shape[0], sde.T, time_law, t_eps, generator, x0.dtype, x0.device)
     xt, eps = sde.kernel_sample(x0, t, generator)

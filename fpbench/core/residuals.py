@@ -19,6 +19,7 @@ from . import operators as ops
 from .sde import rand
 
 PAPER_EDGES = (-3.5, 3.5)  # the authors' box [-3.5, 3.5]^d (REFERENCE.md): Omega of eq. 20 and the W2² grid's box
+PAPER_T0 = 1e-5  # the authors' smallest t: of the residuals' time range and of the DSM time law (REFERENCE.md)
 
 
 @dataclass(frozen=True)
@@ -108,21 +109,21 @@ def collocation_points(n, d, box: Box, t0: float, T: float, generator, dtype, de
     return x, t
 
 
-def log_fp_residual_mc(potential, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
+def log_fp_residual_mc(potential, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = PAPER_T0,
                        generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R~(theta, u, t0) (eq. 20): mean of r^2 over U(Omega) x U(t0, T)."""
     x, t = collocation_points(n, d, box, t0, sde.T, generator, dtype, device)
     return log_fp_residual(potential, sde, x, t, create_graph=create_graph).pow(2).mean()
 
 
-def score_fp_residual_mc(score, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
+def score_fp_residual_mc(score, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = PAPER_T0,
                          generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R^s(theta, s, t0) (eq. 32): mean of ||r||^2 over U(Omega) x U(t0, T)."""
     x, t = collocation_points(n, d, box, t0, sde.T, generator, dtype, device)
     return score_fp_residual(score, sde, x, t, create_graph=create_graph).pow(2).sum(-1).mean()
 
 
-def density_fp_residual_mc(density, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = 1e-5,
+def density_fp_residual_mc(density, sde, d: int, n: int = 50_000, box: Box = PAPER_BOX, t0: float = PAPER_T0,
                            generator=None, dtype=torch.float32, device=None, create_graph: bool = False):
     """Monte Carlo estimate of R(theta, p, t0) (eq. 18): mean of r^2 over U(Omega) x U(t0, T)."""
     x, t = collocation_points(n, d, box, t0, sde.T, generator, dtype, device)

@@ -11,8 +11,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis import claims as cl
+from ..core.convergence import LATE_FRACTION
 from ..run.budget import PROBE_EVERY, PROBE_POINTS, SAMPLE, SCHEDULES
 from .claims_report import convergence_table
+
+LATE_RATIO = f"smallest score ratio, t ≥ {LATE_FRACTION:g} T"
 
 
 def load_records(study_dir: Path) -> list[dict]:
@@ -57,7 +60,7 @@ def in_progress_section(records: list[dict], study_dir: Path) -> list[str]:
         checks = cl.convergence_checks(latest)
         frame = pd.DataFrame({
             "target": checks["target"], "w_R": checks["w_r"],
-            "score ratio, t ≥ 0.05 T (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(
+            f"score ratio, t ≥ {LATE_FRACTION:g} T (min-max)": [f"{a:.3f}-{b:.3f}" for a, b in zip(
                 latest["convergence.ratio_min_late"], latest["convergence.ratio_max_late"])],
             "rel. score error": checks["rel_error"],
             "ratio to authors'": checks["rel_error"] / checks["authors_rel_error"],
@@ -102,7 +105,7 @@ def trajectories_frame(records: list[dict]) -> pd.DataFrame:
         for (target, w_r), points in _by_model(rec).items():
             level = cl.reference_error(target, w_r)
             rows += [{"schedule": rec["name"], "target": target, "w_R": w_r, "step": p["iteration"],
-                      "smallest score ratio, t ≥ 0.05 T": p["ratio_min_late"],
+                      LATE_RATIO: p["ratio_min_late"],
                       "relative score error / authors'": p["rel_error"] / level} for p in points]
     return pd.DataFrame(rows)
 
@@ -220,7 +223,7 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
              "(fpbench/core/convergence.py); at the end each model is also sampled "
              f"({SAMPLE['n']:,} ODE and SDE samples, nfe = {SAMPLE['nfe']}) "
              "for the shares inside the grid. The gate is the one the claims use (fpbench/analysis/claims.py): "
-             f"score ratio within [{low:g}, {high:g}] at t ≥ 0.05 T, relative score error at most "
+             f"score ratio within [{low:g}, {high:g}] at t ≥ {LATE_FRACTION:g} T, relative score error at most "
              f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors' published model of the same target and "
              f"w_R, and ODE/SDE shares inside the grid at least p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.",
              "", conclusion(summary), "", "## Schedules", "", summary.to_markdown(index=False, floatfmt=".3g"), "",
@@ -229,13 +232,13 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
         lines += [f"### {rec['name']}", "", convergence_table(members_frame(rec)).to_markdown(index=False,
                                                                                        floatfmt=".3g"), ""]
     lines += in_progress_section(unfinished, study_dir)
-    lines += ["## Trajectories", "", "The smallest score ratio over t ≥ 0.05 T (1: the exact score's size; the "
-              "collapse toward u = 2t + c drives it toward 0) and the relative score error over the authors' model's, "
-              "per probe.", "", f"![trajectories](figures/{fig.name})", ""]
+    lines += ["## Trajectories", "", f"The smallest score ratio over t ≥ {LATE_FRACTION:g} T (1: the exact score's "
+              "size; the collapse toward u = 2t + c drives it toward 0) and the relative score error over the "
+              "authors' model's, per probe.", "", f"![trajectories](figures/{fig.name})", ""]
     last = trajectories_frame(records + unfinished).sort_values("step").groupby(["schedule", "target", "w_R"]).tail(4)
     last = last.assign(probe=last.groupby(["schedule", "target", "w_R"]).cumcount(ascending=False).map(
         {3: "4th last", 2: "3rd last", 1: "2nd last", 0: "last"}))
-    last["cell"] = [f"{v:.3f} (step {s:,})" for v, s in zip(last["smallest score ratio, t ≥ 0.05 T"], last["step"])]
+    last["cell"] = [f"{v:.3f} (step {s:,})" for v, s in zip(last[LATE_RATIO], last["step"])]
     pivot = last.pivot(index=["schedule", "target", "w_R"], columns="probe", values="cell")
     pivot = pivot[[c for c in ("4th last", "3rd last", "2nd last", "last") if c in pivot]]
     lines += ["Smallest late score ratio at each schedule's last four probes:", "", pivot.to_markdown(), ""]

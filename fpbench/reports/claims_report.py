@@ -14,7 +14,7 @@ import torch
 from ..analysis import claims as cl
 from ..analysis.stats import FAIL, INCONCLUSIVE, PASS
 from ..core import operators as ops
-from ..core.convergence import EARLY_FRACTION
+from ..core.convergence import EARLY_FRACTION, LATE_FRACTION
 from ..run.store import Store
 from ..run.suite import Case
 
@@ -97,7 +97,8 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
           for k in ("ratio_min_late", "ratio_max_late", "rel_error")}
     return pd.DataFrame({
         "target": checks["target"], "w_R": checks["w_r"], "seed": checks["seed"],
-        "score ratio, t ≥ 0.05 T (min-max, ± 95%)": [f"{_pm(a, sa, 3)} to {_pm(b, sb, 3)}" for a, b, sa, sb in zip(
+        f"score ratio, t ≥ {LATE_FRACTION:g} T (min-max, ± 95%)": [
+            f"{_pm(a, sa, 3)} to {_pm(b, sb, 3)}" for a, b, sa, sb in zip(
             df["convergence.ratio_min_late"], df["convergence.ratio_max_late"], se["ratio_min_late"],
             se["ratio_max_late"])],
         "rel. score error (± 95%)": [_pm(v, e, 4) for v, e in zip(checks["rel_error"], se["rel_error"])],
@@ -208,7 +209,8 @@ def convergence_section(df: pd.DataFrame) -> str:
     return "\n".join([
         "## Convergence of the trained models", "",
         "Measured against the exact score with x ~ p_t (fpbench/core/convergence.py): the score ratio "
-        "E[s_θ·s*]/E|s*|² (0 for the trivial log-FP solution u = 2t + c) at t ≥ 0.05 T, the relative score error "
+        f"E[s_θ·s*]/E|s*|² (0 for the trivial log-FP solution u = 2t + c) at t ≥ {LATE_FRACTION:g} T, the relative "
+        "score error "
         "E|s_θ − s*|²/E|s*|² averaged over t = (0.001 ... 1) T, beside the same numbers for the authors' published "
         "model of the same target and w_R (fpbench/analysis/authors_levels.py, `fpbench reference levels`); the "
         "shares of samples inside the grid; the relative change of the median loss over the last 20% of training "

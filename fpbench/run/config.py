@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 
+from ..core.residuals import PAPER_EDGES, PAPER_T0
+
 # The settings that produced the paper's Tables 1-3 (the authors' code).
 PAPER_DEFAULTS: dict[str, dict] = {
     "train": {
@@ -15,11 +17,11 @@ PAPER_DEFAULTS: dict[str, dict] = {
         "lr_stages": [[1e-3, 0.25], [1e-4, 0.65], [1e-5, 0.10]],  # (lr, fraction of iterations); fresh Adam each
         "dsm_batch": 200_000,
         "time_law": "beta12",  # t = T Beta(1, 2) + t_eps
-        "t_eps": 1e-5,
+        "t_eps": PAPER_T0,
         "dsm_weighting": "likelihood",  # lambda = g^2 = 1 for the OU process
         "residual_points": 50_000,
-        "residual_t0": 1e-5,
-        "box": [-3.5, 3.5],  # Omega of the residual (eq. 20)
+        "residual_t0": PAPER_T0,
+        "box": list(PAPER_EDGES),  # Omega of the residual (eq. 20)
         "dtype": "float32",
         "log_every": 100,
         "checkpoint_every": 1000,
@@ -36,7 +38,7 @@ PAPER_DEFAULTS: dict[str, dict] = {
         "dtype": "float32",
     },
     "metrics": {
-        "grid": [-3.5, 3.5, 64],  # linspace(-3.5, 3.5, 64) nodes per axis
+        "grid": [*PAPER_EDGES, 64],  # linspace(-3.5, 3.5, 64) nodes per axis
         "n_boot": 10,  # bootstrap replicates for each W2^2 interval
         "floor_reps": 5,  # independent pairs of p0 draws for the noise floor
         "residual_points": 50_000,  # fresh points for R~ and R^s of the trained model

@@ -37,14 +37,14 @@ from ..core import metrics as mx
 from ..core import operators as ops
 from ..core import planted as pl
 from ..core.models import ExactScore
-from ..core.residuals import PAPER_BOX, log_fp_residual_mc, score_fp_residual_mc
+from ..core.residuals import PAPER_BOX, PAPER_T0, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
 from ..core.sde import make_sde
 from ..core.targets import make_target
 from .store import Store, write_json
 
 LAB_FILE = "lab.toml"
-T0 = 1e-5  # the residuals' and the score error's smallest t (the authors' t0, REFERENCE.md)
+T0 = PAPER_T0  # the residuals' and the score error's smallest t (the authors' t0, REFERENCE.md)
 SCALE_KEYS = {"about", "n", "nfe", "dtype", "floor_reps", "residual_points", "score_points", "disc_points",
               "n_boot", "targets", "gradient_eps", "shapes", "solenoidal_eps", "positions"}
 SEEDS = {"prior": 7, "p0": 8, "floor": 2, "residual": 3, "score": 4, "disc": 5, "boot": 6}
