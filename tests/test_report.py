@@ -1,6 +1,7 @@
 """Report pieces computed from results: trends, dropped samples, the prior-score diagnostic."""
 
 import pandas as pd
+import pytest
 import torch
 
 from fpbench.analysis.paper_values import TABLES
@@ -109,3 +110,29 @@ def test_a_failed_claim_about_trained_models_gets_its_diagnostics_and_is_not_bla
     row = next(line for line in text.splitlines() if line.replace(" ", "").startswith("|10|"))
     assert [c.strip() for c in row.split("|")[2:-1]] == ["0.97", "1", "1", "0.001", "0.11"]
     assert why_section(df, [cl.ClaimOutcome(cl.CHECKS["H2"], result=failed)]) == ""
+
+
+def test_the_distance_to_the_paper_is_measured_per_cell():
+    """Ratios to the paper's cells, whether fpbench's interval holds the paper's value, and the distance in the
+    paper's own half-widths where its intervals are known."""
+    import math
+
+    from fpbench.analysis.paper_values import paper_value
+    from fpbench.reports.suite_report import distance_frame, distance_section
+
+    rows = []
+    for target in ("blob", "checker"):
+        for w in (0.0, 1.0):
+            for seed, factor in enumerate((1.99, 2.01)):  # twice the paper's value, seed to seed +-0.5%
+                row = {"target": target, "param_w_r": w, "seed": seed}
+                for table in ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0"):
+                    v = factor * paper_value(table, target, w)
+                    row |= {f"{table}.value": v, f"{table}.ci_low": v, f"{table}.ci_high": v}
+                rows.append(row)
+    frame = distance_frame(pd.DataFrame(rows), {("w2_ode_sde", "blob", 0.0): 0.001})
+    assert len(frame) == 12 and frame["ratio"].round(9).eq(2.0).all()
+    assert not frame["interval holds the paper's"].any()  # t interval over 2 seeds: about [1.87, 2.13] x paper
+    blob = frame[(frame["table"] == "Table 1") & (frame["target"] == "blob") & (frame["w_R"] == 0.0)].iloc[0]
+    assert blob["distance (paper's half-widths)"] == pytest.approx(0.011599 / (1.96 * 0.001))
+    assert math.isnan(frame.iloc[-1]["distance (paper's half-widths)"])
+    assert "Median ratio to the paper's cell 2.00" in distance_section(pd.DataFrame(rows), {})

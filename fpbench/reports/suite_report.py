@@ -91,6 +91,58 @@ def paper_comparable(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
+def paper_sds(store: Store) -> dict:
+    """{(table, target, w_R): the sd of the paper's own estimate at its n}, from the replicates of
+    ``fpbench reference intervals`` where this store holds them (read only), else {}."""
+    out = {}
+    for path in sorted((store.root / "reference" / "intervals").glob("cell-*.json")):
+        cell = Store.cached(path)
+        if cell is not None and len(cell.get("replicates", [])) >= 2:
+            out[(cell["table"], cell["target"], float(cell["w_r"]))] = float(np.std(cell["replicates"], ddof=1))
+    return out
+
+
+def distance_frame(df: pd.DataFrame, sds: dict) -> pd.DataFrame:
+    """Per cell of Tables 1-3: fpbench's mean [95% interval], the paper's value, their ratio, whether the
+    interval holds the paper's value, and the distance in the paper's own 95% half-widths (1.96 x the sd of
+    its estimate, where ``sds`` has it)."""
+    rows = []
+    for table in TABLES:
+        for (target, w_r), grp in df.groupby(["target", "param_w_r"]):
+            paper = paper_value(table, target, w_r)
+            if paper is None:
+                continue
+            mean, low, high, _kind = summarise(grp[f"{table}.value"].to_numpy(float),
+                                               grp[f"{table}.ci_low"].to_numpy(float),
+                                               grp[f"{table}.ci_high"].to_numpy(float))
+            sd = sds.get((table, target, float(w_r)))
+            rows.append({"table": TABLE_TITLES[table].split(":")[0], "target": target, "w_R": w_r,
+                         "fpbench [95%]": f"{mean:.6f} [{low:.6f}, {high:.6f}]", "paper": paper,
+                         "ratio": mean / paper, "interval holds the paper's": bool(low <= paper <= high),
+                         "distance (paper's half-widths)": (mean - paper) / (1.96 * sd) if sd else math.nan})
+    return pd.DataFrame(rows)
+
+
+def distance_section(df: pd.DataFrame, sds: dict) -> str:
+    """How far fpbench's cells are from the paper's: ratios, interval coverage and, where the paper's own
+    intervals are in the store, the distance in their half-widths."""
+    frame = distance_frame(df, sds)
+    if frame.empty:
+        return ""
+    held = int(frame["interval holds the paper's"].sum())
+    half = frame["distance (paper's half-widths)"].dropna()
+    lines = ["## Distance to the paper", "",
+             f"Median ratio to the paper's cell {frame['ratio'].median():.2f} (from {frame['ratio'].min():.2f} to "
+             f"{frame['ratio'].max():.2f}); the paper's value lies inside fpbench's 95% interval in {held} of "
+             f"{len(frame)} cells. " + (
+                 f"In the paper's own 95% half-widths (reports/paper-intervals.md), the median distance is "
+                 f"{half.abs().median():.1f}." if len(half) else
+                 "The paper's own intervals are not in this store (`fpbench reference intervals --results` the same "
+                 "store adds the distance in their half-widths)."), "",
+             frame.to_markdown(index=False, floatfmt=".3g"), ""]
+    return "\n".join(lines)
+
+
 def trends_section(df: pd.DataFrame) -> str:
     """Does each quantity move with w_R the way the paper's table does? Spearman's rho over the w_R
     values (means over seeds), ours beside the paper's: descriptive, with four points per row."""
@@ -288,7 +340,8 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     lines += claim_lines
     comparable = paper_comparable(df)
     if not comparable.empty:
-        lines += [trends_section(comparable), calibration_section(comparable)]
+        lines += [distance_section(comparable, paper_sds(store)), trends_section(comparable),
+                  calibration_section(comparable)]
     lines += [dropped_samples_section(df)]
     lines += [error_budget_section(df)]
     lines += ["## Trained models", "", diagnostics_frame(df, param).to_markdown(floatfmt=".4g"), "",
