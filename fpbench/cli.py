@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .core.errors import FpbenchError
+
 # torch emits DeprecationWarnings from its own internals on import; they are not the user's concern.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
 
@@ -22,7 +24,7 @@ REPORTS_DIR = Path("fpbench-reports")  # where reports go unless --out says: the
 # repository's committed reports/ (those are written only when asked, with --out reports/NAME.md)
 
 
-class UserError(Exception):
+class UserError(FpbenchError):
     """A mistake in the user's input: printed as one line, no traceback, exit code 2."""
 
 
@@ -212,7 +214,7 @@ def _cmd_export(args) -> int:
     writable_out(args.out)
     df = load_results(args.suite, args.scale, args.results, args.seeds)
     if df.empty:
-        raise ValueError(f"no finished cases of suite {args.suite!r} at scale {args.scale!r}; run "
+        raise FpbenchError(f"no finished cases of suite {args.suite!r} at scale {args.scale!r}; run "
                          f"`fpbench run {args.suite} --scale {args.scale}` first")
     out = export_results(df, args.out)
     missing = df.attrs.get("missing", [])
@@ -307,7 +309,7 @@ def _cmd_bundle(args) -> int:
               f"{manifest['suite']} --scale {manifest['scale']} --results {store.root}")
         return 0
     if args.scale is None:
-        raise ValueError("fpbench bundle write needs --scale")
+        raise FpbenchError("fpbench bundle write needs --scale")
     data = load_suite(args.suite)
     cases = expand(data, args.scale, args.seeds)
     if data["suite"].get("score_models"):
@@ -676,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UserError, ValueError, FileNotFoundError) as err:
+    except FpbenchError as err:  # a user's mistake or an expected condition: one line; anything else is a bug
         if args.debug:
             raise
         print(f"fpbench: error: {err} (--debug shows the traceback)", file=sys.stderr)

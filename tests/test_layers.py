@@ -64,3 +64,19 @@ def test_the_layer_test_sees_an_upward_import(tmp_path, monkeypatch):
         test_no_module_imports_from_a_layer_above_it(fake / "core" / "bad.py")
     with pytest.raises(AssertionError, match="imports private names"):
         test_no_module_imports_a_private_name_of_another(fake / "core" / "bad.py")
+
+
+# fpbench.run's modules that compute (train, sample, measure, run cases): a report writer reads what they
+# stored and may import their settings (UPPERCASE constants), never their functions (``fpbench report``
+# measures nothing; tests/test_pipeline.py checks it at run time too).
+RUN_COMPUTE_MODULES = {"run.evaluate", "run.pipeline", "run.execute", "run.lab", "run.bench", "run.gpu_check",
+                       "run.external", "run.budget"}
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("reports/*.py")), ids=lambda p: p.name)
+def test_no_report_writer_imports_from_the_run_layers_compute_modules(path):
+    rel = str(path.relative_to(PACKAGE))
+    for line, module, names in _imports(path):
+        if module in RUN_COMPUTE_MODULES:
+            assert names and all(n.isupper() for n in names), \
+                f"{rel}:{line} imports {names} from {module}, which computes; a report only reads"

@@ -842,3 +842,21 @@ def test_evaluate_checks_the_users_model_before_training_the_baseline(tmp_path, 
     assert main(["evaluate", f"{nan_model}:make", "--target", "blob", "--scale", "smoke", "--results",
                  str(tmp_path / "r"), "--out", str(tmp_path / "e.md")]) == 2
     assert "returned non-finite values (NaN or inf)" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback_and_a_users_mistake_is_one_line(tmp_path, capsys, monkeypatch):
+    """Only FpbenchError (a user's mistake or an expected condition) is shown as one line; a plain ValueError
+    from inside fpbench is a bug and surfaces with its traceback."""
+    from fpbench.core.errors import FpbenchError
+    from fpbench.run import suite as suite_module
+
+    assert main(["run", "nosuchsuite", "--scale", "smoke", "--results", str(tmp_path / "r")]) == 2
+    assert "unknown suite 'nosuchsuite'" in capsys.readouterr().err
+
+    def buggy(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(suite_module, "expand", buggy)
+    with pytest.raises(ValueError, match="an internal invariant broke") as err:
+        main(["run", "paper", "--scale", "smoke", "--results", str(tmp_path / "r")])
+    assert not isinstance(err.value, FpbenchError)

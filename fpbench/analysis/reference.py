@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.errors import FpbenchError
 from ..core.metrics import TABLE_PAIRS, from_xy_order, grid_w2_from_weights
 from ..core.models import PotentialMLP
 from .paper_values import TABLES, TARGETS, W_R
@@ -27,7 +28,7 @@ ENV_VAR = "FPBENCH_REFERENCE"
 LAYERS = (("input", 0), ("hidden1", 2), ("hidden2", 4), ("output", 6))  # authors' name -> index in net
 
 
-class ReferenceError(ValueError):
+class ReferenceError(FpbenchError):
     """A missing, tampered or unexpected reference artefact."""
 
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from ..core.errors import FpbenchError
+
 ALPHA = 0.05
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
@@ -55,7 +57,7 @@ class ClaimTest:
                 f"alpha = {self.alpha:g}" + (f"; {self.detail}" if self.detail else ""))
 
 
-class UndecidableError(ValueError):
+class UndecidableError(FpbenchError):
     """The data cannot decide a test (too few complete blocks, pairs, units or groups). Any other
     exception raised while deciding a claim is a bug, and surfaces as one."""
 

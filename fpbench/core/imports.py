@@ -8,6 +8,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from .errors import FpbenchError
+
 
 def load_attr(spec: str, what: str):
     """The attribute ``attr`` of an importable module (the working directory searched too) or of a .py file;
@@ -30,4 +32,4 @@ def load_attr(spec: str, what: str):
             raise AttributeError(f"{where} has no {name!r}")
         return getattr(module, name)
     except (ImportError, AttributeError, SyntaxError) as err:
-        raise ValueError(f"cannot load {what} {spec!r}: {err}") from None
+        raise FpbenchError(f"cannot load {what} {spec!r}: {err}") from None

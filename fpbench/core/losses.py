@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import FpbenchError
 from .residuals import PAPER_T0
 from .sde import rand
 
@@ -29,7 +30,7 @@ def sample_times(n: int, T: float, law: str = "beta12", t_eps: float = PAPER_T0,
         return t_eps + (T - t_eps) * u
     if law == "beta12":  # inverse CDF of Beta(1, 2): 1 - sqrt(1 - u)
         return T * (1 - torch.sqrt(1 - u)) + t_eps
-    raise ValueError(f"unknown time law {law!r}; known: {', '.join(TIME_LAWS)}")
+    raise FpbenchError(f"unknown time law {law!r}; known: {', '.join(TIME_LAWS)}")
 
 
 def weighting(sde, t: torch.Tensor, kind: str = "likelihood") -> torch.Tensor:
@@ -38,7 +39,7 @@ def weighting(sde, t: torch.Tensor, kind: str = "likelihood") -> torch.Tensor:
         return sde.diffusion(t) ** 2
     if kind == "sigma2":
         return sde.marginal(t)[1] ** 2
-    raise ValueError(f"unknown weighting {kind!r}; known: {', '.join(WEIGHTINGS)}")
+    raise FpbenchError(f"unknown weighting {kind!r}; known: {', '.join(WEIGHTINGS)}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import operators as ops
+from .errors import FpbenchError
 
 
 def mlp(d_in: int, d_out: int, width: int, depth: int, beta: float) -> nn.Sequential:
@@ -91,8 +92,8 @@ MODELS = {"potential": PotentialMLP, "score": ScoreMLP}
 def make_model(kind: str, dim: int, **params) -> nn.Module:
     """Build a trainable model: 'potential' (PotentialMLP) or 'score' (ScoreMLP)."""
     if kind not in MODELS:
-        raise ValueError(f"unknown model {kind!r}; known: {', '.join(sorted(MODELS))}")
+        raise FpbenchError(f"unknown model {kind!r}; known: {', '.join(sorted(MODELS))}")
     try:
         return MODELS[kind](dim=dim, **params)
     except TypeError as err:
-        raise ValueError(f"bad parameters for model {kind!r}: {err}") from None
+        raise FpbenchError(f"bad parameters for model {kind!r}: {err}") from None

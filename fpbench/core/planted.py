@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import operators as ops
+from .errors import FpbenchError
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Bump:
 
     def __post_init__(self):
         if self.shape not in SHAPES:
-            raise ValueError(f"unknown bump shape {self.shape!r}; known: {', '.join(SHAPES)}")
+            raise FpbenchError(f"unknown bump shape {self.shape!r}; known: {', '.join(SHAPES)}")
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         z = (x - torch.as_tensor(self.centre, dtype=x.dtype, device=x.device)) / self.radius

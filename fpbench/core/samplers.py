@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from .errors import FpbenchError
 from .sde import randn
 
 
@@ -205,7 +206,7 @@ def sample_pair(score, sde, n: int, dim: int, ts: torch.Tensor, seed: int, schem
     (the same ODE samples, the SDE not run).
     """
     if scheme not in ODE_SAMPLERS:
-        raise ValueError(f"unknown sampler scheme {scheme!r}; known: {', '.join(ODE_SAMPLERS)}")
+        raise FpbenchError(f"unknown sampler scheme {scheme!r}; known: {', '.join(ODE_SAMPLERS)}")
     ts = ts.to(torch.float64)
     odes, sdes = [], []
     for c, start in enumerate(range(0, n, chunk)):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import FpbenchError
+
 
 def _as_tensor(t, like: torch.Tensor | None = None) -> torch.Tensor:
     if isinstance(t, torch.Tensor):
@@ -185,8 +187,8 @@ SDES = {"ou": OU, "vp": VP, "ve": VE}
 def make_sde(name: str, **params) -> LinearSDE:
     """Build an SDE by name ('ou', 'vp', 've'); unknown names raise ValueError."""
     if name not in SDES:
-        raise ValueError(f"unknown SDE {name!r}; known: {', '.join(sorted(SDES))}")
+        raise FpbenchError(f"unknown SDE {name!r}; known: {', '.join(sorted(SDES))}")
     try:
         return SDES[name](**params)
     except TypeError as err:
-        raise ValueError(f"bad parameters for SDE {name!r}: {err}") from None
+        raise FpbenchError(f"bad parameters for SDE {name!r}: {err}") from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import FpbenchError
+
 SAMPLERS = 10_000  # the prior points and Brownian increments of the ODE and SDE samplers
 P0 = 20_000  # the p0 sample the samplers' output is compared with
 DIAGNOSTICS = 30_000  # fresh points for R~, R^s, L_DSM, the curl and the prior's score ratio
@@ -19,7 +21,7 @@ CONVERGENCE = 50_000  # x ~ p_t for the score-ratio profile against the exact sc
 def seed_for(seed: int, stream: int) -> int:
     """The seed of ``stream`` (one of this module's offsets) for a case of seed ``seed``."""
     if not 0 <= seed < SAMPLERS:
-        raise ValueError(f"a case's seed must lie in [0, {SAMPLERS}) so that its streams do not overlap another "
+        raise FpbenchError(f"a case's seed must lie in [0, {SAMPLERS}) so that its streams do not overlap another "
                          f"seed's; got {seed}")
     return seed + stream
 

@@ -15,6 +15,8 @@ import math
 import numpy as np
 import torch
 
+from .errors import FpbenchError
+
 # One place for every target parameter (REFERENCE.md, "Targets (2D)").
 TARGET_DEFAULTS: dict[str, dict] = {
     "blob": {  # the paper's "Gaussian mixture": 9 equal Gaussians, cov 0.2 I, all scaled by 0.65
@@ -311,7 +313,7 @@ class SampleTarget(Target):
         return super().score(x, t, sde, create_graph)
 
 
-class NoDensityError(ValueError):
+class NoDensityError(FpbenchError):
     """A quantity that needs the exact density, asked of a samples-only target."""
 
 
@@ -376,12 +378,12 @@ def _samples(path, **params):
     from pathlib import Path
 
     if not path or not Path(path).exists():
-        raise ValueError(f"target 'samples': no file {path!r} (give path = '....npy' or '....npz')")
+        raise FpbenchError(f"target 'samples': no file {path!r} (give path = '....npy' or '....npz')")
     loaded = np.load(path)
     data = loaded if isinstance(loaded, np.ndarray) else loaded["x" if "x" in loaded.files else loaded.files[0]]
     data = torch.as_tensor(np.asarray(data, dtype=np.float64))
     if data.ndim != 2 or not torch.isfinite(data).all():
-        raise ValueError(f"target 'samples': {path} must hold a finite (n, d) array; got shape {tuple(data.shape)}")
+        raise FpbenchError(f"target 'samples': {path} must hold a finite (n, d) array; got shape {tuple(data.shape)}")
     return SampleTarget("samples", data.shape[1], lambda n, gen: data[torch.randint(len(data), (n,), generator=gen)],
                         path=path, **params)
 
@@ -408,10 +410,10 @@ def make_target(name: str, **overrides) -> Target:
     if ":" in name:
         return user_target(name, **overrides)
     if name not in _BUILDERS:
-        raise ValueError(f"unknown target {name!r}; known: {', '.join(sorted(_BUILDERS))}")
+        raise FpbenchError(f"unknown target {name!r}; known: {', '.join(sorted(_BUILDERS))}")
     unknown = set(overrides) - set(TARGET_DEFAULTS[name])
     if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for target {name!r}; "
+        raise FpbenchError(f"unknown parameter(s) {sorted(unknown)} for target {name!r}; "
                          f"known: {sorted(TARGET_DEFAULTS[name])}")
     target = _BUILDERS[name](**{**TARGET_DEFAULTS[name], **overrides})
     target.params = {**TARGET_DEFAULTS[name], **overrides}
@@ -426,7 +428,7 @@ def user_target(spec: str, **params) -> Target:
 
     obj = load_attr(spec, "target")(**params)
     if not callable(getattr(obj, "sample", None)) or not isinstance(getattr(obj, "dim", None), int):
-        raise ValueError(f"target {spec!r}: the object needs sample(n, generator) and an integer dim")
+        raise FpbenchError(f"target {spec!r}: the object needs sample(n, generator) and an integer dim")
     draw = lambda n, gen: torch.as_tensor(obj.sample(n, gen), dtype=torch.float64)  # noqa: E731
     log_prob = obj.log_prob if callable(getattr(obj, "log_prob", None)) else None
     return SampleTarget(spec, obj.dim, draw, log_prob, **params)

@@ -14,6 +14,7 @@ from .. import __version__
 from ..analysis import claims as cl
 from ..analysis.paper_values import TABLE_TITLES
 from ..analysis.published import SCALE, authors_cases
+from ..core.errors import FpbenchError
 from ..run.config import AUTHORS_RESAMPLING
 from . import claims_report as cr
 from .suite_report import TABLES, diagnostics_frame, settings_section, table_frame, table_markdown
@@ -41,7 +42,7 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
                          calibration_reps: int = 1000, seeds: int | None = None) -> Path:
     """Write the report from the published models' finished cases (``published.authors_results``)."""
     if df.empty:
-        raise ValueError(f"no finished case of the authors' models under {where}; run `{COMMAND}` first")
+        raise FpbenchError(f"no finished case of the authors' models under {where}; run `{COMMAND}` first")
     outcomes = cl.trained_claims(df, fixed_checkpoints=True)
     cal = cl.calibration(df, reps=calibration_reps, fixed_checkpoints=True)
     (out.parent / "figures").mkdir(parents=True, exist_ok=True)

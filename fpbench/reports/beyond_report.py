@@ -14,6 +14,7 @@ import pandas as pd
 from .. import __version__
 from ..analysis import claims as cl
 from ..analysis import compare as cmp
+from ..core.errors import FpbenchError
 from ..run.results import collect
 from ..run.suite import expand, method_specs
 
@@ -122,7 +123,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     cases = expand(data, scale, seeds)
     df, records, missing = _frame(data, store, cases)
     if df.empty:
-        raise ValueError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
+        raise FpbenchError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
                          f"{store.root}; run `fpbench run {data['suite']['name']} --scale {scale}` first")
     name = data["suite"]["name"]
     lines = [f"# fpbench report: suite `{name}`, scale `{scale}`", "", data["suite"].get("description", ""), "",

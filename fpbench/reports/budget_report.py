@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..analysis import claims as cl
 from ..core.convergence import LATE_FRACTION
+from ..core.errors import FpbenchError
 from ..run.budget import PROBE_EVERY, PROBE_POINTS, SAMPLE, SCHEDULES
 from .claims_report import convergence_table
 
@@ -205,7 +206,7 @@ def not_recorded(records: list[dict]) -> list[str]:
 def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
     records, unfinished = load_records(study_dir), load_in_progress(study_dir)
     if not records:
-        raise ValueError(f"no finished schedule under {study_dir}; run `fpbench budget run` first")
+        raise FpbenchError(f"no finished schedule under {study_dir}; run `fpbench budget run` first")
     summary = summary_frame(records)
     fig = figure(trajectories_frame(records + unfinished), out.parent / "figures" / "budget-trajectories.png")
     low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]

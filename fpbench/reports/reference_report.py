@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..analysis.paper_values import TABLE_TITLES, TARGETS, W_R, paper_value
 from ..analysis.reference import TableCell, histogram, recompute_tables
+from ..core.errors import FpbenchError
 from ..core.metrics import TABLE_PAIRS, grid_w2_from_weights
 from ..run.store import Store
 
@@ -57,7 +58,7 @@ def comparison_row(record: dict, store: Store, root: Path) -> dict:
     target, w_r = cfg["target"]["name"], cfg["method"]["params"]["w_r"]
     hist = store.samples(record["key"])
     if hist is None:
-        raise ValueError(f"the samples of {target} w_R = {w_r} [{record['key']}] are missing from the store; rerun "
+        raise FpbenchError(f"the samples of {target} w_R = {w_r} [{record['key']}] are missing from the store; rerun "
                          "`fpbench reference evaluate` to resample them")
     row = {"target": target, "w_r": w_r, "n": cfg["sample"]["n"], "nfe": cfg["sample"]["nfe"],
            **{k: m[k] for k in (*TABLE_TITLES, "floor", "log_fp_residual", "dsm_loss", "dsm_excess", "dsm_excess_se",
@@ -197,7 +198,7 @@ def write_reference_report(root: Path, store_root: Path, out: Path, run: bool = 
     _df, finished, missing = (run_authors(root, str(store_root), seeds=1, log=log, compile=compile) if run else
                               authors_results(store, seeds=1))
     if not finished:
-        raise ValueError(f"no published model re-sampled under {store_root} yet; run `fpbench reference evaluate`")
+        raise FpbenchError(f"no published model re-sampled under {store_root} yet; run `fpbench reference evaluate`")
     records = [comparison_row(r, store, root) for r in finished]
     n, nfe = records[0]["n"], records[0]["nfe"]
     check = nfe_check(root, store_root / "reference", 100_000, log)

@@ -16,6 +16,7 @@ from .. import __version__
 from ..analysis.paper_values import TABLE_TITLES, paper_value
 from ..analysis.paper_values import TARGETS as PAPER_TARGETS
 from ..analysis.stats import summarise
+from ..core.errors import FpbenchError
 from ..run.config import DERIVED_METRICS, PAPER_DEFAULTS, TEXT_VS_CODE, score_residual_points
 from ..run.results import collect
 from ..run.store import Store
@@ -312,7 +313,7 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     cases = expand(data, scale, seeds)
     df, records, missing = collect(store, cases)
     if df.empty:
-        raise ValueError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
+        raise FpbenchError(f"no finished cases of suite {data['suite']['name']!r} at scale {scale!r} under "
                          f"{store.root}; run `fpbench run {data['suite']['name']} --scale {scale}` first")
     if log:
         log(f"report: {len(df)} finished case(s) of {len(cases)} read from {store.root}")

@@ -32,6 +32,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ..core.errors import FpbenchError
+
 QUICK_STAGES = [[1e-3, 0.6], [1e-4, 0.3], [1e-5, 0.1]]
 _QUICK = {"lr_stages": QUICK_STAGES, "dsm_batch": 4000, "residual_points": 500}
 SCHEDULES: dict[str, dict] = {
@@ -276,7 +278,7 @@ def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = 
     ``deadline`` (``time.time()`` seconds) each stops at a checkpoint with ``TimeBudgetReached``."""
     unknown = [n for n in names if n not in SCHEDULES]
     if unknown:
-        raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(SCHEDULES)}")
+        raise FpbenchError(f"unknown schedule(s) {unknown}; known: {', '.join(SCHEDULES)}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     import multiprocessing
 

@@ -32,6 +32,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..core.errors import FpbenchError
 from .store import SAMPLES_FILE, Store, read_json, write_json
 
 FORMAT = "fpbench-bundle/1"
@@ -39,7 +40,7 @@ MANIFEST = "manifest.json"
 CASE_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "metrics.json")
 
 
-class BundleError(ValueError):
+class BundleError(FpbenchError):
     """A bundle that cannot be used: no manifest, another format, a missing or altered file."""
 
 

@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.errors import FpbenchError
+
 EXECUTORS = ("auto", "inprocess", "process", "dask", "slurm")
 
 
@@ -312,7 +314,7 @@ def make_executor(kind: str = "inprocess", workers: int = 1, scheduler: str | No
         return _Dask(scheduler, workers)
     if kind == "slurm":
         return _Submitit(Path(folder or "slurm-jobs"), slurm or SlurmOptions())
-    raise ValueError(f"unknown executor {kind!r}; known: {', '.join(EXECUTORS)}")
+    raise FpbenchError(f"unknown executor {kind!r}; known: {', '.join(EXECUTORS)}")
 
 
 def available_cores() -> int:
@@ -417,12 +419,12 @@ def evaluate_model(model: str, target: str, scale: str, suite: str = "paper", se
     run_tasks(plan(bases, store.root, None if device is None else str(device)), InProcess(), log=log)
     missing = [c.label for c in bases if not store.is_done(c.key)]
     if missing:
-        raise ValueError(f"the baseline did not finish: {', '.join(missing)} (its failed.json says why)")
+        raise FpbenchError(f"the baseline did not finish: {', '.join(missing)} (its failed.json says why)")
     return [(store.metrics(c.key), run_external(external_case(model, suite, scale, target, c.config["seed"]),
                                                 store, device, log=log)) for c in bases]
 
 
-class DeviceError(ValueError):
+class DeviceError(FpbenchError):
     """A device that this machine does not have."""
 
 

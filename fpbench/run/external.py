@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.errors import FpbenchError
 from ..core.imports import load_attr
 from .suite import Case, expand, load_suite
 
 TORCHSCRIPT = (".pt", ".pth", ".ts")
 
 
-class ExternalModelError(ValueError):
+class ExternalModelError(FpbenchError):
     """A model spec that cannot be loaded, or an object that does not follow the protocol."""
 
 

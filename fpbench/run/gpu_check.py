@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.errors import FpbenchError
+
 PAPER_STEPS = 100_000
 
 
@@ -114,7 +116,7 @@ def main(device: str, out: Path, tiny: bool = False, steps: int = 20, run_minute
              ("chunked_paper_run", lambda: chunked_paper_run(device, out, 0.05 if tiny else run_minutes, tiny))]
     unknown = set(skip) - {name for name, _ in parts}
     if unknown:
-        raise ValueError(f"unknown part(s) {sorted(unknown)}; parts: {', '.join(n for n, _ in parts)}")
+        raise FpbenchError(f"unknown part(s) {sorted(unknown)}; parts: {', '.join(n for n, _ in parts)}")
     for name, part in parts:
         if name in skip:
             summary["parts"][name] = {"ok": True, "skipped": True}

@@ -36,6 +36,7 @@ import torch
 from ..core import metrics as mx
 from ..core import operators as ops
 from ..core import planted as pl
+from ..core.errors import FpbenchError
 from ..core.models import ExactScore
 from ..core.residuals import PAPER_BOX, PAPER_T0, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
@@ -50,7 +51,7 @@ SCALE_KEYS = {"about", "n", "nfe", "dtype", "floor_reps", "residual_points", "sc
 SEEDS = {"prior": 7, "p0": 8, "floor": 2, "residual": 3, "score": 4, "disc": 5, "boot": 6}
 
 
-class LabError(ValueError):
+class LabError(FpbenchError):
     """A malformed lab file or an unknown scale."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.errors import FpbenchError
 from .schema import typed
 from .store import Store, flatten_metrics, results_root
 from .suite import Case, expand, load_suite
@@ -54,12 +55,12 @@ def export_results(df: pd.DataFrame, out) -> Path:
     or ``.csv``. Written to a temporary name and renamed, so an interrupted export leaves no half file."""
     out = Path(out)
     if out.suffix not in EXPORT_FORMATS:
-        raise ValueError(f"export to {out.name!r}: the file must end in {' or '.join(EXPORT_FORMATS)}")
+        raise FpbenchError(f"export to {out.name!r}: the file must end in {' or '.join(EXPORT_FORMATS)}")
     if out.suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError('Parquet needs pyarrow: pip install "fpbench[parquet]" (or export to .csv)') from None
+            raise FpbenchError('Parquet needs pyarrow: pip install "fpbench[parquet]" (or export to .csv)') from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     frame = df.copy()

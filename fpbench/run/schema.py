@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..core.errors import FpbenchError
+
 
 @dataclass(frozen=True)
 class Field:
@@ -99,7 +101,7 @@ FIELDS: dict[str, Field] = {
 PARAM_PREFIX = "param_"  # param_<name>: the method's parameters (e.g. param_w_r), one column each
 
 
-class SchemaError(ValueError):
+class SchemaError(FpbenchError):
     """A results column that the schema does not declare."""
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.errors import FpbenchError
+
 DEFAULT_ROOT = "results"
 
 
@@ -54,7 +56,7 @@ def read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"corrupt result file {path}: {err}; delete it to recompute") from None
+        raise FpbenchError(f"corrupt result file {path}: {err}; delete it to recompute") from None
 
 
 SAMPLES_FILE = "samples.npz"
@@ -81,7 +83,7 @@ def write_npz(path: Path, **arrays) -> None:
     _atomic_write_bytes(path, buf.getvalue())
 
 
-class StoreError(ValueError):
+class StoreError(FpbenchError):
     """A results directory that cannot be used."""
 
 
@@ -200,7 +202,7 @@ class Store:
         """The case directory whose key starts with ``prefix``."""
         matches = [p for p in self.root.glob(f"{prefix}*") if p.is_dir() and p.name != "floors"]
         if len(matches) != 1:
-            raise ValueError(f"{'no' if not matches else 'several'} run(s) match {prefix!r} under {self.root}")
+            raise FpbenchError(f"{'no' if not matches else 'several'} run(s) match {prefix!r} under {self.root}")
         return matches[0]
 
     def runs(self) -> list[dict]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import FpbenchError
 from ..core.models import MODELS, make_model
 from ..core.sde import SDES, make_sde
 from ..core.targets import TARGETS, USER_DATA_TARGETS, make_target
@@ -38,7 +39,7 @@ SUITE_KEYS = {"name", "description", "targets", "target_sweep", "sde", "method",
 TOP_LEVEL_KEYS = {"suite", "methods", "model", "target_params", "sde_params", "scales", *SECTIONS}
 
 
-class SuiteError(ValueError):
+class SuiteError(FpbenchError):
     """A malformed or inconsistent suite file."""
 
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 import torch
 
+from ..core.errors import FpbenchError
 from ..core.losses import dsm_batch, dsm_loss
 from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
 
@@ -48,7 +49,7 @@ def _collocation_kwargs(ctx: TrainContext) -> dict:
 
 def _log_fp_term(model, ctx: TrainContext) -> torch.Tensor:
     if not getattr(model, "is_potential", False):
-        raise ValueError("the log-FP residual (eq. 20) needs a potential model (model kind 'potential')")
+        raise FpbenchError("the log-FP residual (eq. 20) needs a potential model (model kind 'potential')")
     return log_fp_residual_mc(model.potential, ctx.sde, **_collocation_kwargs(ctx))
 
 
@@ -74,7 +75,8 @@ class Method:
     def __init__(self, **weights: float):
         unknown = set(weights) - set(TERMS)
         if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)} for method {self.name!r}; known: {sorted(TERMS)}")
+            raise FpbenchError(f"unknown loss term(s) {sorted(unknown)} for method {self.name!r}; "
+                               f"known: {sorted(TERMS)}")
         self.weights = {k: float(v) for k, v in weights.items()}
 
     def loss_terms(self, model, ctx: TrainContext) -> dict[str, torch.Tensor]:
@@ -157,15 +159,15 @@ def make_method(name: str, **params) -> Method:
         try:
             cls = plugins[name].load()
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"cannot load method {name!r} ({plugins[name].value}): {err}") from None
+            raise FpbenchError(f"cannot load method {name!r} ({plugins[name].value}): {err}") from None
     elif ":" in name:
         cls = _load_class(name)
     elif name in METHODS:
         cls = METHODS[name]
     else:
         known = ", ".join(sorted(METHODS) + sorted(plugins))
-        raise ValueError(f"unknown method {name!r}; known: {known} or 'module:Class'")
+        raise FpbenchError(f"unknown method {name!r}; known: {known} or 'module:Class'")
     try:
         return cls(**params)
     except TypeError as err:
-        raise ValueError(f"bad parameters for method {name!r}: {err}") from None
+        raise FpbenchError(f"bad parameters for method {name!r}: {err}") from None
