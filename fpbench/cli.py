@@ -66,7 +66,7 @@ def _cmd_run(args) -> int:
     threads = args.threads
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
     tasks = plan(cases, store.root, args.device, threads, how.workers, ensemble=args.ensemble,
-                 compile=how.compile, deadline=deadline, progress=not args.quiet)
+                 compile=how.compile, deadline=deadline, progress=not args.quiet, debug=args.debug)
     print(f"suite {data['suite']['name']}, scale {args.scale}: {len(cases)} case(s) in {len(tasks)} task(s) "
           f"-> {store.root} ({how.describe()})")
     slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus, args.slurm_cluster)

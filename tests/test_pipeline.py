@@ -860,3 +860,19 @@ def test_a_bug_keeps_its_traceback_and_a_users_mistake_is_one_line(tmp_path, cap
     with pytest.raises(ValueError, match="an internal invariant broke") as err:
         main(["run", "paper", "--scale", "smoke", "--results", str(tmp_path / "r")])
     assert not isinstance(err.value, FpbenchError)
+
+
+def test_a_broken_ensemble_falls_back_with_its_reason_and_stops_with_its_traceback_under_debug(
+        tmp_path, capsys, monkeypatch):
+    from fpbench.run import pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the ensemble's own bug")
+
+    monkeypatch.setattr(pipeline, "train_group", broken)
+    suite = _write_suite(tmp_path, GOOD)
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "r")]) == 0  # one by one instead
+    out = capsys.readouterr().out
+    assert "ensemble training failed (RuntimeError: the ensemble's own bug); training its cases one by one" in out
+    with pytest.raises(RuntimeError, match="the ensemble's own bug"):
+        main(["--debug", "run", suite, "--scale", "smoke", "--results", str(tmp_path / "r2")])

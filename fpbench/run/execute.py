@@ -45,6 +45,7 @@ class Task:
     compile: bool = False  # the ensembles' loss terms through torch.compile
     deadline: float | None = None  # time.time() after which no training iteration or case starts
     progress: bool = False  # bars on a terminal for training steps and sampling chunks
+    debug: bool = False  # re-raise what would be handled (a broken ensemble's fallback), with its traceback
 
 
 @dataclass
@@ -68,7 +69,7 @@ class SlurmOptions:
 
 def plan(cases: list, results, device=None, threads: int | None = None, workers: int = 1,
          ensemble: bool = True, compile: bool | None = None, deadline: float | None = None,
-         progress: bool = False) -> list[Task]:
+         progress: bool = False, debug: bool = False) -> list[Task]:
     """Tasks for the cases: ensemble groups split into at most ``workers`` parts, other cases alone.
     ``compile`` unset: ``default_compile``; ``threads`` unset: ``DEFAULT_THREADS``: the same for every
     command, so that a case trains by the same arithmetic (and to the same weights) whichever runs it."""
@@ -86,9 +87,9 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
         (groups.setdefault(key, []) if key else singles).append(case)
     tasks = []
     for members in groups.values():
-        tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress)
+        tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress, debug)
                   for part in split_balanced(members, workers)]
-    tasks += [Task([c], str(results), device, threads, True, deadline=deadline, progress=progress)
+    tasks += [Task([c], str(results), device, threads, True, deadline=deadline, progress=progress, debug=debug)
               for c in singles]
     return tasks
 
@@ -209,7 +210,10 @@ def _run_claimed(task: Task, log=print) -> list[Outcome]:
             log(str(err))
             return stopped
         except Exception as err:  # the ensemble as a whole broke: its cases train one by one below
-            log(f"ensemble training failed ({type(err).__name__}: {err}); training its cases one by one")
+            if task.debug:
+                raise
+            log(f"ensemble training failed ({type(err).__name__}: {err}); training its cases one by one "
+                "(--debug stops here with the traceback)")
     outcomes = []
     for i, case in enumerate(task.cases):
         if case.key in failed:
@@ -375,6 +379,8 @@ def run_tasks(tasks: list[Task], executor, log=print) -> list[Outcome]:
         try:
             outcomes += handle.result()
         except Exception as err:  # the worker itself died or could not run the task
+            if task.debug:
+                raise
             store = Store(Path(task.results))
             for case in task.cases:
                 if not store.is_done(case.key):
