@@ -143,14 +143,11 @@ def _shard(cases: list, spec: str | None) -> list:
 def writable_out(path) -> Path:
     """``path``'s folder created and probed with a write before any work, so that an unwritable --out is a
     one-line error at once, not after minutes of computing what would go there."""
+    from .run.store import unwritable_reason
+
     path = Path(path)
-    probe = path.parent / f".fpbench-probe-{os.getpid()}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror or err} (choose another --out)") from None
+    if (reason := unwritable_reason(path.parent)) is not None:
+        raise UserError(f"cannot write {path}: {reason} (choose another --out)")
     return path
 
 

@@ -87,6 +87,18 @@ class StoreError(FpbenchError):
     """A results directory that cannot be used."""
 
 
+def unwritable_reason(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created or written (a probe file is written there and removed), or None."""
+    probe = Path(folder) / f".write-probe-{os.getpid()}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return str(err.strerror or err)
+    return None
+
+
 class Store:
     """Results of cases under one root."""
 
@@ -98,14 +110,9 @@ class Store:
     def check_writable(self) -> Store:
         """Create the root if needed and write (then remove) a probe file in it; a StoreError naming
         the directory and the reason if either fails, before anything is computed."""
-        probe = self.root / f".write-probe-{os.getpid()}"
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            raise StoreError(f"results directory {self.root} cannot be written: {err.strerror or err} "
-                             f"(choose another with --results or $FPBENCH_RESULTS)") from None
+        if (reason := unwritable_reason(self.root)) is not None:
+            raise StoreError(f"results directory {self.root} cannot be written: {reason} "
+                             f"(choose another with --results or $FPBENCH_RESULTS)")
         return self
 
     def case_dir(self, key: str) -> Path:
