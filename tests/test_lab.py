@@ -224,3 +224,29 @@ def test_l3_can_pass_with_nine_pairs_per_part_and_fails_when_reversed():
     passed = lc.claim_l3(_pulse_frame(True), late, early)
     assert passed.verdict == "PASS" and "the smallest attainable p is 0.002" in passed.measured
     assert lc.claim_l3(_pulse_frame(False), late, early).verdict == "FAIL"
+
+
+def _necessity_frame(gap_models_have_larger_rs: bool):
+    """Gradient twins with a clear gap (50 sd above floor + discretisation) and solenoidal models with
+    none; R^s of the twins above (or, violating L4, below) every solenoidal model's."""
+    import pandas as pd
+
+    rows = []
+    for target in ("blob", "gmm2", "checker"):
+        for j in range(3):
+            big, small = 10.0 ** (1 + 0.1 * j), 10.0 ** (-2 - 0.1 * j)
+            common = {"target": target, "floor_mean": 1e-3, "floor_sd": 1e-4, "w2_ode_sde_sd": 1e-4,
+                      "disc_ode": 1e-6, "disc_sde": 1e-6, "exact_w2_ode_sde": 1e-3, "eps": 1.0, "shape": "",
+                      "log_fp_residual": 1.0}
+            rows.append({**common, "family": "twin", "w2_ode_sde": 1e-3 + 4e-6 + 50e-4,
+                         "score_fp_residual": big if gap_models_have_larger_rs else small})
+            rows.append({**common, "family": "solenoidal", "w2_ode_sde": 1e-3,
+                         "score_fp_residual": small if gap_models_have_larger_rs else big})
+    return pd.DataFrame(rows)
+
+
+def test_l4_necessity_passes_separated_residuals_and_fails_reversed_ones():
+    from fpbench.analysis import lab_claims as lc
+
+    assert lc.claim_l4(_necessity_frame(True))[0].verdict == "PASS"
+    assert lc.claim_l4(_necessity_frame(False))[0].verdict == "FAIL"
