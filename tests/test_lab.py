@@ -250,3 +250,30 @@ def test_l4_necessity_passes_separated_residuals_and_fails_reversed_ones():
 
     assert lc.claim_l4(_necessity_frame(True))[0].verdict == "PASS"
     assert lc.claim_l4(_necessity_frame(False))[0].verdict == "FAIL"
+
+
+def _solenoidal_frame(solenoidal_moves: bool):
+    """Solenoidal errors (3 sizes on 3 targets) whose score error, curl and R^s grow with eps, and their
+    gradient twins, which move every W2^2 far above floor + discretisation; the solenoidal models' W2^2 stay at
+    the allowance (L2) or, violating it, move like their twins."""
+    import pandas as pd
+
+    rows = []
+    for target in ("blob", "gmm2", "checker"):
+        for k, eps in enumerate((0.5, 1.0, 2.0)):
+            base = {"target": target, "eps": eps, "floor_mean": 1e-3, "floor_sd": 1e-4, "disc_ode": 1e-6,
+                    "disc_sde": 1e-6, "score_error": 0.1 * (k + 1), "curl_mean": 0.2 * (k + 1),
+                    "score_fp_residual": 0.3 * (k + 1)}
+            moved = {d: 0.05 * (k + 1) for d in ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")}
+            still = {"w2_ode_sde": 1e-3 + 4e-6, "w2_ode_p0": 1e-3 + 1e-6, "w2_sde_p0": 1e-3 + 1e-6}
+            sds = {f"{d}_sd": 1e-4 for d in ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0")}
+            rows.append({**base, **sds, "family": "twin", **moved})
+            rows.append({**base, **sds, "family": "solenoidal", **(moved if solenoidal_moves else still)})
+    return pd.DataFrame(rows)
+
+
+def test_l2_passes_still_solenoidal_errors_and_fails_ones_that_move():
+    from fpbench.analysis import lab_claims as lc
+
+    assert lc.claim_l2(_solenoidal_frame(False)).verdict == "PASS"
+    assert lc.claim_l2(_solenoidal_frame(True)).verdict == "FAIL"
