@@ -57,7 +57,7 @@ TREND_MIN_EFFECT = "trend min effect (mean Spearman rho within blocks)"
 PAIRED_MIN_EFFECT = "paired min effect (mean log ratio)"
 CORRELATION_MIN_EFFECT = "correlation min effect (Spearman rho)"
 BOUND_MAX_SPREAD = "lab L1-lin, L1-sqrt: max spread of the bound constant C over the planted points"
-LAB_USABLE_FACTOR = "lab L1: a planted gap is fitted when W2^2 is at least (x the exact score's, same noise)"
+LAB_USABLE_FACTOR = "T1 and lab L1: a gap is fitted when W2^2 is at least (x the exact score's, same noise)"
 LAB_FIT_POINTS = "lab L1: points fitted per curve (its smallest resolved eps: the claim is about eps -> 0)"
 CLAIM_SETTINGS = {
     ALPHA: st.ALPHA,
