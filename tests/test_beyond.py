@@ -105,7 +105,7 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     assert text.index("## Your method against the baseline") < text.index("## Summary")
     answer = text[text.index("## Your method against the baseline"):text.index("## Summary")]
     lines = [line for line in answer.splitlines() if line.startswith("- RampedFP (--method")]
-    assert len(lines) == 3 * 4  # 3 distances x (2 targets + pooled + ...) : every row of the ranking
+    assert len(lines) == 3 * 3  # 3 distances x (2 targets + all targets pooled): every row of the ranking
     assert all("cannot tell: " in line and "fail the convergence gate" in line for line in lines)  # 200 steps
     assert "Your method against the baseline:" in capsys.readouterr().out
 

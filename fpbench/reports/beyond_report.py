@@ -151,7 +151,8 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
         lines += modes_section(df)
     if any(r["config"]["metrics"].get("distance", "grid") != "grid" for r in records):
         lines += far_samples_section(df, store, radius=max(abs(e) for e in records[0]["config"]["train"]["box"]))
-    fig = gap_figure(settings, out.parent / "figures" / f"{out.stem}-gap.png")
+    fig = gap_figure(settings, out.parent / "figures" / f"{out.stem}-gap.png",
+                     {label: df[df["label"] == label] for label in user_labels(df)})
     if fig is not None:
         lines += [f"![gap against the regulariser weight](figures/{fig.name})", ""]
     for setting, (rows, weight, _res) in settings.items():
@@ -228,9 +229,11 @@ def far_samples_section(df: pd.DataFrame, store, radius: float) -> list[str]:
             table.to_markdown(floatfmt=".3g"), ""]
 
 
-def gap_figure(settings: dict, path: Path) -> Path | None:
+def gap_figure(settings: dict, path: Path, yours: dict | None = None) -> Path | None:
     """W2²(ODE, SDE) and W2²(SDE, p0) against the regulariser weight, one column per setting, one line
-    per target (mean over seeds, each seed a point)."""
+    per target (mean over seeds, each seed a point); ``yours`` ({label: rows} of the methods a user added,
+    which have no weight) drawn in every panel as a dashed level per target (its mean), so that each curve
+    can be read against them."""
     import seaborn as sns
 
     from .claims_report import pyplot
@@ -247,20 +250,43 @@ def gap_figure(settings: dict, path: Path) -> Path | None:
     left = full[full["value"].isna()]
     plt = pyplot()
     data["weight"] = data["weight"].map(lambda w: f"{w:g}")
-    grid = sns.catplot(data=data, x="weight", y="value", hue="target", col="setting", row="quantity",
+    order = list(dict.fromkeys(data["target"]))
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    grid = sns.catplot(data=data, x="weight", y="value", hue="target", hue_order=order, palette=palette,
+                       col="setting", row="quantity",
                        kind="point", sharey=False, height=2.8, aspect=1.2, errorbar=None)
     grid.set(yscale="log")
     grid.set_titles("{col_name}\n{row_name}", size=9)
     grid.set_axis_labels("regulariser weight", "W2²")
+    _draw_levels(grid, yours or {}, palette)
     if not left.empty:  # said on the figure, not dropped silently
-        cells = sorted({f"{r.setting}, {r.target}, weight {r.weight:g}" for r in left.itertuples()})
-        grid.figure.suptitle(f"not shown (no finite W2²: the samplers left the grid): {'; '.join(cells[:6])}"
+        keys = ["setting", "quantity", "target", "weight"]
+        totals = full.groupby(keys).size()
+        cells = [f"{s}, {q}, {t}, weight {w:g} ({k} of {totals[(s, q, t, w)]} seeds)"
+                 for (s, q, t, w), k in left.groupby(keys).size().items()]
+        grid.figure.suptitle(f"left out (no finite W2²: the samplers left the grid): {'; '.join(cells[:6])}"
                              + (f" and {len(cells) - 6} more" if len(cells) > 6 else ""), fontsize=7, y=1.0)
         grid.figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.savefig(path, dpi=110)
     plt.close("all")
     return path
+
+
+def _draw_levels(grid, yours: dict, palette: dict) -> None:
+    """Each user method's mean W2² per target as a dashed horizontal line in every panel of its quantity, in
+    the target's colour (``palette``), said under the figure."""
+    quantities = {"W2²(ODE, SDE)": "w2_ode_sde", "W2²(SDE, p0)": "w2_sde_p0"}
+    for (row, _col), ax in grid.axes_dict.items():
+        for style, rows in zip(("--", ":", "-."), yours.values()):
+            for target, grp in rows.groupby("target"):
+                value = grp[f"{quantities[row]}.value"].mean()
+                if np.isfinite(value) and value > 0:
+                    ax.axhline(value, color=palette.get(target, "k"), ls=style, lw=1)
+    if yours:
+        names = ", ".join(f"{label.split(' (--method')[0]} {style}" for label, style in zip(yours, ("--", ":", "-.")))
+        grid.figure.text(0.01, 0.005, f"horizontal lines: {names} (no weight: its mean per target, in the "
+                         "target's colour)", fontsize=7)
 
 
 def baseline_label(data: dict, df: pd.DataFrame) -> str:
