@@ -441,13 +441,20 @@ def _reference_claims(root, args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command line mistake in one line, naming the help to read (not the whole usage above it)."""
+
+    def error(self, message: str):
+        self.exit(EXIT["error"], f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="fpbench", description=__doc__, epilog=EXIT_HELP)
+    parser = _Parser(prog="fpbench", description=__doc__, epilog=EXIT_HELP)
     parser.add_argument("--version", action="version", version=f"fpbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     check = sub.add_parser("check", help="residuals of the exact densities (the oracle self-check)")
     check.add_argument("--points", type=int, default=500)
     check.add_argument("--seed", type=int, default=0)

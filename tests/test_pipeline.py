@@ -430,7 +430,9 @@ def test_bad_counts_on_the_command_line_are_one_line_errors(tmp_path, capsys):
     suite = _write_suite(tmp_path, GOOD)
     with pytest.raises(SystemExit) as exit_info:
         main(["run", suite, "--scale", "smoke", "--seeds", "0", "--results", str(tmp_path / "r")])
-    assert exit_info.value.code == 2 and "'0' is not a whole number >= 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "'0' is not a whole number >= 1" in err
+    assert len(err.strip().splitlines()) == 1 and "see `fpbench run --help`" in err  # not under the whole usage
     assert not (tmp_path / "r").exists()  # nothing ran
 
 
