@@ -77,8 +77,8 @@ def _cmd_run(args) -> int:
     stopped = [o for o in outcomes if o.status == "stopped"]
     busy = [o for o in outcomes if o.status == "busy"]
     done = len(outcomes) - len(failed) - len(stopped) - len(busy)
-    print(f"finished {done} of {len(outcomes)} case(s) in {time.perf_counter() - began:.0f} s; "
-          f"next: {_report_hint(args)}")
+    hint = "" if getattr(args, "func", None) is _cmd_compare else f"; next: {_report_hint(args)}"  # compare reports
+    print(f"finished {done} of {len(outcomes)} case(s) in {time.perf_counter() - began:.0f} s{hint}")
     for o in failed:
         print(f"failed {o.label} [{o.key}]: {o.error}", file=sys.stderr)
     if failed:
@@ -169,11 +169,21 @@ def _cmd_report(args) -> int:
         log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
         path = write_report(data, args.scale, store, out, args.seeds, calibration_reps=args.calibration_reps,
                             log=log)
-    print(f"wrote {path}")
     text = Path(path).read_text()
-    if "\n## Summary\n" in text:  # the verdicts on the terminal too
-        print(text.split("\n## Summary\n", 1)[1].split("\n## ", 1)[0].rstrip())
+    answer = _section(text, "Your method against the baseline")
+    if answer:  # compare's question answered first on the terminal too
+        print("Your method against the baseline:\n" + answer.split("\n\n", 1)[-1])
+    print(f"wrote {path}")
+    summary = _section(text, "Summary")
+    if summary:  # the verdicts on the terminal too
+        print(summary)
     return 0
+
+
+def _section(text: str, title: str) -> str:
+    """The body of a report's ``## title`` section ('' where there is none)."""
+    marker = f"\n## {title}\n"
+    return text.split(marker, 1)[1].split("\n## ", 1)[0].strip() if marker in text else ""
 
 
 def _cmd_compare(args) -> int:
@@ -184,12 +194,7 @@ def _cmd_compare(args) -> int:
     if code not in (0, 3):
         return code
     args.calibration_reps = 0
-    result = _cmd_report(args) or code
-    text = Path(args.out).read_text()
-    if "## Your method against the baseline" in text:  # the answer, on the terminal too
-        section = text.split("## Your method against the baseline", 1)[1].split("\n## ", 1)[0]
-        print("\nYour method against the baseline:" + section.split("\n\n", 2)[-1].rstrip())
-    return result
+    return _cmd_report(args) or code
 
 
 def _cmd_list(args) -> int:

@@ -107,7 +107,9 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     lines = [line for line in answer.splitlines() if line.startswith("- RampedFP (--method")]
     assert len(lines) == 3 * 3  # 3 distances x (2 targets + all targets pooled): every row of the ranking
     assert all("cannot tell: " in line and "fail the convergence gate" in line for line in lines)  # 200 steps
-    assert "Your method against the baseline:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Your method against the baseline:" in printed and "next: fpbench report" not in printed  # it reports
+    assert printed.index("Your method against the baseline:") < printed.index("wrote ")  # the answer first
 
 
 def test_versus_baseline_says_better_worse_or_not_distinguishable_with_the_ratio():

@@ -90,3 +90,14 @@ def test_a_model_off_the_protocol_is_one_clear_error(spec, message, tmp_path, mo
     with pytest.raises(ext.ExternalModelError, match=message):
         model = ext.ExternalModel(ext.load_external(spec), 2)
         ext.check_protocol(model, spec)
+
+
+def test_a_factory_that_raises_is_one_line_naming_it(tmp_path, capsys):
+    from fpbench.cli import main
+
+    raiser = tmp_path / "raiser.py"
+    raiser.write_text("def make(seed=0):\n    raise RuntimeError('my factory broke')\n")
+    assert main(["evaluate", f"{raiser}:make", "--target", "blob", "--scale", "smoke", "--results",
+                 str(tmp_path / "r"), "--out", str(tmp_path / "e.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the factory raised RuntimeError: my factory broke" in err

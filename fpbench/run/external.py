@@ -80,7 +80,10 @@ def load_external(spec: str, seed: int = 0):
         except ValueError as err:
             raise ExternalModelError(str(err)) from None
         takes_seed = "seed" in inspect.signature(factory).parameters
-        obj = factory(seed=seed) if takes_seed else factory()
+        try:
+            obj = factory(seed=seed) if takes_seed else factory()
+        except Exception as err:  # the user's code: said in one line, its traceback chained for --debug
+            raise ExternalModelError(f"model {spec!r}: the factory raised {type(err).__name__}: {err}") from err
     if not callable(getattr(obj, "score", None)):
         raise ExternalModelError(f"model {spec!r}: the object has no score(x, t) method")
     return obj
