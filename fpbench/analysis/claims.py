@@ -51,6 +51,7 @@ QUALITY_RESIDUAL_FACTOR = "authors' quality tier: R~ at w_R > 0 at most (x the a
 # The gate's tiers, highest first, declared before any result (issue 36): each adds to the score ratio band and
 # the grid shares its own error factor and, for the authors' quality, a bound on R~ at w_R > 0.
 TIERS = {"authors' quality": (QUALITY_ERROR_FACTOR, QUALITY_RESIDUAL_FACTOR), "trained": (GATE_ERROR_FACTOR, None)}
+QUALITY_TIER = "authors' quality"
 # The tests' settings (keys of CLAIM_SETTINGS; every test, and its calibration, reads them from there).
 ALPHA = "alpha"
 TREND_MIN_EFFECT = "trend min effect (mean Spearman rho within blocks)"
@@ -247,10 +248,7 @@ def tier_reached(df: pd.DataFrame) -> str | None:
     """The highest tier of ``TIERS`` that every model passes, or None."""
     if df is None or df.empty or "convergence.rel_error" not in df or df["convergence.rel_error"].isna().any():
         return None
-    for tier in TIERS:
-        if not convergence_checks(df, tier)["fails"].map(bool).any():
-            return tier
-    return None
+    return next((tier for tier, passing in tier_counts(df).items() if passing == len(df)), None)
 
 
 def tier_counts(df: pd.DataFrame) -> dict[str, int]:

@@ -67,7 +67,7 @@ def in_progress_section(records: list[dict], study_dir: Path) -> list[str]:
             "ratio to authors'": checks["rel_error"] / checks["authors_rel_error"],
             "ratio and error parts of the gate": ["pass" if not f else "FAIL" for f in checks["fails"]],
             "within 3x the authors' error": ["yes" if not f else "no" for f in cl.convergence_checks(
-                latest, next(iter(cl.TIERS)))["fails"]]})
+                latest, cl.QUALITY_TIER)["fails"]]})
         frame = frame.sort_values(["target", "w_R"])
         lines += [f"### {rec['name']} (in progress: step {rec['step']:,} of {s['iterations']:,}, "
                   f"{rec['train_seconds']:,.0f} s of training so far)", "",
@@ -132,7 +132,7 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
 def _quality_count(members: pd.DataFrame) -> str:
     """How many models reach the authors'-quality tier; where R~ was not measured (records before 2026-12-04)
     the count is of its score-error and grid parts alone, and says so."""
-    quality = next(iter(cl.TIERS))
+    quality = cl.QUALITY_TIER
     passing = int((~cl.convergence_checks(members, quality)["fails"].map(bool)).sum())
     note = "" if "log_fp_residual" in members else " (score error only: R̃ not in this record)"
     return f"{passing} of {len(members)}{note}"

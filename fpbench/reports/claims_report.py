@@ -111,7 +111,7 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         "loss plateau": df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy(),
         "gate": ["pass" if not f else "FAIL: " + "; ".join(f) for f in checks["fails"]],
         "authors' quality": ["pass" if not f else "no: " + "; ".join(f)
-                             for f in cl.convergence_checks(df, next(iter(cl.TIERS)))["fails"]]}
+                             for f in cl.convergence_checks(df, cl.QUALITY_TIER)["fails"]]}
     ).sort_values(["target", "w_R", "seed"])
 
 
@@ -221,7 +221,7 @@ def convergence_section(df: pd.DataFrame) -> str:
         f"w_R > 0, R̃ at most {cl.CLAIM_SETTINGS[cl.QUALITY_RESIDUAL_FACTOR]:g}x theirs. The error over t ≤ "
         f"{EARLY_FRACTION:g} T, where the ODE's quality is decided, is reported beside the authors' (not gated).", "",
         f"**{passed} of {len(checks)} models pass the gate** (trained tier); "
-        f"{counts[next(iter(cl.TIERS))]} reach {next(iter(cl.TIERS))}.", "",
+        f"{counts[cl.QUALITY_TIER]} reach {cl.QUALITY_TIER}.", "",
         table.to_markdown(index=False, floatfmt=".3g"), ""])
 
 
