@@ -188,3 +188,25 @@ def test_split_balanced_deals_members_by_training_cost():
     order = {c.key: i for i, c in enumerate(cases)}
     assert all([order[c.key] for c in part] == sorted(order[c.key] for c in part) for part in parts)
     assert split_balanced(cases[:1], 4) == [cases[:1]]
+
+
+def _sleep_and_return(i):
+    import time
+
+    time.sleep(60)
+    return i
+
+
+def test_an_interrupt_stops_the_process_pool_and_its_queued_tasks():
+    """Ctrl-C in the parent cancels what is queued and terminates the workers (which ignore the terminal's
+    SIGINT themselves), instead of waiting for every submitted task to finish."""
+    from fpbench.run.execute import process_pool
+
+    with pytest.raises(KeyboardInterrupt):
+        with process_pool(2) as pool:
+            futures = [pool.submit(_sleep_and_return, i) for i in range(6)]
+            processes = list(pool._processes.values())
+            raise KeyboardInterrupt
+    assert processes and not any(p.is_alive() for p in processes)
+    assert all(f.cancelled() for f in futures[3:])  # a pool hands workers + 1 tasks to its queue at once
+    assert all(f.cancelled() or f.exception() is not None for f in futures)  # none ran to its end

@@ -29,7 +29,6 @@ import copy
 import json
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..core.errors import FpbenchError
@@ -280,8 +279,8 @@ def run_study(names: list[str], out_dir: str, workers: int = 2, compile: bool = 
     if unknown:
         raise FpbenchError(f"unknown schedule(s) {unknown}; known: {', '.join(SCHEDULES)}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    import multiprocessing
+    from .execute import process_pool
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         futures = [pool.submit(run_schedule, n, out_dir, threads, compile, deadline) for n in names]
         return [f.result() for f in futures]

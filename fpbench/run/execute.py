@@ -310,15 +310,55 @@ def make_executor(kind: str = "inprocess", workers: int = 1, scheduler: str | No
     if kind == "inprocess":
         return InProcess()
     if kind == "process":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        return process_pool(workers)
     if kind == "dask":
         return _Dask(scheduler, workers)
     if kind == "slurm":
         return _Submitit(Path(folder or "slurm-jobs"), slurm or SlurmOptions())
     raise FpbenchError(f"unknown executor {kind!r}; known: {', '.join(EXECUTORS)}")
+
+
+def process_pool(workers: int):
+    """A pool of ``workers`` spawned processes that Ctrl-C stops at once: its workers ignore SIGINT (the
+    terminal sends it to them too; a worker's KeyboardInterrupt would be returned as that task's result and
+    the worker would go on to the next task), and an interrupt in the parent cancels the queued tasks and
+    terminates the workers instead of waiting for them. Finished cases are stored; a case in progress keeps
+    its last training checkpoint, and a rerun resumes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    class Pool(ProcessPoolExecutor):
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+                processes, manager = list((self._processes or {}).values()), self._executor_manager_thread
+                self.shutdown(wait=False, cancel_futures=True)
+                for process in processes:
+                    process.terminate()
+                if manager is not None:  # it sees its workers gone and reaps them (not two threads at once)
+                    manager.join()
+                for process in processes:
+                    process.join()
+                return False
+            return super().__exit__(exc_type, exc, tb)
+
+    return Pool(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_worker_signals)
+
+
+def _pool_worker_signals() -> None:
+    """A pool worker ignores SIGINT (its parent decides) and, on SIGTERM (its parent's stop), runs
+    multiprocessing's exit-time clean-up before it exits at once: what it created (e.g. torch.compile's
+    semaphores) is released rather than reported as leaked. (An exception would not do: the pool's worker
+    loop catches it as the task's result and goes on to the next task.)"""
+    import os
+    import signal
+    from multiprocessing import util
+
+    def stop(*_):
+        util._exit_function()
+        os._exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def available_cores() -> int:

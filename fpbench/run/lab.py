@@ -240,10 +240,9 @@ def _measure_all(jobs: list, workers: int):
         for job in jobs:
             yield _measure_and_store(*job, threads=None)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .execute import process_pool
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         futures = [pool.submit(_measure_and_store, *job, 1) for job in jobs]
         for future in futures:
             yield future.result()
