@@ -350,8 +350,9 @@ def _cmd_audit(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     import shlex
+    from pathlib import Path
 
-    from .reports.external_report import write_report
+    from .reports.external_report import ANSWER, write_report
     from .run.execute import evaluate_model
 
     log = (lambda message: None) if args.quiet else print  # noqa: E731
@@ -361,7 +362,10 @@ def _cmd_evaluate(args) -> int:
     command = " ".join(shlex.quote(a) for a in ["fpbench", "evaluate", args.model, "--target", args.target,
                                                   "--scale", args.scale, "--suite", args.suite,
                                                   "--seeds", str(args.seeds), "--out", str(out)])
-    print(f"wrote {write_report(pairs, args.model, out, command)}")
+    path = write_report(pairs, args.model, out, command)
+    answer = _section(Path(path).read_text(), ANSWER)
+    print(f"{ANSWER}:\n" + answer.split("\n\n", 1)[-1])  # the question answered first on the terminal too
+    print(f"wrote {path}")
     return 0
 
 

@@ -20,11 +20,16 @@ def _evaluate(model, tmp_path, *extra):
     return code, out
 
 
-def test_the_example_model_is_measured_beside_the_baseline(tmp_path):
-    """README's example through `fpbench evaluate` at smoke: its row beside the baseline's in the report."""
+def test_the_example_model_is_measured_beside_the_baseline(tmp_path, capsys):
+    """README's example through `fpbench evaluate` at smoke: its row beside the baseline's in the report,
+    and the answer first, in the report and on the terminal."""
     code, out = _evaluate(f"{EXAMPLE}:make_model", tmp_path)
     assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "Your model against the baseline:" and printed[-1].startswith("wrote ")
+    assert any(line.startswith("- On **blob**, yours against the baseline: cannot tell: ") for line in printed)
     text = out.read_text()
+    assert text.index("## Your model against the baseline") < text.index("## Every model")
     assert text.count("| baseline ") == 1 and text.count("| yours ") == 1
     assert "Paired tests need matched seeds: 1 here" in text
     # the library's face reads the same store: no case is run again, the records are the ones stored
@@ -101,3 +106,30 @@ def test_a_factory_that_raises_is_one_line_naming_it(tmp_path, capsys):
                  str(tmp_path / "r"), "--out", str(tmp_path / "e.md")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "the factory raised RuntimeError: my factory broke" in err
+
+
+def _answer_frame(ratio: float, seeds: int = 4):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(seeds):
+        base = {f"{k}.value": v for k, v in zip(("w2_ode_sde", "w2_ode_p0", "w2_sde_p0"), rng.uniform(0.01, 0.02, 3))}
+        rows.append({"who": "baseline", "target": "blob", "seed": seed, **base})
+        rows.append({"who": "yours", "target": "blob", "seed": seed, **{k: v * ratio for k, v in base.items()}})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("ratio, seeds, gate, expected", [(0.5, 6, None, "**better**"), (2.0, 6, None, "**worse**"),
+                                                          (1.0, 6, None, "not distinguishable"),
+                                                          (0.5, 6, "1 of 8 models fail", "cannot tell: 1 of 8"),
+                                                          (0.5, 1, None, "cannot tell: no paired test")])
+def test_the_answer_of_evaluate_follows_the_paired_test_and_the_gate(monkeypatch, ratio, seeds, gate, expected):
+    """One sentence per target; better only where yours is lower on matched seeds and both models converged."""
+    from fpbench.analysis import compare as cmp
+    from fpbench.reports.external_report import answer_lines
+
+    monkeypatch.setattr(cmp, "gate_failures", lambda *a: gate)
+    [sentence] = [line for line in answer_lines(_answer_frame(ratio, seeds)) if line.startswith("- On **blob**")]
+    assert sentence.count(expected) == (1 if gate else 3), sentence

@@ -11,10 +11,14 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import claims as cl
+from ..analysis import compare as cmp
 from ..analysis import stats as st
 from ..run.store import flatten_metrics
 
 W2 = (("w2_ode_sde", "W2²(ODE, SDE)"), ("w2_ode_p0", "W2²(ODE, p0)"), ("w2_sde_p0", "W2²(SDE, p0)"))
+
+
+ANSWER = "Your model against the baseline"
 
 
 def frame(pairs: list[tuple[dict, dict]]) -> pd.DataFrame:
@@ -24,8 +28,29 @@ def frame(pairs: list[tuple[dict, dict]]) -> pd.DataFrame:
         for who, rec in (("baseline", base), ("yours", ext)):
             row = flatten_metrics(rec)
             row["who"], row["label"] = who, row.get("label", rec["config"]["model"].get("spec", ""))
+            row["target"] = rec["config"]["target"]["name"]
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def answer_lines(df: pd.DataFrame) -> list[str]:
+    """Is your model better than the baseline? One sentence per target: each of the three W2^2 of Tables
+    1-3 better, worse or not distinguishable (compare's paired test over matched seeds, ``compare.
+    versus_baseline``), or why it cannot tell (the convergence gate, too few seeds)."""
+    rank = cmp.ranking_frame(df.assign(label=df["who"]), "baseline")
+    alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
+    lines = [f"## {ANSWER}", "",
+             f"The paired sign-flip test over matched seeds of log(baseline / yours) at α = {alpha} (the ratio is "
+             "yours over the baseline's W2², lower is better), decided only when both models pass the convergence "
+             "gate.", ""]
+    for target, rows in rank[rank["method"] == "yours"].groupby("target", sort=False):
+        reason = cmp.gate_failures(df.assign(label=df["who"]), ["yours", "baseline"], target)
+        if reason:  # one reason for the three distances
+            lines.append(f"- On **{target}**, yours against the baseline: cannot tell: {reason}.")
+            continue
+        parts = [f"{r['table']} {cmp.versus_baseline(r, alpha, None)}" for r in rows.to_dict("records")]
+        lines.append(f"- On **{target}**, yours against the baseline: " + "; ".join(parts) + ".")
+    return lines + [""]
 
 
 def _cell(row, name: str) -> str:
@@ -84,6 +109,8 @@ def write_report(pairs: list[tuple[dict, dict]], spec: str, out: Path, command: 
              f"{cfg['sample']['n']:,} per sampler, nfe = {cfg['sample']['nfe']}); the baseline is the suite's "
              "w_R = 0 model, trained by fpbench. W2² with 95% bootstrap intervals; the floor is the estimator "
              "between two independent p0 samples of the same size.", "",
+             *answer_lines(df),
+             "## Every model", "",
              metrics_table(df).to_markdown(index=False), "",
              *paired_section(df),
              "The exact score through the same samplers (what no model can beat at this n and nfe): "

@@ -410,10 +410,12 @@ DEFAULT_THREADS = 1  # torch threads per task: the process pool gives the parall
 
 
 def run_tasks(tasks: list[Task], executor, log=print) -> list[Outcome]:
-    """Submit every task, then collect; a task that dies as a whole marks its unfinished cases failed."""
+    """Submit every task, then collect; a task that dies as a whole marks its unfinished cases failed. In
+    process, the tasks log through ``log`` too (elsewhere they print: a function does not travel)."""
     from .store import Store
 
-    handles = [(task, executor.submit(run_task, task)) for task in tasks]
+    extra = (log,) if isinstance(executor, InProcess) else ()
+    handles = [(task, executor.submit(run_task, task, *extra)) for task in tasks]
     outcomes = []
     for task, handle in handles:
         try:
