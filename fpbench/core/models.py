@@ -97,3 +97,14 @@ def make_model(kind: str, dim: int, **params) -> nn.Module:
         return MODELS[kind](dim=dim, **params)
     except TypeError as err:
         raise FpbenchError(f"bad parameters for model {kind!r}: {err}") from None
+
+
+def in_dtype(model, dtype):
+    """``model`` with its parameters in the samplers' ``sample.dtype`` (a converted copy where it was trained
+    in another ``train.dtype``): the score is then computed in the arithmetic the sampler runs in."""
+    import copy
+
+    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+    if not params or all(p.dtype == dtype for p in params):
+        return model
+    return copy.deepcopy(model).to(dtype)

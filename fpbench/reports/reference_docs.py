@@ -35,15 +35,23 @@ def settings_reference() -> str:
     from ..analysis.claims import CLAIM_SETTINGS, TIERS
     from ..core.convergence import EARLY_FRACTION, GATE_FRACTIONS, GATE_POINTS, LATE_FRACTION
     from ..run.budget import SCHEDULES
-    from ..run.config import PAPER_DEFAULTS
+    from ..run.config import DERIVED_METRICS, DESCRIPTIVE_SETTINGS, PAPER_DEFAULTS, POINT_DEFAULTS
     from ..run.execute import DEFAULT_THREADS
 
-    rows = [(section, key, repr(value)) for section, values in PAPER_DEFAULTS.items() for key, value in values.items()]
+    def note(name: str) -> str:
+        return f"descriptive: {DESCRIPTIVE_SETTINGS[name]}" if name in DESCRIPTIVE_SETTINGS else ""
+
+    rows = [(section, key, repr(value), note(f"{section}.{key}"))
+            for section, values in PAPER_DEFAULTS.items() for key, value in values.items()]
+    rows += [("metrics", key, repr(value), "used only where a suite sets it (point distances)")
+             for key, value in POINT_DEFAULTS.items()]
+    rows += [("metrics", key, "—", f"unset: {why}") for key, why in DERIVED_METRICS.items()]
     lines = [HEADER, "# Settings\n",
              "## Suite defaults (`fpbench/run/config.py`, `PAPER_DEFAULTS`: the authors' code, REFERENCE.md)\n",
              "A suite file and its scale override these; a case's key hashes every resolved setting, its training "
-             "key only target, SDE, model, method, train and seed.\n",
-             pd.DataFrame(rows, columns=["section", "setting", "default"]).to_markdown(index=False), "",
+             "key only target, SDE, model, method, train and seed. Every setting changes the part of a case's "
+             "record it names (tests/test_settings_use.py) unless its note says it is descriptive.\n",
+             pd.DataFrame(rows, columns=["section", "setting", "default", "note"]).to_markdown(index=False), "",
              "## The claim tests (`fpbench/analysis/claims.py`, `CLAIM_SETTINGS`)\n",
              pd.DataFrame([(k, repr(v)) for k, v in CLAIM_SETTINGS.items()],
                           columns=["setting", "value"]).to_markdown(index=False), "",

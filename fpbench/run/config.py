@@ -105,6 +105,12 @@ ORACLE_FLOOR_REPS = 20
 # Metrics settings a suite may set that are absent from PAPER_DEFAULTS for the same reason; unset, each is
 # derived as its note says (and the settings table prints the value used).
 DERIVED_METRICS = {"score_residual_points": "a tenth of residual_points (R^s needs third derivatives)"}
+# Printed settings that change no number, each with the reason (tests/test_settings_use.py checks that every
+# other printed setting changes what it names).
+DESCRIPTIVE_SETTINGS = {
+    "train.checkpoint_every": "how often training writes its resumable checkpoint; a resumed run reaches the "
+                              "same weights as an uninterrupted one (tests/test_time_budget.py)",
+}
 
 
 def score_residual_points(metrics: dict) -> int:

@@ -14,7 +14,7 @@ from ..core import operators as ops
 from ..core import streams
 from ..core.convergence import evidence
 from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
-from ..core.models import ExactScore
+from ..core.models import ExactScore, in_dtype
 from ..core.modes import compare_modes
 from ..core.residuals import Box, log_fp_residual_mc, score_fp_residual_mc
 from ..core.samplers import ode_discretisation_pairs, refined_grid, sample_pair, sde_discretisation_pairs
@@ -126,7 +126,8 @@ def evaluate(case: Case, model, target, sde, hist: dict, store: Store, device=No
         out = point_estimates(case, hist, floors)
         out["floor"], out["floor_sliced"] = floors["exact"].to_dict(), floors["sliced"].to_dict()
     out.update(model_diagnostics(case, model, target, sde, device))
-    out.update(discretisation(case, lambda x, t: model.score(x, t), sde, target.dim, device))
+    sampled = in_dtype(model, getattr(torch, case.config["sample"]["dtype"]))
+    out.update(discretisation(case, lambda x, t: sampled.score(x, t), sde, target.dim, device))
     if not has_density(target):  # samples only: no oracle, no convergence evidence (reports say so)
         out["exact_density"] = False
         return out

@@ -15,7 +15,7 @@ import torch
 from ..core import metrics as mx
 from ..core import streams
 from ..core.jet import compiled_score, fast_score
-from ..core.models import make_model
+from ..core.models import in_dtype, make_model
 from ..core.samplers import sample_pair
 from ..train.loop import progress_bar, train
 from ..train.methods import make_method
@@ -319,6 +319,7 @@ def _sampled(case, model, target, sde, out, device, progress, log, compile: bool
     ts = time_grid(case, sde.T)
     began = time.perf_counter()
     with cpu_settings(device), progress_bar(cfg["n"], f"sample {case.label}", progress) as bar:
+        model = in_dtype(model, getattr(torch, cfg["dtype"]))
         score = compiled_score(model) if compile else fast_score(model)
         x_ode, x_sde = sample_pair(score, sde, cfg["n"], target.dim, ts,
                                    seed=streams.seed_for(case.config["seed"], streams.SAMPLERS),
