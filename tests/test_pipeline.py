@@ -299,7 +299,7 @@ def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys, monkeypat
     assert len(Store(results).table()) == 15  # 12 potential models + the 3 free score models of suite curl
     assert main(["show", Store(results).table()["key"][0][:6], "--results", str(results)]) == 0
     # a report only reads: with the pipeline's measuring functions made to raise, it renders the same verdicts
-    from fpbench.core import metrics
+    from fpbench.core import metrics, operators
     from fpbench.run import evaluate, pipeline
     from fpbench.train import ensemble, loop
 
@@ -308,13 +308,14 @@ def test_paper_suite_runs_and_reports_at_smoke_scale(tmp_path, capsys, monkeypat
 
     for module, name in [(metrics, "grid_noise_floor"), (evaluate, "noise_floor"), (evaluate, "oracle"),
                          (evaluate, "sample_pair"), (pipeline, "sample_pair"), (ensemble, "train_ensemble"),
-                         (loop, "train"), (pipeline, "train")]:
+                         (loop, "train"), (pipeline, "train"), (operators, "curl")]:
         monkeypatch.setattr(module, name, measuring)
     again = tmp_path / "again.md"
     assert main(["report", "paper", "--scale", "smoke", "--results", str(results), "--out", str(again),
                  "--calibration-reps", "50", "--quiet"]) == 0
     summary_of = lambda t: t[t.index("## Summary"):t.index("## Table 1")]  # noqa: E731
     assert summary_of(again.read_text()) == summary_of(text)
+    assert (tmp_path / "figures" / "again-fig1.png").stat().st_size > 1000  # Fig. 1's curl field read, not measured
     capsys.readouterr()
     assert main(["show", "--results", str(results)]) == 0  # no key: every run, with its status
     listing = capsys.readouterr().out

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..analysis import claims as cl
 from ..analysis.stats import FAIL, INCONCLUSIVE, PASS
-from ..core import operators as ops
 from ..core.convergence import EARLY_FRACTION, LATE_FRACTION
 from ..run.store import Store
-from ..run.suite import Case
 
 
 def claims_table(outcomes: list[cl.ClaimOutcome], beside: list[cl.ClaimOutcome] | None = None) -> pd.DataFrame:
@@ -371,34 +368,23 @@ def fig3(records: list[dict], store: Store, path: Path, seed: int = 0) -> Path |
     return path
 
 
-def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circles2", n_grid: int = 64,
-         t_value: float = 0.01) -> Path | None:
-    """Fig. 1: SDE samples of a free score model and |curl s_theta(x, t)| on a grid at t = 0.01."""
-    from ..run.suite import build
-
+def fig1(curl_records: list[dict], store: Store, path: Path, target: str = "circles2") -> Path | None:
+    """Fig. 1: SDE samples of a free score model and |curl s_theta(x, t)| on a grid at t = 0.01, both
+    stored by the pipeline (the samples, the record's ``curl_field``); None where the store lacks them
+    (a record written before fpbench stored the field, 2026-12-05, or samples damaged since the run)."""
     recs = [r for r in curl_records if r["config"]["target"]["name"] == target and r["config"]["seed"] == 0]
-    if not recs:
+    field = recs[0]["metrics"].get("curl_field") if recs else None
+    stored = store.samples(recs[0]["key"]) if recs else None
+    if field is None or stored is None:
         return None
-    rec = recs[0]
-    case = Case(rec["config"])
-    _target, _sde, model, _method = build(case)
-    weights = Store.cached(store.case_dir(rec["key"]) / "model.pt", lambda p: torch.load(p, weights_only=True))
-    stored = store.samples(rec["key"])
-    if weights is None or stored is None:  # damaged since the run (set aside, named in a warning): no figure
-        return None
-    model.load_state_dict(weights)
-    low, high = case.config["train"]["box"]  # the residual's box Omega
-    axis = torch.linspace(low, high, n_grid, dtype=torch.float32)
-    xx, yy = torch.meshgrid(axis, axis, indexing="ij")
-    x = torch.stack([xx.ravel(), yy.ravel()], 1)
-    t = torch.full((len(x),), t_value)
-    curl = ops.curl(lambda a, b: model.score(a, b, create_graph=True), x, t).abs().detach().reshape(n_grid, n_grid)
+    low, high = field["box"]
+    curl, t_value = np.asarray(field["values"]), field["t"]
     points = stored["sde_points"]
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
     ax1.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
     ax1.set(xlim=(low, high), ylim=(low, high), title=f"(a) samples, free score model ({target})", aspect="equal")
-    im = ax2.imshow(curl.T.numpy(), origin="lower", extent=(low, high, low, high), cmap="magma")
+    im = ax2.imshow(curl.T, origin="lower", extent=(low, high, low, high), cmap="magma")
     ax2.set_title(f"(b) |curl s_theta(x, {t_value})|")
     fig.colorbar(im, ax=ax2)
     fig.tight_layout()

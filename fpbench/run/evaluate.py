@@ -229,7 +229,25 @@ def model_diagnostics(case: Case, model, target, sde, device=None) -> dict:
     out.update(mode_diagnostics(model, target, sde, dtype, device))
     out["prior_score_ratio"] = prior_score_ratio(model, sde, target.dim, gen, dtype, device)
     out.update(curl_diagnostics(cfg["curl_points"], model, target, sde, box, gen, dtype, device))
+    if not getattr(model, "is_potential", False) and target.dim == 2:  # Fig. 1's panel (b), stored for the report
+        out["curl_field"] = curl_field(model, box, dtype, device)
     return out
+
+
+CURL_FIELD = {"n": 64, "t": 0.01}  # Fig. 1 (b): |curl s_theta(x, t)| on an n x n grid of the box at this t
+
+
+def curl_field(model, box, dtype, device=None) -> dict:
+    """|curl s_theta(x, t)| of a free score model on the nodes of an n x n grid of ``box`` at Fig. 1's t
+    (``CURL_FIELD``); values to 4 significant digits (a figure's, about 33 kB of JSON)."""
+    n, t_value = CURL_FIELD["n"], CURL_FIELD["t"]
+    axis = torch.linspace(box.low, box.high, n, dtype=dtype, device=device)
+    xx, yy = torch.meshgrid(axis, axis, indexing="ij")
+    x = torch.stack([xx.ravel(), yy.ravel()], 1)
+    t = torch.full((len(x),), t_value, dtype=dtype, device=device)
+    c = ops.curl(lambda a, b: model.score(a, b, create_graph=True), x, t).abs().detach().reshape(n, n).cpu()
+    return {"n": n, "t": t_value, "box": [box.low, box.high],
+            "values": [[float(f"{v:.4g}") for v in row] for row in c.double().tolist()]}
 
 
 def log_fp_residual_estimate(case: Case, model, sde, dim: int, gen=None, device=None) -> float:

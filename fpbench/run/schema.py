@@ -72,6 +72,9 @@ FIELDS: dict[str, Field] = {
     "curl_max_t0": Field("float64", "max |curl s| over the box at t = 0.01"),
     "curl_mean_all_t": Field("float64", "mean |curl s| over the box x U(0, T)"),
     "curl_max_all_t": Field("float64", "max |curl s| over the box x U(0, T)"),
+    "curl_field.n": Field("Int64", "Fig. 1 (b), free score models in 2D: grid nodes per axis of the stored |curl s| "
+                                   "field (the record's curl_field.values)"),
+    "curl_field.t": Field("float64", "Fig. 1 (b): the time of the stored |curl s| field"),
     "convergence.ratio_min_late": Field("float64", "smallest score ratio E[s.s*]/E|s*|^2 at t >= 0.05 T"),
     "convergence.ratio_max_late": Field("float64", "largest score ratio at t >= 0.05 T"),
     "convergence.rel_error": Field("float64", "relative score error E|s - s*|^2 / E|s*|^2, mean over gate times"),
