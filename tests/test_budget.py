@@ -102,3 +102,26 @@ def test_a_spent_time_budget_stops_a_schedule_before_it_starts_or_branches(tmp_p
     with pytest.raises(TimeBudgetReached):
         budget.run_schedule("tiny", str(tmp_path), compile=False, deadline=1.0)
     assert not list(tmp_path.glob("tiny*"))
+
+
+def _planted_record(name: str, stages, errors: dict) -> dict:
+    members = {f"{t}/fp(w_r={w})/seed0": {"target": t, "w_r": w, "ratio_min_late": 0.99, "ratio_max_late": 1.0,
+                                          "rel_error": e, "loss_plateau": 0.01, "inside_grid_ode": 1.0,
+                                          "inside_grid_sde": 1.0, "inside_grid_p0": 1.0}
+               for (t, w), e in errors.items()}
+    return {"name": name, "schedule": {"iterations": 100, "lr_stages": stages, "dsm_batch": 8, "residual_points": 4},
+            "members": members}
+
+
+def test_the_levers_section_compares_schedules_that_differ_only_in_their_learning_rates():
+    from fpbench.reports.budget_report import levers_section
+
+    cells = [("blob", 0.0), ("blob", 1.0), ("checker", 0.0), ("checker", 10.0)]
+    a = _planted_record("a", [[1e-3, 1.0]], dict.fromkeys(cells, 0.1))
+    b = _planted_record("b", [[1e-4, 1.0]], {c: 0.1 * f for c, f in zip(cells, (0.5, 2.0, 0.8, 4.0))})
+    text = "\n".join(levers_section([a, b]))
+    assert "b has the lower relative score error for 2 of 4 models (2 of 2 DSM baselines, 0 of 2 at w_R > 0)" in text
+    assert "median ratio 1.4 (baselines 0.65, w_R > 0 3)" in text
+    other = _planted_record("c", [[1e-4, 1.0]], dict.fromkeys(cells, 0.1))
+    other["schedule"]["dsm_batch"] = 16  # a batch lever is not a learning-rate lever at equal cost
+    assert levers_section([a, other]) == []

@@ -117,7 +117,7 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
         checks = cl.convergence_checks(members_frame(rec))
         s = rec["schedule"]
         rows.append({"schedule": rec["name"], "steps": s["iterations"],
-                     "lr stages (lr, fraction)": " / ".join(f"{lr:g} x {f:g}" for lr, f in s["lr_stages"]),
+                     "lr stages (lr, fraction)": _stages(s),
                      "DSM batch": s["dsm_batch"], "residual points": s["residual_points"],
                      "training s": round(rec["train_seconds"]), "threads": rec["threads"],
                      "first steps shared with": _shared(rec.get("branched_from")),
@@ -127,6 +127,41 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
                      "smallest late ratio": checks["ratio_min_late"].min(),
                      "largest error / authors'": (checks["rel_error"] / checks["authors_rel_error"]).max()})
     return pd.DataFrame(rows)
+
+
+def levers_section(records: list[dict]) -> list[str]:
+    """Schedules that differ only in their learning-rate stages, at the same number of steps: per model the
+    relative score error of each (over the authors' model's) and how many models the later one improves."""
+    lines = []
+    for i, a in enumerate(records):
+        for b in records[i + 1:]:
+            sa, sb = a["schedule"], b["schedule"]
+            if {**sa, "lr_stages": None} != {**sb, "lr_stages": None}:
+                continue
+            ma, mb = members_frame(a).set_index("label"), members_frame(b).set_index("label")
+            both = ma.index.intersection(mb.index)
+            ratio = mb.loc[both, "convergence.rel_error"] / ma.loc[both, "convergence.rel_error"]
+            table = pd.DataFrame({"target": ma.loc[both, "target"], "w_R": ma.loc[both, "param_w_r"],
+                                  f"{a['name']} error / authors'": [
+                                      ma.loc[k, "convergence.rel_error"] / cl.reference_error(t, w)
+                                      for k, t, w in zip(both, ma.loc[both, "target"], ma.loc[both, "param_w_r"])],
+                                  f"{b['name']} error / authors'": [
+                                      mb.loc[k, "convergence.rel_error"] / cl.reference_error(t, w)
+                                      for k, t, w in zip(both, ma.loc[both, "target"], ma.loc[both, "param_w_r"])],
+                                  f"{b['name']} / {a['name']}": ratio})
+            base = table["w_R"] == 0
+            lines += [f"### {b['name']} against {a['name']} ({sa['iterations']:,} steps each)", "",
+                      f"The same steps, batch and residual points; learning rates {_stages(sb)} against "
+                      f"{_stages(sa)}. {b['name']} has the lower relative score error for {int((ratio < 1).sum())} "
+                      f"of {len(ratio)} models ({int((ratio[base] < 1).sum())} of {int(base.sum())} DSM baselines, "
+                      f"{int((ratio[~base] < 1).sum())} of {int((~base).sum())} at w_R > 0); median ratio "
+                      f"{ratio.median():.3g} (baselines {ratio[base].median():.3g}, w_R > 0 "
+                      f"{ratio[~base].median():.3g}).", "", table.to_markdown(index=False, floatfmt=".3g"), ""]
+    return ["## Levers at equal steps", "", *lines] if lines else []
+
+
+def _stages(schedule: dict) -> str:
+    return " / ".join(f"{lr:g} x {f:g}" for lr, f in schedule["lr_stages"])
 
 
 def _quality_count(members: pd.DataFrame) -> str:
@@ -232,6 +267,7 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
     for rec in records:
         lines += [f"### {rec['name']}", "", convergence_table(members_frame(rec)).to_markdown(index=False,
                                                                                        floatfmt=".3g"), ""]
+    lines += levers_section(records)
     lines += in_progress_section(unfinished, study_dir)
     lines += ["## Trajectories", "", f"The smallest score ratio over t ≥ {LATE_FRACTION:g} T (1: the exact score's "
               "size; the collapse toward u = 2t + c drives it toward 0) and the relative score error over the "
