@@ -381,7 +381,8 @@ def _cmd_lab(args) -> int:
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
     frame = run_lab(args.scale, str(results_root(args.results)), log=log, workers=args.workers)
     out = Path(args.out or REPORTS_DIR / ("lab.md" if args.scale == "quick" else f"lab-{args.scale}.md"))
-    command = f"fpbench lab --scale {args.scale}" + (f" --out {args.out}" if args.out else "")
+    command = (f"fpbench lab --scale {args.scale}" + (f" --results {args.results}" if args.results else "")
+               + (f" --out {args.out}" if args.out else ""))
     print(f"wrote {write_report(frame, load_lab(args.scale), out, command, time.perf_counter() - started)}")
     return 0
 
