@@ -1,5 +1,8 @@
 """The error-injection lab's runner (fpbench.run.lab), its statistics and claims (fpbench.analysis.lab_claims)."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +10,8 @@ import pytest
 from fpbench.analysis import lab_claims as lc
 from fpbench.analysis import stats as st
 from fpbench.run import lab as lab_mod
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = """
 [lab]
@@ -277,3 +282,21 @@ def test_l2_passes_still_solenoidal_errors_and_fails_ones_that_move():
 
     assert lc.claim_l2(_solenoidal_frame(False)).verdict == "PASS"
     assert lc.claim_l2(_solenoidal_frame(True)).verdict == "FAIL"
+
+
+def test_the_committed_lab_records_render_the_committed_report_without_measuring(tmp_path, monkeypatch):
+    """reports/lab.md's verdicts come from reports/lab-records: rendering them measures nothing (the
+    measuring function made to raise) and gives the committed summary."""
+    from fpbench.cli import main
+    from fpbench.run import lab
+
+    def measuring(*args, **kwargs):
+        raise AssertionError("the committed records must be read, not measured again")
+
+    monkeypatch.setattr(lab, "_measure_and_store", measuring)
+    records = tmp_path / "lab-records"
+    shutil.copytree(REPO / "reports" / "lab-records", records)  # the lock files of a run land in the copy
+    out = tmp_path / "lab.md"
+    assert main(["lab", "--scale", "quick", "--results", str(records), "--out", str(out), "--quiet"]) == 0
+    summary = lambda text: text[text.index("## Summary"):text.index("## The exact score")]  # noqa: E731
+    assert summary(out.read_text()) == summary((REPO / "reports" / "lab.md").read_text())
