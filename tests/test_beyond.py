@@ -151,7 +151,8 @@ def test_bench_reports_every_ratio(monkeypatch):
     assert floor["cold_us"] > 0 and floor["warm_us"] > 0 and f"{floor['cold_us']:.0f} us with the caches" in text
     profile = r["training"]["profile"]  # the smoke models' DSM products were found among the profiled calls
     assert 0 < profile["share"] < 1 and profile["product_us"] > 0 and "in-cache speed and all other work" in text
-    for row in ("training, iterations/s", "sampling, particle-steps/s", "grid W2² solves/s"):
+    for row in ("training, iterations/s", "sampling, particle-steps/s", "the same score on all 200 particles at once",
+                "grid W2² solves/s"):
         assert row in text
 
 

@@ -286,14 +286,36 @@ def _grad_div(hessian: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(hessian, dim1=2, dim2=4).sum(-1).permute(0, 2, 1)
 
 
-def fast_score(model):
-    """``model``'s score as a row-independent (n, d), (n,) -> (n, d) callable through the forward-mode
-    jet (no autograd graph), or ``model.score`` when the model is not an fpbench MLP."""
-    if not supports(model):
-        return model.score
+# Rows per evaluation of the samplers' score: a chunk of particles is evaluated in blocks of this many
+# rows, whose activations stay in cache (measured 2026-12-05 on one CPU thread, the authors' network: a
+# quick-scale case's 60,000 ODE and SDE samples in 50.0 s against 59.3 s at once, the same samples bit for
+# bit; tests/test_jet.py). Other shapes can differ from one evaluation in the last bits (MKL picks its kernel
+# path by the number of rows); a case's numbers stay its own, the block being fixed.
+SCORE_BLOCK = 8192
+
+
+def _jet_score(model):
     batched = BatchedMLP([model])
     return lambda x, t: batched.score(x[None], torch.as_tensor(t, dtype=x.dtype, device=x.device)
                                       .expand(x.shape[:-1])[None])[0]
+
+
+def fast_score(model, block: int = SCORE_BLOCK):
+    """``model``'s score as a row-independent (n, d), (n,) -> (n, d) callable through the jet, evaluated
+    in blocks of ``block`` rows without an autograd graph (the samplers' score), or ``model.score`` when
+    the model is not an fpbench MLP."""
+    if not supports(model):
+        return model.score
+    jet = _jet_score(model)
+
+    def score(x: torch.Tensor, t) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
+        with torch.no_grad():
+            if len(x) <= block:
+                return jet(x, t)
+            return torch.cat([jet(x[i:i + block], t[i:i + block]) for i in range(0, len(x), block)])
+
+    return score
 
 
 def compiled_score(model):
@@ -305,7 +327,7 @@ def compiled_score(model):
     eager = fast_score(model)
     if not supports(model):
         return eager
-    compiled, state = torch.compile(eager, dynamic=False), {"failed": False}
+    compiled, state = torch.compile(_jet_score(model), dynamic=False), {"failed": False}
 
     def score(x: torch.Tensor, t) -> torch.Tensor:
         if not state["failed"]:
