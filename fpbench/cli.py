@@ -383,7 +383,9 @@ def _cmd_lab(args) -> int:
     out = Path(args.out or REPORTS_DIR / ("lab.md" if args.scale == "quick" else f"lab-{args.scale}.md"))
     command = (f"fpbench lab --scale {args.scale}" + (f" --results {args.results}" if args.results else "")
                + (f" --out {args.out}" if args.out else ""))
-    print(f"wrote {write_report(frame, load_lab(args.scale), out, command, time.perf_counter() - started)}")
+    path = write_report(frame, load_lab(args.scale), out, command, time.perf_counter() - started,
+                        calibration_reps=args.calibration_reps)
+    print(f"wrote {path}")
     return 0
 
 
@@ -609,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"{REPORTS_DIR}/lab-SCALE.md)")
     lab.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
                      help="processes of one thread each (default: one per core)")
+    lab.add_argument("--calibration-reps", type=int, default=100,
+                     help="synthetic frames per calibration row of the lab's tests (default 100; 0 leaves it out)")
     lab.add_argument("--quiet", action="store_true")
     lab.set_defaults(func=_cmd_lab)
 

@@ -100,6 +100,8 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     assert text.index("## Summary") < text.index("## Do the paper's claims") < text.index("## Methods ranked")
     summary = text[text.index("## Summary"):text.index("## Do the paper's claims")]
     assert "score-FP: **" in summary and "- **Convergence**: " in summary  # the one swept regulariser
+    assert summary.count("- **Your method RampedFP (--method") == 1  # the summary names it, with its counts
+    assert "better in 0, worse in 0, not distinguishable in 0, cannot tell in 9 of 9 comparisons" in summary
     assert " n/a" not in text
     # is my method better? answered first, per target and distance, on the report and the terminal
     assert text.index("## Your method against the baseline") < text.index("## Summary")

@@ -820,7 +820,7 @@ def calibration(paper_df: pd.DataFrame, curl_df: pd.DataFrame | None = None, ora
         specs.append(_oracle_spec(oracles))
     order = list(CLAIMS) + list(CHECKS)
     specs.sort(key=lambda c: order.index(c.key))
-    frame = pd.DataFrame([_calibrated(spec, reps, seed) for spec in specs])
+    frame = pd.DataFrame([calibration_row(spec, reps, seed) for spec in specs])
     frame.attrs["family"] = family_false_positives([(c.test, c.null[1]) for c in specs
                                                     if c.wrong == st.PASS and c.key in CLAIMS], reps, seed)
     return frame
@@ -890,7 +890,7 @@ def _rates(rates: dict) -> str:
     return " / ".join(f"{rates[v]:.2f}" for v in (st.PASS, st.FAIL, st.INCONCLUSIVE))
 
 
-def _calibrated(spec: Calibrated, reps: int, seed: int) -> dict:
+def calibration_row(spec: Calibrated, reps: int, seed: int) -> dict:
     """One row of the calibration table (``calibration``)."""
     nan = float("nan")
     row = {"claim": spec.key, "null data": spec.null[0], "wrong verdict": spec.wrong, "rate under null": nan,

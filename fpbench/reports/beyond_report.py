@@ -137,7 +137,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     settings = settings_of(data, df)
     verdicts = {s: cmp.setting_claims(rows, weight, residual) for s, (rows, weight, residual) in settings.items()}
     lines += answer_lines(data, df)
-    lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"))
+    lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"), user_summary_lines(data, df))
     lines += ["## Do the paper's claims C1-C5 carry over?", "",
               "The claims machinery of `fpbench.analysis.claims` (the same tests, gates and thresholds as "
               "reports/paper-quick.md) on each setting: for a regulariser other than R̃ its own weight plays "
@@ -173,32 +173,55 @@ def user_labels(df: pd.DataFrame) -> list[str]:
     return [label for label in dict.fromkeys(df["label"]) if "(--method " in label]
 
 
-def answer_lines(data: dict, df: pd.DataFrame) -> list[str]:
-    """Is the user's method better? One line per --method, target and table against the suite's baseline,
-    decided by the paired test of the ranking and only on models that pass the convergence gate."""
+def user_verdicts(data: dict, df: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(method, target, distance, verdict in words) for every --method against the suite's baseline, by the
+    paired test of the ranking and only on models that pass the convergence gate."""
     mine = user_labels(df)
     if not mine or "methods" not in data:
         return []
     base = baseline_label(data, df)
     rank = cmp.ranking_frame(df, base)
     alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
+    return [(label, r["target"], r["table"],
+             cmp.versus_baseline(r, alpha, cmp.gate_failures(df, [label, base], r["target"])))
+            for label in mine for r in rank[rank["method"] == label].to_dict("records")]
+
+
+def answer_lines(data: dict, df: pd.DataFrame) -> list[str]:
+    """Is the user's method better? One line per --method, target and table against the suite's baseline."""
+    verdicts = user_verdicts(data, df)
+    if not verdicts:
+        return []
     lines = ["## Your method against the baseline", "",
-             f"Against **{base}**, per target and distance: the paired sign-flip test over seeds of log(baseline / "
-             f"yours) at α = {alpha} (the ratio is yours over the baseline's W2², lower is better), decided only "
-             "when both methods' models pass the convergence gate.", ""]
-    for label in mine:
-        for r in rank[rank["method"] == label].to_dict("records"):
-            reason = cmp.gate_failures(df, [label, base], r["target"])
-            lines.append(f"- {label}, {r['target']}, {r['table']}: {cmp.versus_baseline(r, alpha, reason)}")
+             f"Against **{baseline_label(data, df)}**, per target and distance: the paired sign-flip test over seeds "
+             f"of log(baseline / yours) at α = {cl.CLAIM_SETTINGS[cl.ALPHA]} (the ratio is yours over the baseline's "
+             "W2², lower is better), decided only when both methods' models pass the convergence gate.", ""]
+    lines += [f"- {label}, {target}, {table}: {verdict}" for label, target, table, verdict in verdicts]
     return lines + [""]
 
 
-def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | None) -> list[str]:
-    """The answer first: per setting the claims' verdicts with reasons, the convergence gate's count,
-    and what the scale can show (its ``about`` line)."""
+def user_summary_lines(data: dict, df: pd.DataFrame) -> list[str]:
+    """One Summary line per --method: how many of its comparisons with the baseline say better, worse, not
+    distinguishable, or cannot tell (details in the answer section)."""
+    lines = []
+    verdicts = user_verdicts(data, df)
+    for label in dict.fromkeys(v[0] for v in verdicts):
+        words = [v[3] for v in verdicts if v[0] == label]
+        count = {kind: sum(w.startswith(start) for w in words) for kind, start in
+                 (("better", "**better**"), ("worse", "**worse**"), ("not distinguishable", "not distinguishable"),
+                  ("cannot tell", "cannot tell"))}
+        lines.append(f"- **Your method {label}** against {baseline_label(data, df)}: "
+                     + ", ".join(f"{kind} in {k}" for kind, k in count.items()) + f" of {len(words)} comparisons "
+                     "(target x distance; the section above gives each with its reason).")
+    return lines
+
+
+def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | None, mine: list[str] = ()) -> list[str]:
+    """The answer first: the user's methods (``mine``: ``user_summary_lines``), per setting the claims'
+    verdicts with reasons, the convergence gate's count, and what the scale can show (its ``about`` line)."""
     from .claims_report import convergence_lines, verdict_lines
 
-    lines = ["## Summary", ""]
+    lines = ["## Summary", "", *mine]
     for setting, outcomes in verdicts.items():
         lines += verdict_lines(outcomes, prefix=f"{setting}: ")
     lines += convergence_lines(df)
