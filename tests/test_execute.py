@@ -170,7 +170,9 @@ def test_fpbench_run_without_flags_takes_the_pool_and_compiles_where_it_can(monk
     args = build_parser().parse_args(["run", "smoke", "--scale", "smoke", "--results", str(tmp_path), "--quiet"])
     args.func(args)
     assert all(t.compile and t.threads == 1 for t in seen["tasks"] if t.ensemble)
-    assert type(seen["executor"]).__name__ == "ProcessPoolExecutor"
+    from concurrent.futures import ProcessPoolExecutor
+
+    assert isinstance(seen["executor"], ProcessPoolExecutor) and seen["executor"]._max_workers == 2
     assert "executor process, workers 2, compiled loss terms" in capsys.readouterr().out
 
 

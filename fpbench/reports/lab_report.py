@@ -152,7 +152,7 @@ def calibration_lines(df: pd.DataFrame, lab: dict, reps: int) -> list[str]:
     table = cal.copy()
     for col in ("rate under null, 95% CI", "PASS on violating, 95% CI", "power, 95% CI"):
         table[col] = table[col].map(lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]" if np.isfinite(ci[0]) else "—")
-    table = table.fillna("—")
+    table = table.astype(object).where(table.notna(), "—")
     alpha = CLAIM_SETTINGS[lc.ALPHA]
     return ["## Calibration of the lab's tests", "",
             "Each test on synthetic lab frames built from this run's (fpbench/analysis/lab_claims.py, "
