@@ -158,8 +158,10 @@ def calibration_lines(df: pd.DataFrame, lab: dict, reps: int) -> list[str]:
             "Each test on synthetic lab frames built from this run's (fpbench/analysis/lab_claims.py, "
             "`lab_calibration`): the planted W2² replaced by a known truth and redrawn with each estimate's "
             "measured bootstrap sd. *Null* data sit at the claim's boundary (an exponent or a spread; the tests "
-            "of L1, L1-lin, L1-sqrt and L4-suff test against the boundary itself) or at no effect (L3, whose "
-            f"paired tests PASS only at the needed size); the rate of a wrong PASS must be at most α = {alpha}. "
+            "of L1, L1-lin, L1-sqrt and L4-suff test against the boundary itself; for L2 the solenoidal errors "
+            "above their allowance by the critical z of the test's own noise) or at no effect (L3, whose paired "
+            "tests PASS only at the needed size; L4 with R^s shuffled between its two groups); the rate of a "
+            f"wrong PASS must be at most α = {alpha}. "
             "*Violating* data (the negative control) are well on the claim's false side: their PASS rate must be "
             "at most α too. *Planted* data, well inside the claim, give the power. Intervals are exact binomial "
             f"(Clopper-Pearson), {reps} synthetic frames per row.", "",
