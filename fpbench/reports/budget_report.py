@@ -17,6 +17,7 @@ from ..run.budget import PROBE_EVERY, PROBE_POINTS, SAMPLE, SCHEDULES
 from .claims_report import convergence_table
 
 LATE_RATIO = f"smallest score ratio, t ≥ {LATE_FRACTION:g} T"
+ERROR_RATIO = "relative score error / authors'"
 
 
 def load_records(study_dir: Path) -> list[dict]:
@@ -107,7 +108,7 @@ def trajectories_frame(records: list[dict]) -> pd.DataFrame:
             level = cl.reference_error(target, w_r)
             rows += [{"schedule": rec["name"], "target": target, "w_R": w_r, "step": p["iteration"],
                       LATE_RATIO: p["ratio_min_late"],
-                      "relative score error / authors'": p["rel_error"] / level} for p in points]
+                      ERROR_RATIO: p["rel_error"] / level} for p in points]
     return pd.DataFrame(rows)
 
 
@@ -179,21 +180,29 @@ def _shared(branch: dict | None) -> str:
 
 
 def figure(traj: pd.DataFrame, out: Path) -> Path:
+    """The frontier: each model's relative score error over the authors' model's against steps, one panel per
+    target (columns) and w_R (rows), one line per schedule, with the two tiers' allowances."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    long = traj.melt(id_vars=["schedule", "target", "w_R", "step"], var_name="quantity", value_name="value")
-    long["w_R"] = long["w_R"].map(lambda w: f"{w:g}")
-    grid = sns.relplot(data=long, x="step", y="value", hue="w_R", style="schedule", row="quantity", col="target",
-                       kind="line", marker="o", height=2.6, aspect=1.3, facet_kws={"sharey": "row"})
-    for ax in grid.axes[1]:
+    data = traj.assign(w_R=traj["w_R"].map(lambda w: f"w_R = {w:g}"))
+    grid = sns.relplot(data=data, x="step", y=ERROR_RATIO, hue="schedule", row="w_R", col="target", kind="line",
+                       height=2.2, aspect=1.5, linewidth=1.2, facet_kws={"sharey": True, "margin_titles": True})
+    factors = {tier: cl.CLAIM_SETTINGS[keys[0]] for tier, keys in cl.TIERS.items()}
+    for ax in grid.axes.flat:
         ax.set_yscale("log")
-    grid.set_titles("{col_name}: {row_name}")
+        for tier, factor in factors.items():
+            ax.axhline(factor, color="grey", linewidth=0.8, linestyle=":" if tier == cl.QUALITY_TIER else "--")
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.set_axis_labels("training step", "score error / authors'")
+    grid.figure.suptitle("Relative score error over the authors' model's (dashed: the trained gate, "
+                         f"{factors['trained']:g}x; dotted: the authors' quality, {factors[cl.QUALITY_TIER]:g}x)",
+                         y=1.01, fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
-    grid.savefig(out, dpi=100)
+    grid.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return out
 
@@ -269,9 +278,10 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
                                                                                        floatfmt=".3g"), ""]
     lines += levers_section(records)
     lines += in_progress_section(unfinished, study_dir)
-    lines += ["## Trajectories", "", f"The smallest score ratio over t ≥ {LATE_FRACTION:g} T (1: the exact score's "
-              "size; the collapse toward u = 2t + c drives it toward 0) and the relative score error over the "
-              "authors' model's, per probe.", "", f"![trajectories](figures/{fig.name})", ""]
+    lines += ["## Trajectories", "", "The frontier: each model's relative score error over the authors' model's at "
+              f"every probe ({PROBE_EVERY:,} steps), one line per schedule, with the two tiers' allowances; a schedule "
+              "that starts from another's checkpoint follows the same line up to there (drawn over it).", "",
+              f"![trajectories](figures/{fig.name})", ""]
     last = trajectories_frame(records + unfinished).sort_values("step").groupby(["schedule", "target", "w_R"]).tail(4)
     last = last.assign(probe=last.groupby(["schedule", "target", "w_R"]).cumcount(ascending=False).map(
         {3: "4th last", 2: "3rd last", 1: "2nd last", 0: "last"}))
