@@ -573,7 +573,7 @@ def test_warm_start_trains_from_the_baselines_weights_on_every_path(tmp_path, ex
     gen = torch.Generator().manual_seed(base.config["seed"])
     x0 = target.sample(cfg["dsm_batch"], gen, dtype=torch.float32)
     expected, _ = FokkerPlanck(w_r=0.0).loss(model, TrainContext(sde, target, x0, gen, cfg, 0, cfg["iterations"]))
-    assert history["warm_fp0.0"][0]["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert history["warm_fp0.0"][0]["loss"] == pytest.approx(float(expected.detach()), rel=1e-5)
     assert history["warm_fp0.0"][0]["loss"] != pytest.approx(history["fp0.0"][0]["loss"], rel=1e-3)
     for case in cases:
         if case.config["method"]["name"] == "warm_fp":
