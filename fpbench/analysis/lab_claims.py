@@ -234,6 +234,14 @@ def crossovers(df: pd.DataFrame) -> dict:
 
 # --- L4: is a small R^s necessary? -------------------------------------------------------------------
 
+def _l4_groups(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Claim L4's two groups on ``df``: planted models with a clear gap, solenoidal ones without."""
+    planted = df[df["family"] != "exact"]
+    z = excess_z(planted, "w2_ode_sde")
+    critical = sps.norm.isf(CLAIM_SETTINGS[ALPHA] / len(planted))
+    return (z > critical), (z <= critical) & (planted["family"] == "solenoidal").to_numpy()
+
+
 def claim_l4(df: pd.DataFrame) -> list[ClaimOutcome]:
     """Necessity (L4): the R^s of every model with a clear gap (its z above allowance significant after
     Bonferroni over all models) against the R^s of every solenoidal model without one (``separation``,
@@ -241,9 +249,8 @@ def claim_l4(df: pd.DataFrame) -> list[ClaimOutcome]:
     errors (gradient, twin, pulse families), permutation within targets."""
     alpha = CLAIM_SETTINGS[ALPHA]
     planted = df[df["family"] != "exact"]
-    z = excess_z(planted, "w2_ode_sde")
-    critical = sps.norm.isf(alpha / len(planted))
-    gap, no_gap = planted[z > critical], planted[(z <= critical) & (planted["family"] == "solenoidal")]
+    gap_rows, no_gap_rows = _l4_groups(df)
+    gap, no_gap = planted[gap_rows], planted[no_gap_rows]
     out = []
     if gap.empty or no_gap.empty:
         out.append(_skip("L4", f"{len(gap)} models with a clear gap, {len(no_gap)} solenoidal models without one: "
@@ -369,14 +376,6 @@ def _with_solenoidal_excess(df: pd.DataFrame, kind: str) -> pd.DataFrame:
             values = allowance(out[sol], d) + (z * noise_sd(out[sol], d) if kind == "resolution" else 0.0)
         out.loc[sol, d] = values
     return out
-
-
-def _l4_groups(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Claim L4's two groups on ``df``: planted models with a clear gap, solenoidal ones without."""
-    planted = df[df["family"] != "exact"]
-    z = excess_z(planted, "w2_ode_sde")
-    critical = sps.norm.isf(CLAIM_SETTINGS[ALPHA] / len(planted))
-    return (z > critical), (z <= critical) & (planted["family"] == "solenoidal").to_numpy()
 
 
 def _with_rs_separation(df: pd.DataFrame, decades: float) -> pd.DataFrame:

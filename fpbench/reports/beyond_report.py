@@ -136,8 +136,9 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
     settings = settings_of(data, df)
     verdicts = {s: cmp.setting_claims(rows, weight, residual) for s, (rows, weight, residual) in settings.items()}
-    lines += answer_lines(data, df)
-    lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"), user_summary_lines(data, df))
+    mine = user_verdicts(data, df)  # the ranking's paired tests, once for the answer and the summary
+    lines += answer_lines(data, df, mine)
+    lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"), user_summary_lines(data, df, mine))
     lines += ["## Do the paper's claims C1-C5 carry over?", "",
               "The claims machinery of `fpbench.analysis.claims` (the same tests, gates and thresholds as "
               "reports/paper-quick.md) on each setting: for a regulariser other than R̃ its own weight plays "
@@ -187,9 +188,9 @@ def user_verdicts(data: dict, df: pd.DataFrame) -> list[tuple[str, str, str, str
             for label in mine for r in rank[rank["method"] == label].to_dict("records")]
 
 
-def answer_lines(data: dict, df: pd.DataFrame) -> list[str]:
-    """Is the user's method better? One line per --method, target and table against the suite's baseline."""
-    verdicts = user_verdicts(data, df)
+def answer_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str]:
+    """Is the user's method better? One line per --method, target and table against the suite's baseline
+    (``verdicts``: ``user_verdicts``)."""
     if not verdicts:
         return []
     lines = ["## Your method against the baseline", "",
@@ -200,11 +201,10 @@ def answer_lines(data: dict, df: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def user_summary_lines(data: dict, df: pd.DataFrame) -> list[str]:
-    """One Summary line per --method: how many of its comparisons with the baseline say better, worse, not
-    distinguishable, or cannot tell (details in the answer section)."""
+def user_summary_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str]:
+    """One Summary line per --method: how many of its comparisons with the baseline (``verdicts``:
+    ``user_verdicts``) say better, worse, not distinguishable, or cannot tell (details in the answer section)."""
     lines = []
-    verdicts = user_verdicts(data, df)
     for label in dict.fromkeys(v[0] for v in verdicts):
         words = [v[3] for v in verdicts if v[0] == label]
         count = {kind: sum(w.startswith(start) for w in words) for kind, start in

@@ -141,14 +141,12 @@ def levers_section(records: list[dict]) -> list[str]:
                 continue
             ma, mb = members_frame(a).set_index("label"), members_frame(b).set_index("label")
             both = ma.index.intersection(mb.index)
-            ratio = mb.loc[both, "convergence.rel_error"] / ma.loc[both, "convergence.rel_error"]
+            error_a, error_b = ma.loc[both, "convergence.rel_error"], mb.loc[both, "convergence.rel_error"]
+            authors = [cl.reference_error(t, w) for t, w in zip(ma.loc[both, "target"], ma.loc[both, "param_w_r"])]
+            ratio = error_b / error_a
             table = pd.DataFrame({"target": ma.loc[both, "target"], "w_R": ma.loc[both, "param_w_r"],
-                                  f"{a['name']} error / authors'": [
-                                      ma.loc[k, "convergence.rel_error"] / cl.reference_error(t, w)
-                                      for k, t, w in zip(both, ma.loc[both, "target"], ma.loc[both, "param_w_r"])],
-                                  f"{b['name']} error / authors'": [
-                                      mb.loc[k, "convergence.rel_error"] / cl.reference_error(t, w)
-                                      for k, t, w in zip(both, ma.loc[both, "target"], ma.loc[both, "param_w_r"])],
+                                  f"{a['name']} error / authors'": error_a / authors,
+                                  f"{b['name']} error / authors'": error_b / authors,
                                   f"{b['name']} / {a['name']}": ratio})
             base = table["w_R"] == 0
             lines += [f"### {b['name']} against {a['name']} ({sa['iterations']:,} steps each)", "",
