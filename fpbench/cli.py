@@ -433,7 +433,8 @@ def _cmd_reference(args) -> int:
 
 def _reference_claims(root, args) -> int:
     """The claims about trained models on the authors' 12 models re-sampled as cases of the paper suite
-    (resumable) -> report."""
+    (resumable; with --bundle, committed as it goes) -> report."""
+    import time
     from pathlib import Path
 
     from .analysis.published import authors_results, run_authors
@@ -441,15 +442,23 @@ def _reference_claims(root, args) -> int:
     from .run.store import Store, results_root
 
     store_root = results_root(args.results)
+    bundle = Path(args.bundle) if args.bundle else None
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
     if args.no_run:
-        df, records, missing = authors_results(Store(store_root), args.seeds)
+        df, records, missing = authors_results(Store(store_root), args.seeds, bundle)
     else:
         log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
-        df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile)
+        df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile,
+                                           bundle=bundle, deadline=deadline)
     out = write_authors_report(df, records, missing, Path(args.out or REPORTS_DIR / "reference-claims.md"),
                                str(store_root),
                                args.calibration_reps, args.seeds)
-    print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else ""))
+    print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else "")
+          + (f"; bundle {bundle}" if bundle else ""))
+    if missing and deadline is not None and time.time() >= deadline and not args.no_run:
+        print(f"fpbench: stopped at the time budget (--max-minutes {args.max_minutes:g}); the same command resumes "
+              "from the finished cases", file=sys.stderr)
+        return EXIT["stopped"]
     return 0
 
 
@@ -637,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--calibration-reps", type=_positive_int, default=1000,
                      help="claims: synthetic data sets per claim test in the calibration (default 1000)")
     ref.add_argument("--no-run", action="store_true", help="evaluate, claims: report the finished cases only, run none")
+    ref.add_argument("--bundle", default=None,
+                     help="claims: a result bundle of the cases (e.g. bundles/reference-claims): opened into --results "
+                          "first, and given each case as it finishes (commit it as it grows: another machine "
+                          "resumes from it); with --no-run, the store's finished cases are added to it")
+    ref.add_argument("--max-minutes", type=float, default=None,
+                     help="claims: start no case after this many minutes (exit status 4; the same command resumes)")
     ref.add_argument("--no-compile", action="store_true",
                      help="evaluate, claims: the samplers' score eager, not through torch.compile (no C++ compiler "
                           "needed; without one the compiled path falls back by itself)")

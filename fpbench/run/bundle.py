@@ -20,7 +20,9 @@ long run chunked with ``--max-minutes`` can be bundled and committed chunk by ch
 checks every file against the manifest and names the first that is missing or altered; ``open_bundle``
 copies a verified bundle into a results store, where reports and the claim suite read it without
 training; ``audit`` retrains randomly chosen cases from scratch and compares what they give with what
-the bundle holds.
+the bundle holds. A case of a model trained elsewhere (the authors' checkpoints re-sampled by
+``fpbench reference claims --bundle``) has no ``model.pt`` or ``train.json``: its record names the
+checkpoint and its sha256.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ from .store import SAMPLES_FILE, Store, read_json, write_json
 FORMAT = "fpbench-bundle/1"
 MANIFEST = "manifest.json"
 CASE_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "metrics.json")
+WEIGHT_FILES = ("model.pt", "train.json")  # what a case trained here has and one of a model trained elsewhere lacks
+TRAINED_ELSEWHERE = ("authors", "external")  # model kinds sampled but not trained by fpbench (their weights are
+# the authors' checkpoint, named with its sha256 in the record, or a user's file)
+
+
+def case_files(config: dict) -> tuple[str, ...]:
+    """The files of a finished case: all of ``CASE_FILES``, less the weights and training history of a model
+    trained elsewhere (the authors', a user's), which has none in the store."""
+    if config["model"].get("kind") in TRAINED_ELSEWHERE:
+        return tuple(f for f in CASE_FILES if f not in WEIGHT_FILES)
+    return CASE_FILES
 
 
 class BundleError(FpbenchError):
@@ -67,9 +80,10 @@ def read_manifest(bundle: Path) -> dict:
     return manifest
 
 
-def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: str) -> dict:
+def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: str, resumable: bool = True) -> dict:
     """Add the finished ``cases`` of the store at ``store_root`` to the bundle ``out`` (created if needed; the
-    cases it already holds are kept, verified); returns the manifest, written last."""
+    cases it already holds are kept, verified); returns the manifest, written last. ``resumable``: keep the
+    store's unfinished ensembles' checkpoints too (cases that train; False for cases that do not)."""
     store, out = Store(Path(store_root)), Path(out)
     manifest = read_manifest(out) if (out / MANIFEST).exists() else {
         "format": FORMAT, "suite": suite, "scale": scale, "cases": {}, "files": {}}
@@ -79,16 +93,17 @@ def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: st
         if not store.is_done(case.key) or case.key in manifest["cases"]:
             continue
         src = store.case_dir(case.key)
-        missing = [f for f in CASE_FILES if not (src / f).exists()]
+        missing = [f for f in case_files(case.config) if not (src / f).exists()]
         if missing:
             raise BundleError(f"case {case.label} [{case.key}] is finished but lacks {', '.join(missing)}: "
                               "rerun it (`fpbench run` repairs it) before bundling")
-        for name in CASE_FILES:
+        for name in case_files(case.config):
             _copy(src / name, out, f"{case.key}/{name}", manifest)
         for floor in _floor_files(store, read_json(src / "metrics.json")):
             _copy(floor, out, f"floors/{floor.name}", manifest)
         manifest["cases"][case.key] = case.label
-    _keep_resumable_state(store, out, manifest)
+    if resumable:
+        _keep_resumable_state(store, out, manifest)
     manifest.update(_environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     write_json(out / MANIFEST, manifest)
     return manifest
@@ -159,7 +174,11 @@ def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print) -> list[di
 
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
-    keys = random.Random(seed).sample(sorted(manifest["cases"]), min(n, len(manifest["cases"])))
+    trained = sorted(k for k in manifest["cases"] if f"{k}/model.pt" in manifest["files"])
+    if not trained:
+        raise BundleError(f"bundle {bundle} holds no case trained by fpbench (its models were trained elsewhere, "
+                          "e.g. the authors' checkpoints): nothing to retrain; rerun their command to resample them")
+    keys = random.Random(seed).sample(trained, min(n, len(trained)))
     cases = [Case(read_json(bundle / key / "config.json")) for key in keys]
     for key, case in zip(keys, cases):
         if case.key != key:
