@@ -61,6 +61,7 @@ def _cmd_run(args) -> int:
 
     cases, data = _run_cases(args)
     store = Store(results_root(args.results)).check_writable()
+    bundle = _open_run_bundle(args, store)
     resolve_device(args.device)
     how = fast_settings(args.executor, args.workers, args.compile, args.device)
     threads = args.threads
@@ -73,6 +74,14 @@ def _cmd_run(args) -> int:
     began = time.perf_counter()
     with make_executor(how.executor, how.workers, args.scheduler, slurm, store.root / "slurm") as executor:
         outcomes = run_tasks(tasks, executor)
+    if bundle is not None:
+        from .run.bundle import write_bundle
+
+        manifest = write_bundle(store.root, cases, bundle, data["suite"]["name"], args.scale)
+        resumable = any(rel.startswith("resume/") for rel in manifest["files"])
+        print(f"bundle {bundle}: {len(manifest['cases'])} of {len(cases)} case(s) finished"
+              + (", with the unfinished ensembles' checkpoints" if resumable else "")
+              + " (commit it: another machine resumes from it)")
     failed = [o for o in outcomes if o.status == "failed"]
     stopped = [o for o in outcomes if o.status == "stopped"]
     busy = [o for o in outcomes if o.status == "busy"]
@@ -110,6 +119,22 @@ def _report_hint(args) -> str:
     for method in getattr(args, "method", None) or []:
         parts += ["--method", method]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _open_run_bundle(args, store):
+    """``--bundle``'s directory, opened into the store first when it exists (a run resumes from its finished
+    cases and checkpoints); None without the flag."""
+    from .run.bundle import MANIFEST, open_bundle
+
+    if getattr(args, "bundle", None) is None:
+        return None
+    if args.shard is not None:
+        raise UserError("--bundle with --shard: several processes would write one bundle; run the shards, then "
+                        "`fpbench bundle write` once")
+    bundle = Path(args.bundle)
+    if (bundle / MANIFEST).exists():
+        open_bundle(bundle, store.root)
+    return bundle
 
 
 def _run_cases(args):
@@ -501,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-minutes", type=float, default=None,
                      help="stop starting training iterations and cases after this many minutes (checkpoints kept; "
                           "the same command resumes; exit status 4 when stopped, 6 when another process holds cases)")
+    run.add_argument("--bundle", default=None, metavar="DIR",
+                     help="a result bundle (e.g. bundles/paper-converged): opened into --results first, and given the "
+                          "finished cases and the unfinished ensembles' checkpoints when the run ends or stops, so "
+                          "that a long run committed chunk by chunk resumes on another machine")
     _add_execution_flags(run)
     run.add_argument("--threads", type=int, default=None, help="torch threads per task (default 1: the workers give "
                      "the parallelism; another count may change a case's last bits, and its record says which)")

@@ -139,3 +139,21 @@ def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_b
     manifest = bd.verify_bundle(bundle)
     assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
     assert not (bundle / "resume").exists() or not list((bundle / "resume").iterdir())
+
+
+def test_run_with_a_bundle_opens_it_first_and_gives_it_what_it_finished_or_left(smoke_bundle, tmp_path, capsys):
+    """``fpbench run --bundle``: the same chunked run as above in one command per chunk, on two machines."""
+    suite, _store, _bundle = smoke_bundle
+    bundle = tmp_path / "bundle"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "first"), "--max-minutes", "0",
+                 "--quiet", "--bundle", str(bundle)]) == 4
+    manifest = bd.verify_bundle(bundle)
+    assert not manifest["cases"] and [r for r in manifest["files"] if r.startswith("resume/")]
+    assert "with the unfinished ensembles' checkpoints" in capsys.readouterr().out
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "second"), "--quiet", "--bundle",
+                 str(bundle)]) == 0
+    manifest = bd.verify_bundle(bundle)
+    assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "x"), "--shard", "1/2", "--bundle",
+                 str(bundle)]) == 2
+    assert "--bundle with --shard" in capsys.readouterr().err
