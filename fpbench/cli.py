@@ -150,7 +150,20 @@ def _run_cases(args):
         print(f"suite {data['suite']['name']} takes its score models from suite {companion}: "
               f"{len(extra)} more case(s)")
         cases += extra
-    return _shard(cases, args.shard), data
+    return _shard(_only_seeds(cases, getattr(args, "only_seed", None)), args.shard), data
+
+
+def _only_seeds(cases: list, seeds: list[int] | None) -> list:
+    """The cases of the ``--only-seed`` seeds (all without the flag): each seed's models then train as their
+    own ensemble, so a long run finishes seed by seed and two processes can train two seeds on one store."""
+    if not seeds:
+        return cases
+    have = sorted({c.config["seed"] for c in cases})
+    unknown = sorted(set(seeds) - set(have))
+    if unknown:
+        raise UserError(f"--only-seed {', '.join(map(str, unknown))}: the run's seeds are {have} "
+                        "(--seeds sets how many)")
+    return [c for c in cases if c.config["seed"] in seeds]
 
 
 def _shard(cases: list, spec: str | None) -> list:
@@ -518,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--shard", default=None, metavar="I/K",
                      help="run only cases I, I+K, I+2K, ... (K processes, one per shard, share one store)")
+    run.add_argument("--only-seed", type=int, action="append", default=None, metavar="K",
+                     help="run only the cases of seed K (repeatable; K < --seeds): a long run seed by seed, each "
+                          "seed's models one ensemble, finished and bundled before the next; two processes on one "
+                          "store can take two seeds")
     run.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
                      help="also run this method (module:Class, file.py:Class or an entry-point name) "
                           "on the suite's targets, beside its own methods; repeatable")

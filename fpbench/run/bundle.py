@@ -40,6 +40,7 @@ from .store import SAMPLES_FILE, Store, read_json, write_json
 FORMAT = "fpbench-bundle/1"
 MANIFEST = "manifest.json"
 CASE_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "metrics.json")
+BUNDLE_LOCK = ".bundle.lock"  # in the store: one process at a time adds to a bundle from it
 WEIGHT_FILES = ("model.pt", "train.json")  # what a case trained here has and one of a model trained elsewhere lacks
 TRAINED_ELSEWHERE = ("authors", "external")  # model kinds sampled but not trained by fpbench (their weights are
 # the authors' checkpoint, named with its sha256 in the record, or a user's file)
@@ -84,7 +85,15 @@ def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: st
     """Add the finished ``cases`` of the store at ``store_root`` to the bundle ``out`` (created if needed; the
     cases it already holds are kept, verified); returns the manifest, written last. ``resumable``: keep the
     store's unfinished ensembles' checkpoints too (cases that train; False for cases that do not)."""
+    from filelock import FileLock
+
     store, out = Store(Path(store_root)), Path(out)
+    store.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(store.root / BUNDLE_LOCK):  # two processes sharing the store, each adding what it finished
+        return _write_bundle(store, cases, out, suite, scale, resumable)
+
+
+def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, resumable: bool) -> dict:
     manifest = read_manifest(out) if (out / MANIFEST).exists() else {
         "format": FORMAT, "suite": suite, "scale": scale, "cases": {}, "files": {}}
     if manifest["cases"]:
