@@ -379,7 +379,8 @@ def _cmd_audit(args) -> int:
     from .run.bundle import audit
 
     with tempfile.TemporaryDirectory(prefix="fpbench-audit-") as tmp:
-        rows = audit(Path(args.path), args.cases, Path(args.work or tmp), args.seed, log=lambda *_: None)
+        rows = audit(Path(args.path), args.cases, Path(args.work or tmp), args.seed, log=lambda *_: None,
+                     steps=args.steps)
     print(pd.DataFrame(rows).drop(columns=["key"]).to_markdown(index=False, floatfmt=".3g"))
     reproduced = sum(r["verdict"].startswith("reproduced") for r in rows)
     print(f"{reproduced} of {len(rows)} case(s) reproduced bit-identically")
@@ -654,6 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("path", help="the bundle's directory")
     audit.add_argument("--cases", type=_positive_int, default=2, help="how many cases (default 2)")
     audit.add_argument("--seed", type=int, default=0, help="which cases: the random choice's seed")
+    audit.add_argument("--steps", type=_positive_int, default=None, metavar="K",
+                       help="a quick audit: retrain only each case's first K iterations (their loss history against "
+                            "the recorded one, bit for bit), and sample and measure the bundle's weights again "
+                            "(minutes where a full retrain takes hours)")
     audit.add_argument("--work", default=None, help="an empty folder for the retrained cases (default: a "
                        "temporary one, removed afterwards)")
     audit.set_defaults(func=_cmd_audit)

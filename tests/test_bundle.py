@@ -83,6 +83,41 @@ def test_an_audit_names_what_differs(smoke_bundle, tmp_path):
     assert rows[first]["verdict"].startswith("differs") and rows[second]["verdict"] == "reproduced, bit-identical"
 
 
+def _rewritten(bundle: Path, rel: str, change) -> None:
+    """``change(path)`` a bundle's file and give the manifest its new checksum (a tampering the checksums do
+    not see, which the audit must)."""
+    change(bundle / rel)
+    manifest = read_json(bundle / bd.MANIFEST)
+    manifest["files"][rel] = bd.sha256(bundle / rel)
+    (bundle / bd.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_quick_audit_retrains_a_prefix_and_re_evaluates_the_stored_weights(smoke_bundle, tmp_path, capsys):
+    """--steps K: the first K iterations' loss history bit for bit, and the bundle's weights sampled and
+    measured again to its samples and metrics; it fails on a tampered history and on swapped weights."""
+    _suite, _store, original = smoke_bundle
+    rows = bd.audit(original, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
+    assert all(r["verdict"].startswith("reproduced: first 10 steps") for r in rows), rows
+    assert all(r["loss history identical"] and r["history rows compared"] == 2 and r["samples identical"]
+               for r in rows)  # iterations 0 and 5 of 20 (log_every 5)
+    assert main(["audit", str(original), "--cases", "1", "--steps", "10"]) == 0
+    assert "1 of 1 case(s) reproduced" in capsys.readouterr().out
+    bundle = Path(shutil.copytree(original, tmp_path / "tampered"))
+    first, second = sorted(read_json(bundle / bd.MANIFEST)["cases"])
+
+    def nudge_loss(path):
+        train = read_json(path)
+        train["history"][1]["loss"] *= 1 + 1e-7
+        path.write_text(json.dumps(train))
+
+    _rewritten(bundle, f"{first}/train.json", nudge_loss)
+    _rewritten(bundle, f"{second}/model.pt", lambda path: shutil.copyfile(original / first / "model.pt", path))
+    rows = {r["key"]: r for r in bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None, steps=10)}
+    assert rows[first]["verdict"] == "not reproduced: the first 10 steps' loss history differs from the recorded one"
+    assert rows[second]["loss history identical"] and not rows[second]["samples identical"]
+    assert rows[second]["verdict"].startswith("not reproduced: the stored weights' samples or metrics differ")
+
+
 @pytest.mark.parametrize("damage", ["missing", "altered"])
 def test_a_damaged_bundle_is_a_one_line_error_naming_the_file(smoke_bundle, tmp_path, capsys, damage):
     _suite, _store, original = smoke_bundle

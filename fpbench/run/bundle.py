@@ -172,10 +172,12 @@ def open_bundle(bundle: Path, store_root: Path) -> Store:
     return store
 
 
-def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print) -> list[dict]:
+def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int | None = None) -> list[dict]:
     """Retrain ``n`` of the bundle's cases, chosen at random (``seed``), from scratch in a fresh store at
     ``work`` (training by the path its record names, sampling, metrics: the whole case) and compare each
-    with the bundle's: one row per case (``compare_case``)."""
+    with the bundle's: one row per case (``compare_case``). ``steps``: a quick audit instead
+    (``_audit_prefix``): each case's first ``steps`` training iterations again, and its stored weights
+    sampled and measured again."""
     import random
 
     from .execute import InProcess, plan, run_tasks
@@ -195,12 +197,50 @@ def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print) -> list[di
     store = Store(Path(work)).check_writable()
     if any(store.is_done(key) for key in keys):
         raise BundleError(f"{store.root} already holds finished cases of this audit: give an empty --work folder")
+    if steps is not None:
+        return [_audit_prefix(bundle, store, case, steps, manifest, log) for case in cases]
     paths: dict[tuple, list] = {}  # by the path each case's record says it trained by
     for case in cases:
         paths.setdefault(_recorded_path(bundle, case.key), []).append(case)
     for (compiled, threads), chosen in paths.items():
         run_tasks(plan(chosen, store.root, threads=threads, compile=compiled), InProcess(), log=log)
     return [compare_case(bundle, store.root, case, manifest) for case in cases]
+
+
+def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, log) -> dict:
+    """One case, quickly: its first ``steps`` training iterations from scratch (the loss history against the
+    recorded one, bit for bit: the weights came from this code and these settings, so far), then the
+    bundle's weights sampled and measured again in ``store`` (samples and every metric against the
+    bundle's: the numbers come from those weights)."""
+    from .execute import InProcess, plan, run_tasks
+    from .pipeline import retrain_prefix, warm_start_case
+
+    source = warm_start_case(case)
+    if source is not None and f"{source.key}/model.pt" not in manifest["files"]:
+        raise BundleError(f"bundle {bundle}: {case.label} starts from {source.label}'s weights, which it lacks")
+    train = read_json(Path(bundle) / case.key / "train.json")
+    try:
+        history = retrain_prefix(case, Store(Path(bundle)), steps, train, log=log)
+    except ValueError as err:
+        raise BundleError(f"bundle {bundle}: {err}; audit it without --steps") from err
+    recorded = [row for row in train["history"] if row["iteration"] < steps]
+    out = store.case_dir(case.key)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.pt", "train.json"):
+        shutil.copyfile(Path(bundle) / case.key / name, out / name)
+    compiled, threads = _recorded_path(bundle, case.key)
+    run_tasks(plan([case], store.root, threads=threads, compile=compiled), InProcess(), log=log)
+    row = {k: v for k, v in compare_case(bundle, store.root, case, manifest).items()
+           if k not in ("weights identical", "largest weight difference")}  # the bundle's own, copied
+    same_history = history == recorded
+    problems = ([f"the first {steps} steps' loss history differs from the recorded one"] if not same_history else [])
+    problems += [] if row["verdict"] == "reproduced, bit-identical" else [f"the stored weights' samples or metrics "
+                                                                         f"{row['verdict']}"]
+    return {**row, "training steps retrained": min(steps, case.config["train"]["iterations"]),
+            "loss history identical": same_history, "history rows compared": len(recorded),
+            "verdict": "not reproduced: " + "; ".join(problems) if problems else
+            (f"reproduced: first {steps} steps' loss history bit-identical, the stored weights' samples and "
+             "metrics bit-identical")}
 
 
 def _recorded_path(bundle: Path, key: str) -> tuple[bool, int | None]:
