@@ -61,6 +61,7 @@ def _cmd_run(args) -> int:
 
     cases, data = _run_cases(args)
     store = Store(results_root(args.results)).check_writable()
+    bundle = _open_run_bundle(args, store)
     resolve_device(args.device)
     how = fast_settings(args.executor, args.workers, args.compile, args.device)
     threads = args.threads
@@ -73,6 +74,14 @@ def _cmd_run(args) -> int:
     began = time.perf_counter()
     with make_executor(how.executor, how.workers, args.scheduler, slurm, store.root / "slurm") as executor:
         outcomes = run_tasks(tasks, executor)
+    if bundle is not None:
+        from .run.bundle import write_bundle
+
+        manifest = write_bundle(store.root, cases, bundle, data["suite"]["name"], args.scale)
+        resumable = any(rel.startswith("resume/") for rel in manifest["files"])
+        print(f"bundle {bundle}: {len(manifest['cases'])} of {len(cases)} case(s) finished"
+              + (", with the unfinished ensembles' checkpoints" if resumable else "")
+              + " (commit it: another machine resumes from it)")
     failed = [o for o in outcomes if o.status == "failed"]
     stopped = [o for o in outcomes if o.status == "stopped"]
     busy = [o for o in outcomes if o.status == "busy"]
@@ -112,6 +121,22 @@ def _report_hint(args) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _open_run_bundle(args, store):
+    """``--bundle``'s directory, opened into the store first when it exists (a run resumes from its finished
+    cases and checkpoints); None without the flag."""
+    from .run.bundle import MANIFEST, open_bundle
+
+    if getattr(args, "bundle", None) is None:
+        return None
+    if args.shard is not None:
+        raise UserError("--bundle with --shard: several processes would write one bundle; run the shards, then "
+                        "`fpbench bundle write` once")
+    bundle = Path(args.bundle)
+    if (bundle / MANIFEST).exists():
+        open_bundle(bundle, store.root)
+    return bundle
+
+
 def _run_cases(args):
     """The cases of ``fpbench run``: the suite's (plus each ``--method``, beside the suite's own
     methods), its companion score-model suite's, then ``--shard``."""
@@ -125,7 +150,20 @@ def _run_cases(args):
         print(f"suite {data['suite']['name']} takes its score models from suite {companion}: "
               f"{len(extra)} more case(s)")
         cases += extra
-    return _shard(cases, args.shard), data
+    return _shard(_only_seeds(cases, getattr(args, "only_seed", None)), args.shard), data
+
+
+def _only_seeds(cases: list, seeds: list[int] | None) -> list:
+    """The cases of the ``--only-seed`` seeds (all without the flag): each seed's models then train as their
+    own ensemble, so a long run finishes seed by seed and two processes can train two seeds on one store."""
+    if not seeds:
+        return cases
+    have = sorted({c.config["seed"] for c in cases})
+    unknown = sorted(set(seeds) - set(have))
+    if unknown:
+        raise UserError(f"--only-seed {', '.join(map(str, unknown))}: the run's seeds are {have} "
+                        "(--seeds sets how many)")
+    return [c for c in cases if c.config["seed"] in seeds]
 
 
 def _shard(cases: list, spec: str | None) -> list:
@@ -341,7 +379,8 @@ def _cmd_audit(args) -> int:
     from .run.bundle import audit
 
     with tempfile.TemporaryDirectory(prefix="fpbench-audit-") as tmp:
-        rows = audit(Path(args.path), args.cases, Path(args.work or tmp), args.seed, log=lambda *_: None)
+        rows = audit(Path(args.path), args.cases, Path(args.work or tmp), args.seed, log=lambda *_: None,
+                     steps=args.steps)
     print(pd.DataFrame(rows).drop(columns=["key"]).to_markdown(index=False, floatfmt=".3g"))
     reproduced = sum(r["verdict"].startswith("reproduced") for r in rows)
     print(f"{reproduced} of {len(rows)} case(s) reproduced bit-identically")
@@ -433,7 +472,8 @@ def _cmd_reference(args) -> int:
 
 def _reference_claims(root, args) -> int:
     """The claims about trained models on the authors' 12 models re-sampled as cases of the paper suite
-    (resumable) -> report."""
+    (resumable; with --bundle, committed as it goes) -> report."""
+    import time
     from pathlib import Path
 
     from .analysis.published import authors_results, run_authors
@@ -441,15 +481,23 @@ def _reference_claims(root, args) -> int:
     from .run.store import Store, results_root
 
     store_root = results_root(args.results)
+    bundle = Path(args.bundle) if args.bundle else None
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else None
     if args.no_run:
-        df, records, missing = authors_results(Store(store_root), args.seeds)
+        df, records, missing = authors_results(Store(store_root), args.seeds, bundle)
     else:
         log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
-        df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile)
+        df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile,
+                                           bundle=bundle, deadline=deadline)
     out = write_authors_report(df, records, missing, Path(args.out or REPORTS_DIR / "reference-claims.md"),
                                str(store_root),
                                args.calibration_reps, args.seeds)
-    print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else ""))
+    print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else "")
+          + (f"; bundle {bundle}" if bundle else ""))
+    if missing and deadline is not None and time.time() >= deadline and not args.no_run:
+        print(f"fpbench: stopped at the time budget (--max-minutes {args.max_minutes:g}); the same command resumes "
+              "from the finished cases", file=sys.stderr)
+        return EXIT["stopped"]
     return 0
 
 
@@ -484,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--shard", default=None, metavar="I/K",
                      help="run only cases I, I+K, I+2K, ... (K processes, one per shard, share one store)")
+    run.add_argument("--only-seed", type=int, action="append", default=None, metavar="K",
+                     help="run only the cases of seed K (repeatable; K < --seeds): a long run seed by seed, each "
+                          "seed's models one ensemble, finished and bundled before the next; two processes on one "
+                          "store can take two seeds")
     run.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
                      help="also run this method (module:Class, file.py:Class or an entry-point name) "
                           "on the suite's targets, beside its own methods; repeatable")
@@ -492,6 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-minutes", type=float, default=None,
                      help="stop starting training iterations and cases after this many minutes (checkpoints kept; "
                           "the same command resumes; exit status 4 when stopped, 6 when another process holds cases)")
+    run.add_argument("--bundle", default=None, metavar="DIR",
+                     help="a result bundle (e.g. bundles/paper-converged): opened into --results first, and given the "
+                          "finished cases and the unfinished ensembles' checkpoints when the run ends or stops, so "
+                          "that a long run committed chunk by chunk resumes on another machine")
     _add_execution_flags(run)
     run.add_argument("--threads", type=int, default=None, help="torch threads per task (default 1: the workers give "
                      "the parallelism; another count may change a case's last bits, and its record says which)")
@@ -599,6 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("path", help="the bundle's directory")
     audit.add_argument("--cases", type=_positive_int, default=2, help="how many cases (default 2)")
     audit.add_argument("--seed", type=int, default=0, help="which cases: the random choice's seed")
+    audit.add_argument("--steps", type=_positive_int, default=None, metavar="K",
+                       help="a quick audit: retrain only each case's first K iterations (their loss history against "
+                            "the recorded one, bit for bit), and sample and measure the bundle's weights again "
+                            "(minutes where a full retrain takes hours)")
     audit.add_argument("--work", default=None, help="an empty folder for the retrained cases (default: a "
                        "temporary one, removed afterwards)")
     audit.set_defaults(func=_cmd_audit)
@@ -637,6 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--calibration-reps", type=_positive_int, default=1000,
                      help="claims: synthetic data sets per claim test in the calibration (default 1000)")
     ref.add_argument("--no-run", action="store_true", help="evaluate, claims: report the finished cases only, run none")
+    ref.add_argument("--bundle", default=None,
+                     help="claims: a result bundle of the cases (e.g. bundles/reference-claims): opened into --results "
+                          "first, and given each case as it finishes (commit it as it grows: another machine "
+                          "resumes from it); with --no-run, the store's finished cases are added to it")
+    ref.add_argument("--max-minutes", type=float, default=None,
+                     help="claims: start no case after this many minutes (exit status 4; the same command resumes)")
     ref.add_argument("--no-compile", action="store_true",
                      help="evaluate, claims: the samplers' score eager, not through torch.compile (no C++ compiler "
                           "needed; without one the compiled path falls back by itself)")

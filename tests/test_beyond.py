@@ -231,3 +231,17 @@ def test_a_reason_shared_by_several_skipped_claims_is_written_once_naming_them()
     outcomes = [outcome("C1", "models not converged: 12 of 12"), outcome("C2", "models not converged: 12 of 12"),
                 outcome("C3", None), outcome("C4", "one target only")]
     assert skipped_lines(outcomes) == ["- C1, C2: models not converged: 12 of 12", "- C4: one target only"]
+
+
+def test_the_summary_counts_the_verdicts_by_kind_not_by_their_wording(monkeypatch):
+    from fpbench.analysis import compare as cmp
+    from fpbench.reports import beyond_report as br
+
+    def verdict(kind, words):
+        return cmp.Verdict("Mine", "blob", "W2²(ODE, p0)", kind, words)
+
+    verdicts = [verdict(cmp.BETTER, "x"), verdict(cmp.BETTER, "**worse**"), verdict(cmp.WORSE, "y"),
+                verdict(cmp.CANNOT_TELL, "z")]
+    monkeypatch.setattr(br, "baseline_label", lambda data, df: "the baseline")
+    [line] = br.user_summary_lines({}, None, verdicts)
+    assert "better in 2, worse in 1, not distinguishable in 0, cannot tell in 1 of 4 comparisons" in line

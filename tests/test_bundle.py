@@ -83,6 +83,41 @@ def test_an_audit_names_what_differs(smoke_bundle, tmp_path):
     assert rows[first]["verdict"].startswith("differs") and rows[second]["verdict"] == "reproduced, bit-identical"
 
 
+def _rewritten(bundle: Path, rel: str, change) -> None:
+    """``change(path)`` a bundle's file and give the manifest its new checksum (a tampering the checksums do
+    not see, which the audit must)."""
+    change(bundle / rel)
+    manifest = read_json(bundle / bd.MANIFEST)
+    manifest["files"][rel] = bd.sha256(bundle / rel)
+    (bundle / bd.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_quick_audit_retrains_a_prefix_and_re_evaluates_the_stored_weights(smoke_bundle, tmp_path, capsys):
+    """--steps K: the first K iterations' loss history bit for bit, and the bundle's weights sampled and
+    measured again to its samples and metrics; it fails on a tampered history and on swapped weights."""
+    _suite, _store, original = smoke_bundle
+    rows = bd.audit(original, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
+    assert all(r["verdict"].startswith("reproduced: first 10 steps") for r in rows), rows
+    assert all(r["loss history identical"] and r["history rows compared"] == 2 and r["samples identical"]
+               for r in rows)  # iterations 0 and 5 of 20 (log_every 5)
+    assert main(["audit", str(original), "--cases", "1", "--steps", "10"]) == 0
+    assert "1 of 1 case(s) reproduced" in capsys.readouterr().out
+    bundle = Path(shutil.copytree(original, tmp_path / "tampered"))
+    first, second = sorted(read_json(bundle / bd.MANIFEST)["cases"])
+
+    def nudge_loss(path):
+        train = read_json(path)
+        train["history"][1]["loss"] *= 1 + 1e-7
+        path.write_text(json.dumps(train))
+
+    _rewritten(bundle, f"{first}/train.json", nudge_loss)
+    _rewritten(bundle, f"{second}/model.pt", lambda path: shutil.copyfile(original / first / "model.pt", path))
+    rows = {r["key"]: r for r in bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None, steps=10)}
+    assert rows[first]["verdict"] == "not reproduced: the first 10 steps' loss history differs from the recorded one"
+    assert rows[second]["loss history identical"] and not rows[second]["samples identical"]
+    assert rows[second]["verdict"].startswith("not reproduced: the stored weights' samples or metrics differ")
+
+
 @pytest.mark.parametrize("damage", ["missing", "altered"])
 def test_a_damaged_bundle_is_a_one_line_error_naming_the_file(smoke_bundle, tmp_path, capsys, damage):
     _suite, _store, original = smoke_bundle
@@ -139,3 +174,21 @@ def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_b
     manifest = bd.verify_bundle(bundle)
     assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
     assert not (bundle / "resume").exists() or not list((bundle / "resume").iterdir())
+
+
+def test_run_with_a_bundle_opens_it_first_and_gives_it_what_it_finished_or_left(smoke_bundle, tmp_path, capsys):
+    """``fpbench run --bundle``: the same chunked run as above in one command per chunk, on two machines."""
+    suite, _store, _bundle = smoke_bundle
+    bundle = tmp_path / "bundle"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "first"), "--max-minutes", "0",
+                 "--quiet", "--bundle", str(bundle)]) == 4
+    manifest = bd.verify_bundle(bundle)
+    assert not manifest["cases"] and [r for r in manifest["files"] if r.startswith("resume/")]
+    assert "with the unfinished ensembles' checkpoints" in capsys.readouterr().out
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "second"), "--quiet", "--bundle",
+                 str(bundle)]) == 0
+    manifest = bd.verify_bundle(bundle)
+    assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
+    assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "x"), "--shard", "1/2", "--bundle",
+                 str(bundle)]) == 2
+    assert "--bundle with --shard" in capsys.readouterr().err

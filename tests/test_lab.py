@@ -1,5 +1,7 @@
 """The error-injection lab's runner (fpbench.run.lab), its statistics and claims (fpbench.analysis.lab_claims)."""
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -108,6 +110,32 @@ def test_a_damaged_lab_record_is_set_aside_and_measured_again(tiny_run, tmp_path
         again = lab_mod.run_lab("tiny", str(store), log=lambda m: None, path=tiny_run[0])
     columns = [c for c in again.columns if c != "seconds"]
     pd.testing.assert_frame_equal(again[columns], tiny_run[2][columns])  # the same numbers, measured again
+
+
+@pytest.mark.parametrize("change, problem", [(lambda r: r.pop("score_error"), "lacks ['score_error']"),
+                                             (lambda r: r.update(mystery=1.0), "has undeclared ['mystery']")])
+def test_a_record_that_is_not_a_lab_record_is_a_clear_error_and_nothing_is_measured_over_it(
+        tiny_run, tmp_path, monkeypatch, change, problem):
+    """A readable record with a field missing or one the schema does not declare (another version's, an
+    edit): a LabError naming the file, and the file left where it is (not measured over)."""
+    store = _copy_store(tiny_run, tmp_path)
+    path = next((store / "lab" / "tiny").glob("blob-twin-*.json"))
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+    monkeypatch.setattr(lab_mod, "measure", lambda *a, **k: pytest.fail("measured over a stored record"))
+    with pytest.raises(lab_mod.LabError, match=f"{path.name} {re.escape(problem)}"):
+        lab_mod.run_lab("tiny", str(store), log=lambda m: None, path=tiny_run[0])
+    assert json.loads(path.read_text()) == record
+
+
+def test_the_lab_frame_has_the_schemas_types_and_refuses_an_undeclared_column(tiny_run):
+    from fpbench.run.schema import LAB_FIELDS, SchemaError, typed_lab
+
+    df = tiny_run[2]
+    assert {c: str(df[c].dtype) for c in df.columns} == {c: LAB_FIELDS[c].dtype for c in df.columns}
+    with pytest.raises(SchemaError, match="'mystery'.*LAB_FIELDS"):
+        typed_lab(df.assign(mystery=1.0))
 
 
 def test_unknown_lab_scale_or_key_is_a_clear_error(tiny_lab):

@@ -220,6 +220,21 @@ def test_shards_split_the_cases_disjointly(tmp_path, capsys):
     assert "expected I/K" in capsys.readouterr().err
 
 
+def test_only_seed_keeps_that_seeds_cases_with_the_keys_of_the_whole_run(tmp_path, capsys):
+    """--only-seed K: the cases of seed K, the same cases (keys) as in the run of all seeds, so a run taken
+    seed by seed ends with the store of the whole run."""
+    from fpbench.cli import _only_seeds
+
+    cases = expand(load_suite(_write_suite(tmp_path, GOOD)), "smoke", seeds=3)
+    one = _only_seeds(cases, [1])
+    assert {c.config["seed"] for c in one} == {1} and len(one) == 2
+    assert {c.key for c in one} <= {c.key for c in cases} and _only_seeds(cases, None) == cases
+    assert sorted(c.key for k in (0, 1, 2) for c in _only_seeds(cases, [k])) == sorted(c.key for c in cases)
+    assert main(["run", _write_suite(tmp_path, GOOD), "--scale", "smoke", "--seeds", "2", "--only-seed", "2",
+                 "--results", str(tmp_path / "r")]) == 2
+    assert "--only-seed 2: the run's seeds are [0, 1]" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
     path = _write_suite(tmp_path, GOOD)
     assert main(["run", path, "--scale", "huge", "--results", str(tmp_path / "r")]) == 2

@@ -187,3 +187,39 @@ def test_a_refused_checkpoint_stops_the_run_before_any_model_is_sampled(tmp_path
     with pytest.raises(ReferenceError, match="refusing checkpoint .*truncated"):
         published.run_authors(root, str(tmp_path / "results"), seeds=1, log=lambda *_: None)
     assert sampled == []
+
+
+def test_a_run_with_a_bundle_commits_each_case_and_resumes_from_it_on_another_machine(tmp_path, monkeypatch):
+    """--bundle: each finished case goes into the bundle (no weights: the checkpoint is the authors'); a
+    deadline starts no more cases; a fresh store given the bundle runs only the cases it lacks."""
+    from types import SimpleNamespace
+
+    from fpbench.run import bundle as bd
+    from fpbench.run.store import SAMPLES_FILE
+
+    ran, clock = [], {"now": 0.0}
+
+    def fake_run(case, store, root, device=None, log=print, compile=False):
+        ran.append(case.key)
+        clock["now"] += 1.0
+        out = store.case_dir(case.key)
+        write_json(out / "config.json", case.config)
+        np.savez(out / SAMPLES_FILE, ode=np.ones((64, 64)))
+        write_json(out / "metrics.json", {"key": case.key, "config": case.config, "metrics": {}})
+
+    monkeypatch.setattr(published, "run_authors_case", fake_run)
+    monkeypatch.setattr(published, "check_checkpoints", lambda *args: None)
+    monkeypatch.setattr(published, "time", SimpleNamespace(time=lambda: clock["now"]))
+    bundle = tmp_path / "bundle"
+    _df, _records, missing = published.run_authors(tmp_path, str(tmp_path / "first"), seeds=1, log=lambda *_: None,
+                                                   bundle=bundle, deadline=3.0)  # three cases' worth
+    assert len(ran) == 3 and len(missing) == 9
+    manifest = bd.verify_bundle(bundle)
+    assert sorted(manifest["cases"]) == sorted(ran) and not any(f.endswith("model.pt") for f in manifest["files"])
+    with pytest.raises(bd.BundleError, match="no case trained by fpbench"):
+        bd.audit(bundle, 1, tmp_path / "audit")
+    first = list(ran)
+    df, _records, missing = published.run_authors(tmp_path, str(tmp_path / "second"), seeds=1, log=lambda *_: None,
+                                                  bundle=bundle)
+    assert len(df) == 12 and not missing and set(ran[3:]).isdisjoint(first) and len(ran) == 12
+    assert len(bd.verify_bundle(bundle)["cases"]) == 12

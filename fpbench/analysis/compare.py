@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -89,22 +91,56 @@ def ranking_frame(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return out
 
 
+BETTER, WORSE, SAME, CANNOT_TELL = "better", "worse", "not distinguishable", "cannot tell"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A method against the baseline on one target and distance: its ``kind`` (BETTER, WORSE, SAME or
+    CANNOT_TELL) and the same in words, with the paired test's p and ratio or the reason."""
+
+    method: str
+    target: str
+    table: str
+    kind: str
+    words: str
+
+
 def versus_baseline(row, alpha: float, not_converged: str | None) -> str:
     """One ``ranking_frame`` row in words: better, worse or not distinguishable from the baseline (the paired
     test's p and the ratio method / baseline with its 95% interval), or why it cannot tell."""
+    return _versus_baseline(row, alpha, not_converged)[1]
+
+
+def _versus_baseline(row, alpha: float, not_converged: str | None) -> tuple[str, str]:
+    """(kind, words) of ``versus_baseline``."""
     if not_converged:
-        return f"cannot tell: {not_converged}"
+        return CANNOT_TELL, f"cannot tell: {not_converged}"
     p_lower, p_higher = row.get("p_lower", np.nan), row.get("p_higher", np.nan)
     if not np.isfinite(p_lower):
-        return ("cannot tell: no paired test (a sign-flip test needs 2 or more seeds of both, with finite W2²; "
-                "run with --seeds 2 or more)")
+        return CANNOT_TELL, ("cannot tell: no paired test (a sign-flip test needs 2 or more seeds of both, with "
+                             "finite W2²; run with --seeds 2 or more)")
     ratio = (f"{np.exp(-row['log_ratio']):.3g}x the baseline's [{np.exp(-row['log_ratio_high']):.3g}, "
              f"{np.exp(-row['log_ratio_low']):.3g}], {int(row['pairs'])} pairs")
     if p_lower <= alpha:
-        return f"**better** (lower; p = {p_lower:.2g}): {ratio}"
+        return BETTER, f"**better** (lower; p = {p_lower:.2g}): {ratio}"
     if p_higher <= alpha:
-        return f"**worse** (higher; p = {p_higher:.2g}): {ratio}"
-    return f"not distinguishable from the baseline (p = {min(p_lower, p_higher):.2g} either way): {ratio}"
+        return WORSE, f"**worse** (higher; p = {p_higher:.2g}): {ratio}"
+    return SAME, f"not distinguishable from the baseline (p = {min(p_lower, p_higher):.2g} either way): {ratio}"
+
+
+def user_verdicts(df: pd.DataFrame, methods: list[str], baseline: str) -> list[Verdict]:
+    """Each of ``methods`` (labels in ``df["label"]``) against ``baseline`` on every target and distance of
+    ``ranking_frame``: the paired sign-flip test at the claims' α, decided only when both methods' models
+    on that target pass the convergence gate (else CANNOT_TELL with the count that fails)."""
+    rank = ranking_frame(df, baseline)
+    alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
+    verdicts = []
+    for method in methods:
+        for r in rank[rank["method"] == method].to_dict("records"):
+            kind, words = _versus_baseline(r, alpha, gate_failures(df, [method, baseline], r["target"]))
+            verdicts.append(Verdict(method, r["target"], r["table"], kind, words))
+    return verdicts
 
 
 def gate_failures(df: pd.DataFrame, labels: list[str], target: str) -> str | None:

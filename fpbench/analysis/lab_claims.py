@@ -80,12 +80,18 @@ def l1_points(df: pd.DataFrame, fitted_only: bool = True) -> pd.DataFrame:
     """The gradient family's models whose gap is at least ``LAB_USABLE_FACTOR`` x the exact score's (and,
     with ``fitted_only``, of those the ``LAB_FIT_POINTS`` smallest eps of each curve), with W2 excess =
     sqrt(W2^2 - exact W2^2) (the gap the planted error adds) and R~."""
-    g = df[(df["family"] == "gradient") & (df["eps"] > 0)].copy()
+    planted, curve = _gradient_curves(df)
+    g = df[planted].assign(curve=curve[planted])
     g = g[g["w2_ode_sde"] >= CLAIM_SETTINGS[LAB_USABLE_FACTOR] * g["exact_w2_ode_sde"]]
     g["w2_excess"] = np.sqrt(g["w2_ode_sde"] - g["exact_w2_ode_sde"])
-    g["curve"] = g["target"] + "/" + g["shape"]
     g = g.sort_values(["curve", "eps"])
     return g.groupby("curve").head(CLAIM_SETTINGS[LAB_FIT_POINTS]) if fitted_only else g
+
+
+def _gradient_curves(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(which rows are the gradient family's planted models, each row's curve: target/shape), as L1 groups
+    them."""
+    return (df["family"] == "gradient") & (df["eps"] > 0), df["target"] + "/" + df["shape"]
 
 
 def _excess_draws(points: pd.DataFrame, exact: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
@@ -321,29 +327,29 @@ def _redrawn(df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 
 def _with_power_law(df: pd.DataFrame, residual: str, exponent: float) -> pd.DataFrame:
     """The gradient family's gaps set to exact + (c R^a)^2, c per curve anchored at its smallest usable eps."""
-    out, points = df.copy(), l1_points(df)
-    anchor = points.groupby("curve").head(1).set_index("curve")
-    g = (out["family"] == "gradient") & (out["eps"] > 0)
-    curve = out["target"] + "/" + out["shape"]
-    ok = g & curve.isin(anchor.index)
-    c = curve[ok].map(anchor["w2_excess"] / anchor[residual] ** exponent)
-    out.loc[ok, "w2_ode_sde"] = out.loc[ok, "exact_w2_ode_sde"] + (c * out.loc[ok, residual] ** exponent) ** 2
-    return out
+    anchor = l1_points(df).groupby("curve").head(1).set_index("curve")
+    return _with_constants(df, anchor["w2_excess"] / anchor[residual] ** exponent, residual, exponent)
 
 
 def _with_spread(df: pd.DataFrame, exponent: float, spread: float) -> pd.DataFrame:
     """The gradient family's gaps set to exact + (C R~^exponent)^2 with one C per curve, the curves' C spread
     log-evenly over a factor ``spread`` from the measured largest C up (larger gaps than measured, so that
     every curve stays usable and the test sees the whole spread)."""
-    out, points = df.copy(), l1_points(df)
+    points = l1_points(df)
     curves = sorted(points["curve"].unique())
     lowest = float(np.max(points["w2_excess"] / points["log_fp_residual"] ** exponent))
     logs = np.linspace(0.0, 1.0, len(curves)) * math.log(spread) if len(curves) > 1 else np.zeros(1)
-    constant = dict(zip(curves, lowest * np.exp(logs)))
-    curve = out["target"] + "/" + out["shape"]
-    ok = (out["family"] == "gradient") & (out["eps"] > 0) & curve.isin(constant)
+    return _with_constants(df, pd.Series(lowest * np.exp(logs), index=curves), "log_fp_residual", exponent)
+
+
+def _with_constants(df: pd.DataFrame, constant: pd.Series, residual: str, exponent: float) -> pd.DataFrame:
+    """The gradient family's gaps of each curve in ``constant`` (its C, by curve) set to exact +
+    (C R^exponent)^2; the other rows as they are."""
+    out = df.copy()
+    planted, curve = _gradient_curves(out)
+    ok = planted & curve.isin(constant.index)
     out.loc[ok, "w2_ode_sde"] = (out.loc[ok, "exact_w2_ode_sde"]
-                                 + (curve[ok].map(constant) * out.loc[ok, "log_fp_residual"] ** exponent) ** 2)
+                                 + (curve[ok].map(constant) * out.loc[ok, residual] ** exponent) ** 2)
     return out
 
 

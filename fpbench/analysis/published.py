@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 
 from ..run.config import AUTHORS_RESAMPLING, deep_merge
 from ..run.suite import Case, expand, load_suite
@@ -50,20 +51,26 @@ def run_authors_case(case: Case, store, root, device=None, log=print, compile: b
 
 
 def run_authors(root, results: str | None = None, seeds: int | None = None, device=None, log=print,
-                compile: bool = True) -> tuple:
+                compile: bool = True, bundle=None, deadline: float | None = None) -> tuple:
     """Run the published models' cases the store lacks (skipping those another process holds; a failed
     case is marked failed and the others go on), then return ``results.collect``'s (frame, records,
-    missing) of all of them."""
+    missing) of all of them. ``bundle``: a result bundle of these cases (``fpbench.run.bundle``), opened
+    into the store first and given each case as it finishes, so that a run committed as it goes resumes
+    on another machine from its last finished case. ``deadline`` (a ``time.time()``): no case starts after
+    it (the finished ones are kept; the same call resumes)."""
     from ..run.execute import BUSY, failed_outcome, release, try_claim
-    from ..run.results import collect
     from ..run.store import Store, results_root
 
     store = Store(results_root(results)).check_writable()
     cases = authors_cases(seeds)
+    _open_bundle(store, bundle)
     check_checkpoints(root, [c for c in cases if not store.is_done(c.key)], log)
     for case in cases:  # one lock at a time, so that two processes share the cases
         if store.is_done(case.key):
             continue
+        if deadline is not None and time.time() >= deadline:
+            log("stopped at the time budget: no case started after it")
+            break
         if (lock := try_claim(store, case.key)) is None:
             log(f"busy   {case.label} [{case.key}]: {BUSY}")
             continue
@@ -73,7 +80,26 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
             failed_outcome(store, case, err, log)
         finally:
             release(store, case.key, lock)
-    return collect(store, cases)
+        _add_to_bundle(store, bundle, cases)
+    return authors_results(store, seeds, bundle)
+
+
+def _open_bundle(store, bundle) -> None:
+    from pathlib import Path
+
+    from ..run.bundle import MANIFEST, open_bundle
+
+    if bundle is not None and (Path(bundle) / MANIFEST).exists():
+        open_bundle(Path(bundle), store.root)
+
+
+def _add_to_bundle(store, bundle, cases: list[Case]) -> None:
+    from pathlib import Path
+
+    from ..run.bundle import write_bundle
+
+    if bundle is not None:
+        write_bundle(store.root, cases, Path(bundle), "paper", SCALE, resumable=False)
 
 
 def check_checkpoints(root, cases: list[Case], log=print) -> None:
@@ -88,8 +114,12 @@ def check_checkpoints(root, cases: list[Case], log=print) -> None:
         log(f"checked {path.relative_to(root)}")
 
 
-def authors_results(store, seeds: int | None = None):
-    """(frame, records, missing) of the published models' cases in ``store`` (none run here)."""
+def authors_results(store, seeds: int | None = None, bundle=None):
+    """(frame, records, missing) of the published models' cases in ``store`` (none run here); with a
+    ``bundle``, the bundle's cases and the store's are merged first, both ways."""
     from ..run.results import collect
 
-    return collect(store, authors_cases(seeds))
+    cases = authors_cases(seeds)
+    _open_bundle(store, bundle)
+    _add_to_bundle(store, bundle, cases)
+    return collect(store, cases)

@@ -174,18 +174,12 @@ def user_labels(df: pd.DataFrame) -> list[str]:
     return [label for label in dict.fromkeys(df["label"]) if "(--method " in label]
 
 
-def user_verdicts(data: dict, df: pd.DataFrame) -> list[tuple[str, str, str, str]]:
-    """(method, target, distance, verdict in words) for every --method against the suite's baseline, by the
-    paired test of the ranking and only on models that pass the convergence gate."""
+def user_verdicts(data: dict, df: pd.DataFrame) -> list:
+    """``compare.user_verdicts`` of every --method against the suite's baseline (none without --method)."""
     mine = user_labels(df)
     if not mine or "methods" not in data:
         return []
-    base = baseline_label(data, df)
-    rank = cmp.ranking_frame(df, base)
-    alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
-    return [(label, r["target"], r["table"],
-             cmp.versus_baseline(r, alpha, cmp.gate_failures(df, [label, base], r["target"])))
-            for label in mine for r in rank[rank["method"] == label].to_dict("records")]
+    return cmp.user_verdicts(df, mine, baseline_label(data, df))
 
 
 def answer_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str]:
@@ -197,7 +191,7 @@ def answer_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str]:
              f"Against **{baseline_label(data, df)}**, per target and distance: the paired sign-flip test over seeds "
              f"of log(baseline / yours) at α = {cl.CLAIM_SETTINGS[cl.ALPHA]} (the ratio is yours over the baseline's "
              "W2², lower is better), decided only when both methods' models pass the convergence gate.", ""]
-    lines += [f"- {label}, {target}, {table}: {verdict}" for label, target, table, verdict in verdicts]
+    lines += [f"- {v.method}, {v.target}, {v.table}: {v.words}" for v in verdicts]
     return lines + [""]
 
 
@@ -205,14 +199,13 @@ def user_summary_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str
     """One Summary line per --method: how many of its comparisons with the baseline (``verdicts``:
     ``user_verdicts``) say better, worse, not distinguishable, or cannot tell (details in the answer section)."""
     lines = []
-    for label in dict.fromkeys(v[0] for v in verdicts):
-        words = [v[3] for v in verdicts if v[0] == label]
-        count = {kind: sum(w.startswith(start) for w in words) for kind, start in
-                 (("better", "**better**"), ("worse", "**worse**"), ("not distinguishable", "not distinguishable"),
-                  ("cannot tell", "cannot tell"))}
-        lines.append(f"- **Your method {label}** against {baseline_label(data, df)}: "
-                     + ", ".join(f"{kind} in {k}" for kind, k in count.items()) + f" of {len(words)} comparisons "
-                     "(target x distance; the section above gives each with its reason).")
+    for method in dict.fromkeys(v.method for v in verdicts):
+        kinds = [v.kind for v in verdicts if v.method == method]
+        lines.append(f"- **Your method {method}** against {baseline_label(data, df)}: "
+                     + ", ".join(f"{kind} in {kinds.count(kind)}" for kind in
+                                 (cmp.BETTER, cmp.WORSE, cmp.SAME, cmp.CANNOT_TELL))
+                     + f" of {len(kinds)} comparisons (target x distance; the section above gives each with its "
+                     "reason).")
     return lines
 
 

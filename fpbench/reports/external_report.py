@@ -35,21 +35,21 @@ def frame(pairs: list[tuple[dict, dict]]) -> pd.DataFrame:
 
 def answer_lines(df: pd.DataFrame) -> list[str]:
     """Is your model better than the baseline? One sentence per target: each of the three W2^2 of Tables
-    1-3 better, worse or not distinguishable (compare's paired test over matched seeds, ``compare.
-    versus_baseline``), or why it cannot tell (the convergence gate, too few seeds)."""
-    rank = cmp.ranking_frame(df.assign(label=df["who"]), "baseline")
+    1-3 better, worse or not distinguishable (``compare.user_verdicts``: the paired test over matched
+    seeds), or why it cannot tell (the convergence gate, too few seeds)."""
+    verdicts = cmp.user_verdicts(df.assign(label=df["who"]), ["yours"], "baseline")
     alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
     lines = [f"## {ANSWER}", "",
-             f"The paired sign-flip test over matched seeds of log(baseline / yours) at α = {alpha} (the ratio is "
-             "yours over the baseline's W2², lower is better), decided only when both models pass the convergence "
-             "gate.", ""]
-    for target, rows in rank[rank["method"] == "yours"].groupby("target", sort=False):
-        reason = cmp.gate_failures(df.assign(label=df["who"]), ["yours", "baseline"], target)
-        if reason:  # one reason for the three distances
-            lines.append(f"- On **{target}**, yours against the baseline: cannot tell: {reason}.")
+             f"The paired sign-flip test over matched seeds of log(baseline / yours) at α = {alpha} "
+             "(the ratio is yours over the baseline's W2², lower is better), decided only when both models pass "
+             "the convergence gate.", ""]
+    for target in dict.fromkeys(v.target for v in verdicts):
+        mine = [v for v in verdicts if v.target == target]
+        if len({v.words for v in mine}) == 1 and mine[0].words.startswith("cannot tell"):  # one reason for all
+            lines.append(f"- On **{target}**, yours against the baseline: {mine[0].words}.")
             continue
-        parts = [f"{r['table']} {cmp.versus_baseline(r, alpha, None)}" for r in rows.to_dict("records")]
-        lines.append(f"- On **{target}**, yours against the baseline: " + "; ".join(parts) + ".")
+        lines.append(f"- On **{target}**, yours against the baseline: "
+                     + "; ".join(f"{v.table} {v.words}" for v in mine) + ".")
     return lines + [""]
 
 

@@ -20,7 +20,9 @@ long run chunked with ``--max-minutes`` can be bundled and committed chunk by ch
 checks every file against the manifest and names the first that is missing or altered; ``open_bundle``
 copies a verified bundle into a results store, where reports and the claim suite read it without
 training; ``audit`` retrains randomly chosen cases from scratch and compares what they give with what
-the bundle holds.
+the bundle holds. A case of a model trained elsewhere (the authors' checkpoints re-sampled by
+``fpbench reference claims --bundle``) has no ``model.pt`` or ``train.json``: its record names the
+checkpoint and its sha256.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ from .store import SAMPLES_FILE, Store, read_json, write_json
 FORMAT = "fpbench-bundle/1"
 MANIFEST = "manifest.json"
 CASE_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "metrics.json")
+BUNDLE_LOCK = ".bundle.lock"  # in the store: one process at a time adds to a bundle from it
+WEIGHT_FILES = ("model.pt", "train.json")  # what a case trained here has and one of a model trained elsewhere lacks
+TRAINED_ELSEWHERE = ("authors", "external")  # model kinds sampled but not trained by fpbench (their weights are
+# the authors' checkpoint, named with its sha256 in the record, or a user's file)
+
+
+def case_files(config: dict) -> tuple[str, ...]:
+    """The files of a finished case: all of ``CASE_FILES``, less the weights and training history of a model
+    trained elsewhere (the authors', a user's), which has none in the store."""
+    if config["model"].get("kind") in TRAINED_ELSEWHERE:
+        return tuple(f for f in CASE_FILES if f not in WEIGHT_FILES)
+    return CASE_FILES
 
 
 class BundleError(FpbenchError):
@@ -67,10 +81,19 @@ def read_manifest(bundle: Path) -> dict:
     return manifest
 
 
-def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: str) -> dict:
+def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: str, resumable: bool = True) -> dict:
     """Add the finished ``cases`` of the store at ``store_root`` to the bundle ``out`` (created if needed; the
-    cases it already holds are kept, verified); returns the manifest, written last."""
+    cases it already holds are kept, verified); returns the manifest, written last. ``resumable``: keep the
+    store's unfinished ensembles' checkpoints too (cases that train; False for cases that do not)."""
+    from filelock import FileLock
+
     store, out = Store(Path(store_root)), Path(out)
+    store.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(store.root / BUNDLE_LOCK):  # two processes sharing the store, each adding what it finished
+        return _write_bundle(store, cases, out, suite, scale, resumable)
+
+
+def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, resumable: bool) -> dict:
     manifest = read_manifest(out) if (out / MANIFEST).exists() else {
         "format": FORMAT, "suite": suite, "scale": scale, "cases": {}, "files": {}}
     if manifest["cases"]:
@@ -79,16 +102,17 @@ def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: st
         if not store.is_done(case.key) or case.key in manifest["cases"]:
             continue
         src = store.case_dir(case.key)
-        missing = [f for f in CASE_FILES if not (src / f).exists()]
+        missing = [f for f in case_files(case.config) if not (src / f).exists()]
         if missing:
             raise BundleError(f"case {case.label} [{case.key}] is finished but lacks {', '.join(missing)}: "
                               "rerun it (`fpbench run` repairs it) before bundling")
-        for name in CASE_FILES:
+        for name in case_files(case.config):
             _copy(src / name, out, f"{case.key}/{name}", manifest)
         for floor in _floor_files(store, read_json(src / "metrics.json")):
             _copy(floor, out, f"floors/{floor.name}", manifest)
         manifest["cases"][case.key] = case.label
-    _keep_resumable_state(store, out, manifest)
+    if resumable:
+        _keep_resumable_state(store, out, manifest)
     manifest.update(_environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     write_json(out / MANIFEST, manifest)
     return manifest
@@ -148,10 +172,12 @@ def open_bundle(bundle: Path, store_root: Path) -> Store:
     return store
 
 
-def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print) -> list[dict]:
+def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int | None = None) -> list[dict]:
     """Retrain ``n`` of the bundle's cases, chosen at random (``seed``), from scratch in a fresh store at
     ``work`` (training by the path its record names, sampling, metrics: the whole case) and compare each
-    with the bundle's: one row per case (``compare_case``)."""
+    with the bundle's: one row per case (``compare_case``). ``steps``: a quick audit instead
+    (``_audit_prefix``): each case's first ``steps`` training iterations again, and its stored weights
+    sampled and measured again."""
     import random
 
     from .execute import InProcess, plan, run_tasks
@@ -159,7 +185,11 @@ def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print) -> list[di
 
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
-    keys = random.Random(seed).sample(sorted(manifest["cases"]), min(n, len(manifest["cases"])))
+    trained = sorted(k for k in manifest["cases"] if f"{k}/model.pt" in manifest["files"])
+    if not trained:
+        raise BundleError(f"bundle {bundle} holds no case trained by fpbench (its models were trained elsewhere, "
+                          "e.g. the authors' checkpoints): nothing to retrain; rerun their command to resample them")
+    keys = random.Random(seed).sample(trained, min(n, len(trained)))
     cases = [Case(read_json(bundle / key / "config.json")) for key in keys]
     for key, case in zip(keys, cases):
         if case.key != key:
@@ -167,12 +197,50 @@ def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print) -> list[di
     store = Store(Path(work)).check_writable()
     if any(store.is_done(key) for key in keys):
         raise BundleError(f"{store.root} already holds finished cases of this audit: give an empty --work folder")
+    if steps is not None:
+        return [_audit_prefix(bundle, store, case, steps, manifest, log) for case in cases]
     paths: dict[tuple, list] = {}  # by the path each case's record says it trained by
     for case in cases:
         paths.setdefault(_recorded_path(bundle, case.key), []).append(case)
     for (compiled, threads), chosen in paths.items():
         run_tasks(plan(chosen, store.root, threads=threads, compile=compiled), InProcess(), log=log)
     return [compare_case(bundle, store.root, case, manifest) for case in cases]
+
+
+def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, log) -> dict:
+    """One case, quickly: its first ``steps`` training iterations from scratch (the loss history against the
+    recorded one, bit for bit: the weights came from this code and these settings, so far), then the
+    bundle's weights sampled and measured again in ``store`` (samples and every metric against the
+    bundle's: the numbers come from those weights)."""
+    from .execute import InProcess, plan, run_tasks
+    from .pipeline import retrain_prefix, warm_start_case
+
+    source = warm_start_case(case)
+    if source is not None and f"{source.key}/model.pt" not in manifest["files"]:
+        raise BundleError(f"bundle {bundle}: {case.label} starts from {source.label}'s weights, which it lacks")
+    train = read_json(Path(bundle) / case.key / "train.json")
+    try:
+        history = retrain_prefix(case, Store(Path(bundle)), steps, train, log=log)
+    except ValueError as err:
+        raise BundleError(f"bundle {bundle}: {err}; audit it without --steps") from err
+    recorded = [row for row in train["history"] if row["iteration"] < steps]
+    out = store.case_dir(case.key)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.pt", "train.json"):
+        shutil.copyfile(Path(bundle) / case.key / name, out / name)
+    compiled, threads = _recorded_path(bundle, case.key)
+    run_tasks(plan([case], store.root, threads=threads, compile=compiled), InProcess(), log=log)
+    row = {k: v for k, v in compare_case(bundle, store.root, case, manifest).items()
+           if k not in ("weights identical", "largest weight difference")}  # the bundle's own, copied
+    same_history = history == recorded
+    problems = ([f"the first {steps} steps' loss history differs from the recorded one"] if not same_history else [])
+    problems += [] if row["verdict"] == "reproduced, bit-identical" else [f"the stored weights' samples or metrics "
+                                                                         f"{row['verdict']}"]
+    return {**row, "training steps retrained": min(steps, case.config["train"]["iterations"]),
+            "loss history identical": same_history, "history rows compared": len(recorded),
+            "verdict": "not reproduced: " + "; ".join(problems) if problems else
+            (f"reproduced: first {steps} steps' loss history bit-identical, the stored weights' samples and "
+             "metrics bit-identical")}
 
 
 def _recorded_path(bundle: Path, key: str) -> tuple[bool, int | None]:

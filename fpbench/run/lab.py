@@ -42,6 +42,7 @@ from ..core.residuals import PAPER_BOX, PAPER_T0, log_fp_residual_mc, score_fp_r
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
 from ..core.sde import make_sde
 from ..core.targets import make_target
+from .schema import lab_record_problem, typed_lab
 from .store import Store, write_json
 
 LAB_FILE = "lab.toml"
@@ -220,7 +221,7 @@ def run_lab(scale: str, root: str | None = None, log=print, path: Path | None = 
     store = Store(Path(root) if root else Path("results")).check_writable()
     folder = store.root / "lab" / scale
     specs = lab_specs(lab)
-    stored = {i: store.cached(folder / f"{spec_key(spec, lab)}.json") for i, spec in enumerate(specs)}
+    stored = {i: _stored_record(folder / f"{spec_key(spec, lab)}.json") for i, spec in enumerate(specs)}
     pending = [i for i, record in stored.items() if record is None]
     floors = {label: target_floor(lab, label, make_lab_target(lab, label), store).to_dict()
               for label in dict.fromkeys(specs[i]["target"] for i in pending)}
@@ -231,7 +232,18 @@ def run_lab(scale: str, root: str | None = None, log=print, path: Path | None = 
             f"ODE-p0 {record['w2_ode_p0']:.4g}, SDE-p0 {record['w2_sde_p0']:.4g} ({record['seconds']:.0f} s)")
     frame = pd.DataFrame([stored[i] for i in range(len(specs))])
     lead = [c for c in ("target", "family", "shape", "eps", "position") if c in frame]
-    return with_exact_columns(frame[lead + sorted(set(frame.columns) - set(lead))])
+    return typed_lab(with_exact_columns(frame[lead + sorted(set(frame.columns) - set(lead))]))
+
+
+def _stored_record(path: Path) -> dict | None:
+    """The record at ``path``, None when there is none (an unreadable one is set aside by ``Store.cached`` and
+    measured again); a LabError naming a readable record that is not a lab record
+    (``schema.lab_record_problem``): fpbench never measures over a record it cannot read as one."""
+    record = Store.cached(path)
+    if record is not None and (problem := lab_record_problem(record)):
+        raise LabError(f"lab record {path} {problem} (fpbench/run/schema.py, LAB_FIELDS): move it away to measure "
+                       "that model again")
+    return record
 
 
 def _measure_all(jobs: list, workers: int):

@@ -142,6 +142,30 @@ def _retrain(case: Case, store: Store, device, recorded: dict, log) -> None:
     _trained(case, model, method, target, sde, store.case_dir(case.key), device, False, log, store=store)
 
 
+def retrain_prefix(case: Case, source: Store, steps: int, recorded: dict, device=None, log=print) -> list[dict]:
+    """The loss history of ``case``'s first ``steps`` training iterations, trained again from scratch by the
+    path ``recorded`` (its train record) names: an ensemble of one (a member trains to the same numbers in
+    any ensemble), compiled or not, on its torch threads; a warm-started case starts from ``source``'s
+    weights of its source case. Only ensemble-trained cases: the per-model loop raises ValueError."""
+    from ..train.ensemble import train_ensemble
+
+    if recorded.get("path", "ensemble") != "ensemble" or ensemble_key(case) is None:
+        raise ValueError(f"{case.label} was trained by {_path_name(recorded)}: only an ensemble's members retrain "
+                         "step by step")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recorded.get("threads", threads))
+    try:
+        target, sde, model, method = build(case, device)
+        _warm_start(case, model, source, device, log)
+        [result] = train_ensemble([model], [method], [target], sde, case.config["train"], [case.config["seed"]],
+                                  [case.label], device, compile=recorded.get("compiled", False), until=steps)
+    finally:
+        torch.set_num_threads(threads)
+    if isinstance(result, Exception):
+        raise result
+    return result.history
+
+
 def _path_name(recorded: dict) -> str:
     path = recorded.get("path", "unrecorded")
     return f"{'compiled' if recorded.get('compiled') else 'eager'} ensemble" if path == "ensemble" else path

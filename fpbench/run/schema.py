@@ -101,11 +101,70 @@ FIELDS: dict[str, Field] = {
     "oracle.disc_ode": Field("float64", "the exact score: ODE discretisation bound"),
     "oracle.disc_sde": Field("float64", "the exact score: SDE discretisation bound"),
 }
+
+def _lab_w2(name: str, what: str) -> dict[str, Field]:
+    return {name: Field("float64", f"{what}: W2² estimate on the paper's grid"),
+            f"{name}_sd": Field("float64", f"{what}: bootstrap sd"),
+            f"{name}_low": Field("float64", f"{what}: 95% interval, low"),
+            f"{name}_high": Field("float64", f"{what}: 95% interval, high")}
+
+
+# One planted model of the error-injection lab (fpbench.run.lab): its record's fields (``measure``; shape and
+# position only in the families that have them) and the exact score's beside it (``with_exact_columns``).
+LAB_FIELDS: dict[str, Field] = {
+    "target": Field("string", "the lab target's label (suites/lab.toml)"),
+    "family": Field("string", "planted family: exact, gradient, solenoidal, twin or pulse"),
+    "shape": Field("string", "gradient family: the bump's shape"),
+    "eps": Field("float64", "the planted error's size"),
+    "position": Field("float64", "pulse family: the pulse's centre t_c"),
+    **_lab_w2("w2_ode_sde", "Table 1, W2²(p_ODE, p_SDE)"),
+    **_lab_w2("w2_ode_p0", "Table 2, W2²(p_ODE, p0)"),
+    **_lab_w2("w2_sde_p0", "Table 3, W2²(p_SDE, p0)"),
+    "floor_mean": Field("float64", "the target's noise floor at n: mean"),
+    "floor_sd": Field("float64", "the noise floor: sd over replicates"),
+    "floor_q95": Field("float64", "the noise floor: 95th percentile"),
+    "n": Field("Int64", "samples per sampler"),
+    "nfe": Field("Int64", "sampler steps"),
+    "disc_ode": Field("float64", "coupling bound on the ODE sampler's discretisation part of W2²"),
+    "disc_sde": Field("float64", "coupling bound on the SDE sampler's discretisation part of W2²"),
+    "log_fp_residual": Field("float64", "R~ (eq. 20); NaN for a model with no potential"),
+    "score_fp_residual": Field("float64", "R^s (eq. 32)"),
+    "score_error": Field("float64", "E|s - s*|^2, t ~ U(t0, T), x ~ p_t"),
+    "exact_score_size": Field("float64", "E|s*|^2 on the same points"),
+    "curl_mean": Field("float64", "mean |curl s| over the box"),
+    "seconds": Field("float64", "measuring time of the model"),
+    **{f"exact_{k}": Field("float64", f"the exact score's {k} on the same target, put beside each record") for k in
+       ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0", "disc_ode", "disc_sde")},
+}
+LAB_OPTIONAL = ("shape", "position")  # only in the families that have them
+LAB_BESIDE = tuple(f"exact_{k}" for k in ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0", "disc_ode", "disc_sde"))  # not
+# stored: the exact score's numbers put beside each record when loaded
+
 PARAM_PREFIX = "param_"  # param_<name>: the method's parameters (e.g. param_w_r), one column each
 
 
 class SchemaError(FpbenchError):
     """A results column that the schema does not declare."""
+
+
+def lab_record_problem(record) -> str | None:
+    """What is wrong with a stored lab record (not a mapping, a field missing or undeclared), or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    measured = set(LAB_FIELDS) - set(LAB_BESIDE)
+    missing = sorted(measured - set(LAB_OPTIONAL) - set(record))
+    unknown = sorted(set(record) - measured)
+    if missing or unknown:
+        return "; ".join(([f"lacks {missing}"] if missing else []) + ([f"has undeclared {unknown}"] if unknown else []))
+    return None
+
+
+def typed_lab(df: pd.DataFrame) -> pd.DataFrame:
+    """A lab frame with ``LAB_FIELDS``' dtypes; a SchemaError naming any undeclared column."""
+    unknown = [c for c in df.columns if c not in LAB_FIELDS]
+    if unknown:
+        raise SchemaError(f"lab column(s) {unknown} are not declared in fpbench/run/schema.py (LAB_FIELDS)")
+    return df.astype({c: LAB_FIELDS[c].dtype for c in df.columns})
 
 
 def undeclared(columns) -> list[str]:

@@ -175,24 +175,26 @@ def _all_terms(models, sde, cfg, methods, draws, alive: list[int], chunk,
 
 def train_ensemble(models, methods, targets, sde, cfg: dict, seeds: list[int], labels: list[str] | None = None,
                    device=None, checkpoint=None, compile: bool = False,
-                   probe=None, deadline=None, progress: bool = False) -> list[TrainResult | TrainingError]:
+                   probe=None, deadline=None, progress: bool = False,
+                   until: int | None = None) -> list[TrainResult | TrainingError]:
     """Train ``models`` (same architecture, same train config) together, in place. Returns each
     member's TrainResult, or the TrainingError that stopped it. ``checkpoint`` (a path) is written
     atomically every ``checkpoint_every`` iterations and resumed from. ``compile``: the loss terms
     through ``torch.compile`` (``compiled_terms``). ``probe``: a pair (every, fn); fn(iteration, models)
     is called after every ``every`` iterations (fpbench.run.budget records score profiles with it).
     ``deadline``: a ``train.Deadline``; past it the checkpoint is written and ``TimeBudgetReached`` raised.
-    ``progress``: a bar over the iterations on a terminal."""
+    ``progress``: a bar over the iterations on a terminal. ``until``: stop before that iteration (the first
+    ``until`` iterations of the full schedule, its learning rates included: ``fpbench audit --steps``)."""
     if not all(can_ensemble(m, model) for m, model in zip(methods, models)):
         raise ValueError("ensemble training needs fpbench MLP models and methods built from fpbench's loss terms")
     labels = labels or [f"member{e}" for e in range(len(models))]
     with cpu_settings(device):
         return _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe,
-                               deadline, progress)
+                               deadline, progress, until)
 
 
 def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, checkpoint, compile, probe=None,
-                    deadline=None, progress=False):
+                    deadline=None, progress=False, until=None):
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     params = [p for m in models for p in m.parameters()]
@@ -213,7 +215,7 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
                            "histories": histories, "failures": {str(k): v for k, v in failures.items()},
                            "seconds": trained_s()}
     bar = progress_bar(cfg["iterations"], f"train {len(models)} as one ensemble", progress, initial=start)
-    for it in range(start, cfg["iterations"]):
+    for it in range(start, cfg["iterations"] if until is None else min(until, cfg["iterations"])):
         bar.update(1)
         stop_at_deadline(deadline, checkpoint, snapshot, f"ensemble of {len(models)}", it)
         alive = [e for e in range(len(models)) if e not in failures]
@@ -246,7 +248,8 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
             save_atomic(snapshot(it + 1), checkpoint)
     bar.close()
     seconds = trained_s()
-    return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), cfg["iterations"])
+    done = cfg["iterations"] if until is None else min(until, cfg["iterations"])
+    return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), done)
             for e, h in enumerate(histories)]
 
 
