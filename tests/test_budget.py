@@ -125,3 +125,21 @@ def test_the_levers_section_compares_schedules_that_differ_only_in_their_learnin
     other = _planted_record("c", [[1e-4, 1.0]], dict.fromkeys(cells, 0.1))
     other["schedule"]["dsm_batch"] = 16  # a batch lever is not a learning-rate lever at equal cost
     assert levers_section([a, other]) == []
+
+
+def test_the_quality_conclusion_names_the_cheapest_schedule_reaching_it_or_the_most_any_reaches():
+    import pandas as pd
+
+    from fpbench.reports.budget_report import quality_conclusion
+
+    def summary(*rows):
+        return pd.DataFrame([{"schedule": n, "steps": s, "training s": t, "authors' quality": q}
+                             for n, s, t, q in rows])
+
+    old = ("old", 48_000, 100, "12 of 12 (score error only: R̃ not in this record)")  # R~ not measured: not counted
+    text = quality_conclusion(summary(old, ("a", 72_000, 300, "12 of 12"), ("b", 96_000, 400, "12 of 12")))
+    assert text.startswith("The cheapest schedule tried that puts all 12 into the authors' quality is **a**")
+    text = quality_conclusion(summary(old, ("a", 72_000, 300, "0 of 12"), ("b", 96_000, 400, "1 of 12")))
+    assert text.startswith("**No schedule tried puts all 12 models into the authors' quality**")
+    assert "the most is 1 of 12 (b, 96,000 steps)" in text
+    assert quality_conclusion(summary(old)).startswith("No schedule's record has R̃")

@@ -101,8 +101,9 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         "rel. score error (± 95%)": [_pm(v, e, 4) for v, e in zip(checks["rel_error"], se["rel_error"])],
         "authors' model": checks["authors_rel_error"].to_numpy(),
         "ratio to authors'": (checks["rel_error"] / checks["authors_rel_error"]).to_numpy(),
-        f"error t ≤ {EARLY_FRACTION:g} T / authors'": [f"{a:.3g} / {b:.3g}" for a, b in zip(
-            checks["rel_error_early"], checks["authors_rel_error_early"])],
+        f"error t ≤ {EARLY_FRACTION:g} T / authors'": [
+            f"{a:.3g} / {b:.3g}" if np.isfinite(a) else f"not recorded / {b:.3g}" for a, b in zip(
+                checks["rel_error_early"], checks["authors_rel_error_early"])],
         "ODE / SDE in grid": [f"{a:.3f} / {b:.3f}" for a, b in zip(df.get("inside_grid_ode", np.nan),
                                                                     df.get("inside_grid_sde", np.nan))],
         "loss plateau": df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy(),
