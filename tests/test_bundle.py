@@ -148,6 +148,9 @@ def test_a_bundle_grows_with_the_cases_finished_since(smoke_bundle, tmp_path):
     assert later not in read_json(grown / bd.MANIFEST)["cases"]
     assert main(["bundle", "write", str(grown), "--suite", suite, "--scale", "smoke", "--results", str(store)]) == 0
     assert set(bd.verify_bundle(grown)["cases"]) == set(_metrics_by_key(store))
+    written = (grown / bd.MANIFEST).read_bytes()
+    assert main(["bundle", "write", str(grown), "--suite", suite, "--scale", "smoke", "--results", str(store)]) == 0
+    assert (grown / bd.MANIFEST).read_bytes() == written  # nothing new: the committed bundle stays clean
 
 
 def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_bundle, tmp_path):

@@ -166,7 +166,8 @@ def undecidable_as_skip(claim_fn):
         try:
             return claim_fn(*args, **kwargs)
         except st.UndecidableError as err:
-            key = claim_fn.__name__.removeprefix("claim_").upper()
+            name = claim_fn.__name__.removeprefix("claim_")
+            key = next(k for k in CLAIMS if k.lower() == name.lower())  # claim_c2b -> "C2b"
             return ClaimOutcome(CLAIMS[key], skipped=f"the test cannot be computed on these results: {err}")
     return wrapper
 

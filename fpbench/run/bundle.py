@@ -94,8 +94,11 @@ def write_bundle(store_root: Path, cases: list, out: Path, suite: str, scale: st
 
 
 def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, resumable: bool) -> dict:
+    """``write_bundle``'s work; the manifest is rewritten only when a file was added, replaced or removed (a
+    committed bundle stays clean when there is nothing new)."""
     manifest = read_manifest(out) if (out / MANIFEST).exists() else {
         "format": FORMAT, "suite": suite, "scale": scale, "cases": {}, "files": {}}
+    before = dict(manifest["files"])
     if manifest["cases"]:
         verify_bundle(out)
     for case in cases:
@@ -113,6 +116,8 @@ def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, 
         manifest["cases"][case.key] = case.label
     if resumable:
         _keep_resumable_state(store, out, manifest)
+    if manifest["files"] == before and (out / MANIFEST).exists():
+        return manifest
     manifest.update(_environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     write_json(out / MANIFEST, manifest)
     return manifest
