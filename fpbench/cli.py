@@ -489,8 +489,8 @@ def _reference_claims(root, args) -> int:
         log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
         df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile,
                                            bundle=bundle, deadline=deadline)
-    out = write_authors_report(df, records, missing, Path(args.out or REPORTS_DIR / "reference-claims.md"),
-                               str(store_root),
+    where = f"{bundle} (the bundle, opened into {store_root})" if bundle else str(store_root)
+    out = write_authors_report(df, records, missing, Path(args.out or REPORTS_DIR / "reference-claims.md"), where,
                                args.calibration_reps, args.seeds)
     print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else "")
           + (f"; bundle {bundle}" if bundle else ""))
