@@ -124,17 +124,15 @@ def _report_hint(args) -> str:
 def _open_run_bundle(args, store):
     """``--bundle``'s directory, opened into the store first when it exists (a run resumes from its finished
     cases and checkpoints); None without the flag."""
-    from .run.bundle import MANIFEST, open_bundle
+    from .run.bundle import open_bundle_if_any
 
     if getattr(args, "bundle", None) is None:
         return None
     if args.shard is not None:
         raise UserError("--bundle with --shard: several processes would write one bundle; run the shards, then "
                         "`fpbench bundle write` once")
-    bundle = Path(args.bundle)
-    if (bundle / MANIFEST).exists():
-        open_bundle(bundle, store.root)
-    return bundle
+    open_bundle_if_any(Path(args.bundle), store.root)
+    return Path(args.bundle)
 
 
 def _run_cases(args):

@@ -59,11 +59,12 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
     on another machine from its last finished case. ``deadline`` (a ``time.time()``): no case starts after
     it (the finished ones are kept; the same call resumes)."""
     from ..run.execute import BUSY, failed_outcome, release, try_claim
+    from ..run.results import collect
     from ..run.store import Store, results_root
 
     store = Store(results_root(results)).check_writable()
     cases = authors_cases(seeds)
-    _open_bundle(store, bundle)
+    _sync_bundle(store, bundle, cases)
     check_checkpoints(root, [c for c in cases if not store.is_done(c.key)], log)
     for case in cases:  # one lock at a time, so that two processes share the cases
         if store.is_done(case.key):
@@ -81,16 +82,18 @@ def run_authors(root, results: str | None = None, seeds: int | None = None, devi
         finally:
             release(store, case.key, lock)
         _add_to_bundle(store, bundle, cases)
-    return authors_results(store, seeds, bundle)
+    return collect(store, cases)
 
 
-def _open_bundle(store, bundle) -> None:
+def _sync_bundle(store, bundle, cases: list[Case]) -> None:
+    """The bundle's cases and the store's merged, both ways (nothing without a bundle)."""
     from pathlib import Path
 
-    from ..run.bundle import MANIFEST, open_bundle
+    from ..run.bundle import open_bundle_if_any
 
-    if bundle is not None and (Path(bundle) / MANIFEST).exists():
-        open_bundle(Path(bundle), store.root)
+    if bundle is not None:
+        open_bundle_if_any(Path(bundle), store.root)
+        _add_to_bundle(store, bundle, cases)
 
 
 def _add_to_bundle(store, bundle, cases: list[Case]) -> None:
@@ -120,6 +123,5 @@ def authors_results(store, seeds: int | None = None, bundle=None):
     from ..run.results import collect
 
     cases = authors_cases(seeds)
-    _open_bundle(store, bundle)
-    _add_to_bundle(store, bundle, cases)
+    _sync_bundle(store, bundle, cases)
     return collect(store, cases)

@@ -177,6 +177,12 @@ def open_bundle(bundle: Path, store_root: Path) -> Store:
     return store
 
 
+def open_bundle_if_any(bundle: Path, store_root: Path) -> None:
+    """``open_bundle`` where ``bundle`` has been written (a run that starts a bundle finds none yet)."""
+    if (Path(bundle) / MANIFEST).exists():
+        open_bundle(Path(bundle), store_root)
+
+
 def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int | None = None) -> list[dict]:
     """Retrain ``n`` of the bundle's cases, chosen at random (``seed``), from scratch in a fresh store at
     ``work`` (training by the path its record names, sampling, metrics: the whole case) and compare each
@@ -206,7 +212,7 @@ def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int
         return [_audit_prefix(bundle, store, case, steps, manifest, log) for case in cases]
     paths: dict[tuple, list] = {}  # by the path each case's record says it trained by
     for case in cases:
-        paths.setdefault(_recorded_path(bundle, case.key), []).append(case)
+        paths.setdefault(_recorded_path(read_json(bundle / case.key / "metrics.json")["train"]), []).append(case)
     for (compiled, threads), chosen in paths.items():
         run_tasks(plan(chosen, store.root, threads=threads, compile=compiled), InProcess(), log=log)
     return [compare_case(bundle, store.root, case, manifest) for case in cases]
@@ -233,7 +239,7 @@ def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, 
     out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.pt", "train.json"):
         shutil.copyfile(Path(bundle) / case.key / name, out / name)
-    compiled, threads = _recorded_path(bundle, case.key)
+    compiled, threads = _recorded_path(train)
     run_tasks(plan([case], store.root, threads=threads, compile=compiled), InProcess(), log=log)
     row = {k: v for k, v in compare_case(bundle, store.root, case, manifest).items()
            if k not in ("weights identical", "largest weight difference")}  # the bundle's own, copied
@@ -248,9 +254,8 @@ def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, 
              "metrics bit-identical")}
 
 
-def _recorded_path(bundle: Path, key: str) -> tuple[bool, int | None]:
-    """(compiled loss terms, torch threads) of the case's training, as its record says."""
-    train = read_json(Path(bundle) / key / "metrics.json")["train"]
+def _recorded_path(train: dict) -> tuple[bool, int | None]:
+    """(compiled loss terms, torch threads) of a case's training, as its train record says."""
     return bool(train.get("compiled", False)), train.get("threads")
 
 

@@ -42,7 +42,7 @@ from ..core.residuals import PAPER_BOX, PAPER_T0, log_fp_residual_mc, score_fp_r
 from ..core.samplers import ode_discretisation, refined_grid, sample_pair, sde_discretisation
 from ..core.sde import make_sde
 from ..core.targets import make_target
-from .schema import lab_record_problem, typed_lab
+from .schema import LAB_EXACT_BESIDE, lab_record_problem, typed_lab
 from .store import Store, write_json
 
 LAB_FILE = "lab.toml"
@@ -264,7 +264,6 @@ def with_exact_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Each row with its target's exact-score numbers beside it (``exact_*``): the oracle a planted
     model is read against (its gap, distances and discretisation bounds)."""
     exact = df[df["family"] == "exact"].set_index("target")
-    cols = ["w2_ode_sde", "w2_ode_p0", "w2_sde_p0", "disc_ode", "disc_sde"]
-    for col in cols:
+    for col in LAB_EXACT_BESIDE:
         df[f"exact_{col}"] = df["target"].map(exact[col])
     return df

@@ -4,6 +4,7 @@ from its last checkpoint) and finished cases are skipped."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -121,15 +122,22 @@ def _repair(case: Case, store: Store, device, log) -> None:
         _sampled(case, model, target, sde, out, device, False, log)
 
 
-def retrain(case: Case, store: Store, device, recorded: dict, log=print) -> None:
-    """Train ``case`` again by the path ``recorded`` (its train record) names: an ensemble (of one) with the
-    loss terms compiled or not, or the per-model loop, on the torch threads it names."""
+@contextlib.contextmanager
+def _recorded_threads(recorded: dict):
+    """Torch's threads set to the count a train record names (unchanged where it names none), restored after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(recorded.get("threads", threads))
     try:
-        _retrain(case, store, device, recorded, log)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def retrain(case: Case, store: Store, device, recorded: dict, log=print) -> None:
+    """Train ``case`` again by the path ``recorded`` (its train record) names: an ensemble (of one) with the
+    loss terms compiled or not, or the per-model loop, on the torch threads it names."""
+    with _recorded_threads(recorded):
+        _retrain(case, store, device, recorded, log)
 
 
 def _retrain(case: Case, store: Store, device, recorded: dict, log) -> None:
@@ -152,15 +160,11 @@ def retrain_prefix(case: Case, source: Store, steps: int, recorded: dict, device
     if recorded.get("path", "ensemble") != "ensemble" or ensemble_key(case) is None:
         raise ValueError(f"{case.label} was trained by {_path_name(recorded)}: only an ensemble's members retrain "
                          "step by step")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(recorded.get("threads", threads))
-    try:
+    with _recorded_threads(recorded):
         target, sde, model, method = build(case, device)
         _warm_start(case, model, source, device, log)
         [result] = train_ensemble([model], [method], [target], sde, case.config["train"], [case.config["seed"]],
                                   [case.label], device, compile=recorded.get("compiled", False), until=steps)
-    finally:
-        torch.set_num_threads(threads)
     if isinstance(result, Exception):
         raise result
     return result.history

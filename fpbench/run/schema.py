@@ -109,6 +109,10 @@ def _lab_w2(name: str, what: str) -> dict[str, Field]:
             f"{name}_high": Field("float64", f"{what}: 95% interval, high")}
 
 
+LAB_EXACT_BESIDE = ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0", "disc_ode", "disc_sde")  # the exact score's numbers put
+# beside each planted model's record when the lab is loaded, as exact_<name> (``lab.with_exact_columns``)
+
+
 # One planted model of the error-injection lab (fpbench.run.lab): its record's fields (``measure``; shape and
 # position only in the families that have them) and the exact score's beside it (``with_exact_columns``).
 LAB_FIELDS: dict[str, Field] = {
@@ -133,12 +137,10 @@ LAB_FIELDS: dict[str, Field] = {
     "exact_score_size": Field("float64", "E|s*|^2 on the same points"),
     "curl_mean": Field("float64", "mean |curl s| over the box"),
     "seconds": Field("float64", "measuring time of the model"),
-    **{f"exact_{k}": Field("float64", f"the exact score's {k} on the same target, put beside each record") for k in
-       ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0", "disc_ode", "disc_sde")},
+    **{f"exact_{k}": Field("float64", f"the exact score's {k} on the same target, put beside each record")
+       for k in LAB_EXACT_BESIDE},
 }
 LAB_OPTIONAL = ("shape", "position")  # only in the families that have them
-LAB_BESIDE = tuple(f"exact_{k}" for k in ("w2_ode_sde", "w2_ode_p0", "w2_sde_p0", "disc_ode", "disc_sde"))  # not
-# stored: the exact score's numbers put beside each record when loaded
 
 PARAM_PREFIX = "param_"  # param_<name>: the method's parameters (e.g. param_w_r), one column each
 
@@ -151,7 +153,7 @@ def lab_record_problem(record) -> str | None:
     """What is wrong with a stored lab record (not a mapping, a field missing or undeclared), or None."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    measured = set(LAB_FIELDS) - set(LAB_BESIDE)
+    measured = set(LAB_FIELDS) - {f"exact_{k}" for k in LAB_EXACT_BESIDE}
     missing = sorted(measured - set(LAB_OPTIONAL) - set(record))
     unknown = sorted(set(record) - measured)
     if missing or unknown:

@@ -214,8 +214,9 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
                            "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
                            "histories": histories, "failures": {str(k): v for k, v in failures.items()},
                            "seconds": trained_s()}
+    end = cfg["iterations"] if until is None else min(until, cfg["iterations"])
     bar = progress_bar(cfg["iterations"], f"train {len(models)} as one ensemble", progress, initial=start)
-    for it in range(start, cfg["iterations"] if until is None else min(until, cfg["iterations"])):
+    for it in range(start, end):
         bar.update(1)
         stop_at_deadline(deadline, checkpoint, snapshot, f"ensemble of {len(models)}", it)
         alive = [e for e in range(len(models)) if e not in failures]
@@ -248,8 +249,7 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
             save_atomic(snapshot(it + 1), checkpoint)
     bar.close()
     seconds = trained_s()
-    done = cfg["iterations"] if until is None else min(until, cfg["iterations"])
-    return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), done)
+    return [TrainingError(failures[e]) if e in failures else TrainResult(h, seconds / len(models), end)
             for e, h in enumerate(histories)]
 
 
