@@ -127,19 +127,30 @@ def test_the_levers_section_compares_schedules_that_differ_only_in_their_learnin
     assert levers_section([a, other]) == []
 
 
-def test_the_quality_conclusion_names_the_cheapest_schedule_reaching_it_or_the_most_any_reaches():
+def _summary(*rows):
+    """A summary frame as ``summary_frame`` makes it: (schedule, steps, training s, quality count, R~ recorded)."""
     import pandas as pd
 
+    return pd.DataFrame([{"schedule": n, "steps": s, "training s": t, "member-steps/s": 1.0, "models": 12,
+                          "passing": 12, "quality": q, "residual recorded": r} for n, s, t, q, r in rows])
+
+
+def test_the_quality_conclusion_names_the_cheapest_schedule_reaching_it_or_the_most_any_reaches():
     from fpbench.reports.budget_report import quality_conclusion
 
-    def summary(*rows):
-        return pd.DataFrame([{"schedule": n, "steps": s, "training s": t, "authors' quality": q}
-                             for n, s, t, q in rows])
-
-    old = ("old", 48_000, 100, "12 of 12 (score error only: R̃ not in this record)")  # R~ not measured: not counted
-    text = quality_conclusion(summary(old, ("a", 72_000, 300, "12 of 12"), ("b", 96_000, 400, "12 of 12")))
+    old = ("old", 48_000, 100, 12, False)  # R~ not measured: not counted
+    text = quality_conclusion(_summary(old, ("a", 72_000, 300, 12, True), ("b", 96_000, 400, 12, True)))
     assert text.startswith("The cheapest schedule tried that puts all 12 into the authors' quality is **a**")
-    text = quality_conclusion(summary(old, ("a", 72_000, 300, "0 of 12"), ("b", 96_000, 400, "1 of 12")))
+    text = quality_conclusion(_summary(old, ("a", 72_000, 300, 0, True), ("b", 96_000, 400, 1, True)))
     assert text.startswith("**No schedule tried puts all 12 models into the authors' quality**")
     assert "the most is 1 of 12 (b, 96,000 steps)" in text
-    assert quality_conclusion(summary(old)).startswith("No schedule's record has R̃")
+    assert quality_conclusion(_summary(old)).startswith("No schedule's record has R̃")
+
+
+def test_the_summary_table_writes_the_counts_and_says_where_the_quality_count_lacks_r_tilde():
+    from fpbench.reports.budget_report import summary_table
+
+    table = summary_table(_summary(("old", 48_000, 100, 7, False), ("a", 72_000, 300, 1, True)))
+    assert table["models passing the gate"].tolist() == ["12 of 12", "12 of 12"]
+    assert table["authors' quality"].tolist() == ["7 of 12 (score error only: R̃ not in this record)", "1 of 12"]
+    assert not {"models", "passing", "quality", "residual recorded"} & set(table.columns)

@@ -118,9 +118,11 @@ def trajectories_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def summary_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per finished schedule, counts as numbers (``summary_table`` formats them for the report)."""
     rows = []
     for rec in records:
-        checks = cl.convergence_checks(members_frame(rec))
+        members = members_frame(rec)
+        checks = cl.convergence_checks(members)
         s = rec["schedule"]
         rows.append({"schedule": rec["name"], "steps": s["iterations"],
                      "lr stages (lr, fraction)": _stages(s),
@@ -128,11 +130,29 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
                      "training s": round(rec["train_seconds"]), "threads": rec["threads"],
                      "first steps shared with": _shared(rec.get("branched_from")),
                      "member-steps/s": round(rec["member_steps_per_second"], 1),
-                     "models passing the gate": f"{int((~checks['fails'].map(bool)).sum())} of {len(checks)}",
-                     "authors' quality": _quality_count(members_frame(rec)),
+                     "models": len(checks), "passing": _passing(checks),
+                     "quality": _passing(cl.convergence_checks(members, cl.QUALITY_TIER)),
+                     "residual recorded": "log_fp_residual" in members,
                      "smallest late ratio": checks["ratio_min_late"].min(),
                      "largest error / authors'": (checks["rel_error"] / checks["authors_rel_error"]).max()})
     return pd.DataFrame(rows)
+
+
+def _passing(checks: pd.DataFrame) -> int:
+    return int((~checks["fails"].map(bool)).sum())
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary_frame`` as the report shows it: the counts as "N of M"; where R~ was not measured (records
+    before 2026-12-04) the authors'-quality count is of its score-error and grid parts alone, and says so."""
+    note = summary["residual recorded"].map({True: "", False: " (score error only: R̃ not in this record)"})
+    of = " of " + summary["models"].astype(str)
+    table = summary.assign(**{"models passing the gate": summary["passing"].astype(str) + of,
+                              cl.QUALITY_TIER: summary["quality"].astype(str) + of + note})
+    columns = [c for c in table if c not in ("models", "passing", "quality", "residual recorded")]
+    first = columns.index("member-steps/s") + 1
+    order = columns[:first] + ["models passing the gate", cl.QUALITY_TIER]
+    return table[order + [c for c in columns if c not in order]]
 
 
 def levers_section(records: list[dict]) -> list[str]:
@@ -166,15 +186,6 @@ def levers_section(records: list[dict]) -> list[str]:
 
 def _stages(schedule: dict) -> str:
     return " / ".join(f"{lr:g} x {f:g}" for lr, f in schedule["lr_stages"])
-
-
-def _quality_count(members: pd.DataFrame) -> str:
-    """How many models reach the authors'-quality tier; where R~ was not measured (records before 2026-12-04)
-    the count is of its score-error and grid parts alone, and says so."""
-    quality = cl.QUALITY_TIER
-    passing = int((~cl.convergence_checks(members, quality)["fails"].map(bool)).sum())
-    note = "" if "log_fp_residual" in members else " (score error only: R̃ not in this record)"
-    return f"{passing} of {len(members)}{note}"
 
 
 def _shared(branch: dict | None) -> str:
@@ -211,40 +222,41 @@ def figure(traj: pd.DataFrame, out: Path) -> Path:
 
 
 def conclusion(summary: pd.DataFrame) -> str:
-    """The cheapest schedule whose 12 models all pass, or the measured distance from it; then the same for
+    """The cheapest schedule whose models all pass, or the measured distance from it; then the same for
     the authors'-quality tier (``quality_conclusion``)."""
-    passing = summary[summary["models passing the gate"].str.startswith("12 of 12")]
+    passing = summary[summary["passing"] == summary["models"]]
     if not passing.empty:
         best = passing.sort_values("training s").iloc[0]
-        return (f"The cheapest schedule tried under which all 12 models pass the gate is **{best['schedule']}** "
+        return (f"The cheapest schedule tried under which all {best['models']} models pass the gate is "
+                f"**{best['schedule']}** "
                 f"({best['steps']:,} steps, {best['training s']:,} s of training on {best['threads']} thread(s)). "
                 + quality_conclusion(summary))
     closest = summary.sort_values("largest error / authors'").iloc[0]
     worst_error = closest["largest error / authors'"]
-    return (f"**No schedule tried so far trains all 12 models past the gate.** The closest is {closest['schedule']}: "
-            f"{closest['models passing the gate']} models pass, the smallest late score ratio is "
+    return (f"**No schedule tried so far trains all {closest['models']} models past the gate.** "
+            f"The closest is {closest['schedule']}: "
+            f"{closest['passing']} of {closest['models']} models pass, the smallest late score ratio is "
             f"{closest['smallest late ratio']:.2f} and the largest relative score error is "
             f"{worst_error:.0f}x the authors' model's. Claims on models trained this way "
             "are INCONCLUSIVE, not decided.")
 
 
 def quality_conclusion(summary: pd.DataFrame) -> str:
-    """Whether a schedule puts all 12 models into the authors'-quality tier (the cheapest that does), else the
+    """Whether a schedule puts all its models into the authors'-quality tier (the cheapest that does), else the
     most any schedule with R~ measured puts there."""
-    measured = summary[~summary["authors' quality"].str.contains("R̃ not in this record")]
-    count = measured["authors' quality"].str.split(" of ").str[0].astype(int)
-    reaching = measured[count == 12]
+    measured = summary[summary["residual recorded"]]
+    reaching = measured[measured["quality"] == measured["models"]]
     if not reaching.empty:
         best = reaching.sort_values("training s").iloc[0]
-        return (f"The cheapest schedule tried that puts all 12 into the authors' quality is **{best['schedule']}** "
-                f"({best['steps']:,} steps).")
+        return (f"The cheapest schedule tried that puts all {best['models']} into the authors' quality is "
+                f"**{best['schedule']}** ({best['steps']:,} steps).")
     if measured.empty:
         return "No schedule's record has R̃, so none is placed in the authors'-quality tier."
-    most = measured.loc[count.idxmax()]
+    most = measured.loc[measured["quality"].idxmax()]
     factor = cl.CLAIM_SETTINGS[cl.TIERS[cl.QUALITY_TIER][0]]
-    return (f"**No schedule tried puts all 12 models into the authors' quality** (relative score error and R̃ at "
-            f"most {factor:g}x the authors' model's): of the schedules whose records have R̃, the most is "
-            f"{most[cl.QUALITY_TIER]} ({most['schedule']}, {most['steps']:,} steps), "
+    return (f"**No schedule tried puts all {most['models']} models into the authors' quality** (relative score error "
+            f"and R̃ at most {factor:g}x the authors' model's): of the schedules whose records have R̃, the most is "
+            f"{most['quality']} of {most['models']} ({most['schedule']}, {most['steps']:,} steps), "
             "so the `converged` scale keeps the schedule that passes the gate.")
 
 
@@ -296,7 +308,8 @@ def write_budget_report(study_dir: Path, out: Path, command: str) -> Path:
              f"score ratio within [{low:g}, {high:g}] at t ≥ {LATE_FRACTION:g} T, relative score error at most "
              f"{cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the authors' published model of the same target and "
              f"w_R, and ODE/SDE shares inside the grid at least p0's minus {cl.CLAIM_SETTINGS[cl.GATE_GRID_LOSS]:g}.",
-             "", conclusion(summary), "", "## Schedules", "", summary.to_markdown(index=False, floatfmt=".3g"), "",
+             "", conclusion(summary), "", "## Schedules", "",
+             summary_table(summary).to_markdown(index=False, floatfmt=".3g"), "",
              *not_recorded(records + unfinished), ""]
     for rec in records:
         lines += [f"### {rec['name']}", "", convergence_table(members_frame(rec)).to_markdown(index=False,
