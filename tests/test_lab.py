@@ -146,6 +146,20 @@ def test_unknown_lab_scale_or_key_is_a_clear_error(tiny_lab):
         lab_mod.load_lab("tiny", tiny_lab)
 
 
+def test_a_malformed_missing_or_incomplete_lab_file_is_a_clear_error(tiny_lab, tmp_path):
+    tiny_lab.write_text(TINY + "[[broken\n")
+    with pytest.raises(lab_mod.LabError, match=f"malformed lab file {re.escape(str(tiny_lab))}"):
+        lab_mod.load_lab("tiny", tiny_lab)
+    with pytest.raises(lab_mod.LabError, match="cannot read lab file"):
+        lab_mod.load_lab("tiny", tmp_path / "absent.toml")
+    tiny_lab.write_text(TINY.replace("[families.pulse]", "[families.pulses]"))
+    with pytest.raises(lab_mod.LabError, match=r"\[families\] the tables gradient, solenoidal, pulse"):
+        lab_mod.load_lab("tiny", tiny_lab)
+    tiny_lab.write_text("[scales.tiny]\nn = 10\n")
+    with pytest.raises(lab_mod.LabError, match=r"lacks the table\(s\) \[lab\], \[families\]"):
+        lab_mod.load_lab("tiny", tiny_lab)
+
+
 def test_the_project_lab_file_loads_at_every_scale():
     for scale in ("smoke", "quick"):
         lab = lab_mod.load_lab(scale)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core import streams
 from ..core.errors import FpbenchError
 from ..core.metrics import TABLE_PAIRS, from_xy_order, grid_w2_from_weights
 from ..core.models import PotentialMLP
@@ -219,7 +220,7 @@ def convergence_levels(root: Path, targets=TARGETS) -> dict:
         for w_r in W_R:
             model = load_checkpoint(checkpoint_path(root, target_name, w_r), dtype=torch.float32)
             profile = score_profile(lambda x, t, m=model: m.score(x, t), target, sde, GATE_POINTS,
-                                    torch.Generator().manual_seed(50_000))
+                                    streams.generator(0, streams.CONVERGENCE))
             level = {k: profile[k] for k in ("ratio_min_late", "ratio_max_late", "rel_error", "rel_error_early")}
             level["log_fp_residual"] = log_fp_residual_estimate(level_case(target_name, w_r), model, sde, target.dim)
             out.setdefault(target_name, {})[w_r] = level

@@ -21,6 +21,7 @@ import ot
 import torch
 
 from ..core import metrics as mx
+from ..core import streams
 from ..core.jet import SCORE_BLOCK
 from ..train.ensemble import train_ensemble
 from ..train.process import cpu_settings, on_cpu, onednn_keeps_float32
@@ -210,7 +211,7 @@ def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, dev
     built = [build(c, device) for c in cases]
     models, sde = [b[2] for b in built], built[0][1]
     ts = uniform_grid(sde.T, steps)
-    x_T = sde.prior_sample(n, 2, torch.Generator().manual_seed(0)).to(device)
+    x_T = sde.prior_sample(n, 2, streams.fixed(streams.BENCH)).to(device)
     autograd = _timed(lambda: [euler_ode(lambda x, t, m=m: m.score(x, t), sde, x_T, ts) for m in models])
     with cpu_settings(device):
         one = _timed(lambda: [euler_ode(fast_score(m), sde, x_T, ts) for m in models])
@@ -230,7 +231,7 @@ def bench_sampling(suite: str, scale: str, members: int, n: int, steps: int, dev
 
 def bench_w2(n: int = 60_000, solves: int = 5) -> dict:
     grid = mx.PAPER_GRID
-    g = torch.Generator().manual_seed(0)
+    g = streams.fixed(streams.BENCH)
     pairs = [(mx.grid_histogram(torch.randn(n, 2, generator=g), grid),
               mx.grid_histogram(0.9 * torch.randn(n, 2, generator=g) + 0.1, grid)) for _ in range(solves)]
 

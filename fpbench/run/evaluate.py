@@ -41,7 +41,8 @@ def noise_floor(case: Case, target, store: Store, n: int | None = None, reps: in
     ``reps``) pairs, cached per (target, n, grid, reps)."""
     spec = floor_spec(case, n, reps)
     return store.cached_floor(spec, lambda: mx.grid_noise_floor(lambda n, g: target.sample(n, g), spec["n"],
-                                                                 spec["reps"], seed=1, grid=grid_of(case)))
+                                                                 spec["reps"], seed=streams.GRID_FLOOR,
+                                                                 grid=grid_of(case)))
 
 
 def distance(case: Case) -> str:
@@ -77,7 +78,7 @@ def point_noise_floors(case: Case, target, store: Store, n: int | None = None) -
     def measure() -> dict:
         values = {"exact": [], "sliced": []}
         for r in range(spec["reps"]):
-            gen = torch.Generator().manual_seed(7919 + r)
+            gen = streams.fixed(streams.POINT_FLOOR + r)
             x, y = target.sample(n, gen), target.sample(n, gen)
             values["exact"].append(mx.exact_w2(x[:spec["point_n"]], y[:spec["point_n"]]))
             values["sliced"].append(mx.sliced_w2(x, y, spec["n_projections"], seed=r))
@@ -190,10 +191,11 @@ def _oracle(case: Case, target, sde, store: Store, n: int) -> dict:
     """``oracle``'s measurement (not cached)."""
     cfg = case.config
     exact, grid = ExactScore(target, sde), grid_of(case)
-    x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, time_grid(case, sde.T), seed=7,
+    x_ode, x_sde = sample_pair(exact.score, sde, n, target.dim, time_grid(case, sde.T),
+                               seed=streams.EXACT_SAMPLERS,
                                scheme=cfg["sample"]["scheme"], chunk=cfg["sample"]["chunk"], dtype=torch.float64,
                                noise_last_step=cfg["sample"]["noise_last_step"])
-    x_p0 = target.sample(n, torch.Generator().manual_seed(8))
+    x_p0 = target.sample(n, streams.fixed(streams.EXACT_P0))
     if distance(case) != "grid":
         samples = {"ode": x_ode, "sde": x_sde, "p0": x_p0}
         m = _point_setting(case, "point_n")
@@ -202,12 +204,14 @@ def _oracle(case: Case, target, sde, store: Store, n: int) -> dict:
     else:
         h = {"ode": mx.grid_histogram(x_ode, grid), "sde": mx.grid_histogram(x_sde, grid),
              "p0": mx.grid_histogram(x_p0, grid)}
-        floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, cfg["metrics"]["floor_reps"], seed=2,
+        floor = mx.grid_noise_floor(lambda k, g: target.sample(k, g), n, cfg["metrics"]["floor_reps"],
+                                    seed=streams.EXACT_FLOOR,
                                     grid=grid)
         result = {name: mx.grid_w2_from_weights(h[a], h[b], grid) for name, a, b in mx.TABLE_PAIRS}
     result.update({"n": n, "floor": floor.to_dict(), "floor_mean": floor.mean, "floor_q95": floor.q95})
     # seed 0 whichever case measures it first: the cached oracle is shared by every seed's cases
-    result.update(discretisation(case, exact.score, sde, target.dim, dtype=torch.float64, seed=0))
+    result.update(discretisation(case, exact.score, sde, target.dim, dtype=torch.float64,
+                                  seed=streams.EXACT_DISCRETISATION))
     return result
 
 

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import time
-import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +35,7 @@ import torch
 from ..core import metrics as mx
 from ..core import operators as ops
 from ..core import planted as pl
+from ..core import streams
 from ..core.errors import FpbenchError
 from ..core.models import ExactScore
 from ..core.residuals import PAPER_BOX, PAPER_T0, log_fp_residual_mc, score_fp_residual_mc
@@ -47,9 +47,10 @@ from .store import Store, write_json
 
 LAB_FILE = "lab.toml"
 T0 = PAPER_T0  # the residuals' and the score error's smallest t (the authors' t0, REFERENCE.md)
+LAB_TABLES = ("lab", "families", "scales")  # a lab file's tables (suites/lab.toml)
+FAMILY_TABLES = ("gradient", "solenoidal", "pulse")  # [families.*]: the planted errors (twin shares solenoidal's)
 SCALE_KEYS = {"about", "n", "nfe", "dtype", "floor_reps", "residual_points", "score_points", "disc_points",
               "n_boot", "targets", "gradient_eps", "shapes", "solenoidal_eps", "positions"}
-SEEDS = {"prior": 7, "p0": 8, "floor": 2, "residual": 3, "score": 4, "disc": 5, "boot": 6}
 
 
 class LabError(FpbenchError):
@@ -57,23 +58,25 @@ class LabError(FpbenchError):
 
 
 def lab_path() -> Path:
-    from .suite import SUITES_DIR
+    from .suite import SUITES_DIR, find_declaration
 
-    for folder in (Path("suites"), SUITES_DIR):
-        if (folder / LAB_FILE).exists():
-            return folder / LAB_FILE
-    raise LabError(f"no {LAB_FILE} in ./suites or {SUITES_DIR}")
+    found = find_declaration(LAB_FILE)
+    if found is None:
+        raise LabError(f"no {LAB_FILE} in ./suites or {SUITES_DIR}")
+    return found
 
 
 def load_lab(scale: str, path: Path | None = None) -> dict:
     """The lab's declaration with ``[scales.<scale>]`` applied: the scale's ``targets`` (labels),
     ``gradient_eps``, ``shapes``, ``solenoidal_eps`` and ``positions`` narrow the families."""
+    from .suite import read_declaration
+
     path = path or lab_path()
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise LabError(f"malformed lab file {path}: {err}") from None
-    scales = data.get("scales", {})
+    data = read_declaration(path, LabError, "lab file")
+    missing = [table for table in LAB_TABLES if not isinstance(data.get(table), dict)]
+    if missing:
+        raise LabError(f"lab file {path} lacks the table(s) {', '.join(f'[{t}]' for t in missing)}")
+    scales = data["scales"]
     if scale not in scales:
         raise LabError(f"unknown lab scale {scale!r}; known: {', '.join(scales)}")
     settings = dict(scales[scale])
@@ -83,6 +86,9 @@ def load_lab(scale: str, path: Path | None = None) -> dict:
     if settings.get("nfe", 0) < 10:
         raise LabError(f"[scales.{scale}] nfe must be at least 10 (the refined grid splits the last 10 steps)")
     lab, families = data["lab"], data["families"]
+    if set(FAMILY_TABLES) - set(families) or "targets" not in lab or "sde" not in lab:
+        raise LabError(f"lab file {path}: [lab] needs sde and targets, [families] the tables "
+                       f"{', '.join(FAMILY_TABLES)}")
     labels = [t["label"] for t in lab["targets"]]
     wanted = settings.pop("targets", labels)
     if set(wanted) - set(labels):
@@ -153,7 +159,7 @@ def target_floor(lab: dict, label: str, target, store: Store) -> mx.NoiseFloor:
     spec = {"lab_floor": 1, "target": next(t for t in lab["targets"] if t["label"] == label), "n": s["n"],
             "reps": s["floor_reps"]}
     return store.cached_floor(spec, lambda: mx.grid_noise_floor(lambda k, g: target.sample(k, g), s["n"],
-                                                                 s["floor_reps"], seed=SEEDS["floor"]))
+                                                                 s["floor_reps"], seed=streams.EXACT_FLOOR))
 
 
 def score_error(model, target, sde, n: int, generator) -> tuple[float, float]:
@@ -180,22 +186,24 @@ def measure(spec: dict, lab: dict, target, sde, floor: mx.NoiseFloor) -> dict:
     score = lambda x, t: model.score(x, t)  # noqa: E731
     ts = refined_grid(sde.T, s["nfe"])
     dtype = getattr(torch, s["dtype"])
-    x_ode, x_sde = sample_pair(score, sde, s["n"], target.dim, ts, seed=SEEDS["prior"], chunk=s["n"], dtype=dtype)
-    x_p0 = target.sample(s["n"], torch.Generator().manual_seed(SEEDS["p0"]))
+    x_ode, x_sde = sample_pair(score, sde, s["n"], target.dim, ts, seed=streams.EXACT_SAMPLERS, chunk=s["n"],
+                               dtype=dtype)
+    x_p0 = target.sample(s["n"], streams.fixed(streams.EXACT_P0))
     hist = {"ode": mx.grid_histogram(x_ode), "sde": mx.grid_histogram(x_sde), "p0": mx.grid_histogram(x_p0)}
     out = {**spec}
-    for name, est in mx.table_estimates(hist, floor.mean, s["n"], n_boot=s["n_boot"], seed=SEEDS["boot"]).items():
+    estimates = mx.table_estimates(hist, floor.mean, s["n"], n_boot=s["n_boot"], seed=streams.LAB_BOOTSTRAP)
+    for name, est in estimates.items():
         out.update({name: est.value, f"{name}_sd": est.boot_sd, f"{name}_low": est.ci_low, f"{name}_high": est.ci_high})
     out.update({"floor_mean": floor.mean, "floor_sd": floor.sd, "floor_q95": floor.q95, "n": s["n"], "nfe": s["nfe"]})
-    gen = torch.Generator().manual_seed(SEEDS["disc"])
+    gen = streams.fixed(streams.LAB_DISCRETISATION)
     x_T = sde.prior_sample(s["disc_points"], target.dim, gen, torch.float64)
     out["disc_ode"] = ode_discretisation(score, sde, x_T, ts)
     out["disc_sde"] = sde_discretisation(score, sde, x_T, ts, gen)
-    gen = torch.Generator().manual_seed(SEEDS["residual"])
+    gen = streams.fixed(streams.LAB_RESIDUAL)
     out["log_fp_residual"] = (float(log_fp_residual_mc(model.potential, sde, target.dim, s["residual_points"],
                                                         PAPER_BOX, T0, gen, torch.float64))
                               if model.is_potential else math.nan)
-    gen = torch.Generator().manual_seed(SEEDS["score"])
+    gen = streams.fixed(streams.LAB_SCORE)
     out["score_fp_residual"] = float(score_fp_residual_mc(lambda x, t: model.score(x, t, create_graph=True), sde,
                                                           target.dim, s["score_points"], PAPER_BOX, T0, gen,
                                                           torch.float64))

@@ -80,25 +80,42 @@ class Case:
         return f"{sde}{target}/{kind}{cfg['method']['name']}({params})/seed{cfg['seed']}"
 
 
+DECLARATION_FOLDERS = (Path("suites"), SUITES_DIR)  # where a name is looked up: the working directory's first
+
+
 def find_suite(name_or_path: str) -> Path:
     """A suite by name (``suites/NAME.toml``) or by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
         return path
-    for folder in (Path("suites"), SUITES_DIR):  # the working directory's suites first
-        candidate = folder / f"{name_or_path}.toml"
-        if candidate.exists():
-            return candidate
-    known = ", ".join(list_suites())
-    raise SuiteError(f"unknown suite {name_or_path!r}; known: {known} (or a path to a .toml file)")
+    found = find_declaration(f"{name_or_path}.toml")
+    if found is None:
+        known = ", ".join(list_suites())
+        raise SuiteError(f"unknown suite {name_or_path!r}; known: {known} (or a path to a .toml file)")
+    return found
+
+
+def find_declaration(file_name: str) -> Path | None:
+    """The declaration file ``file_name`` (a suite, a shared scales file, the lab) in ./suites or beside the
+    package, None where there is none."""
+    return next((folder / file_name for folder in DECLARATION_FOLDERS if (folder / file_name).exists()), None)
+
+
+def read_declaration(path: Path, error: type[FpbenchError] | None = None, what: str = "suite file") -> dict:
+    """A declaration file's TOML; ``error`` (default SuiteError) names the file when it cannot be read or
+    parsed."""
+    error = error or SuiteError
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"malformed {what} {path}: {err}") from None
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
 
 
 def load_suite(name_or_path: str) -> dict:
     path = find_suite(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise SuiteError(f"malformed suite file {path}: {err}") from None
+    data = read_declaration(path)
     if "lab" in data and "suite" not in data:
         raise SuiteError(f"{path} is the error-injection lab, not a training suite: run it with "
                          "`fpbench lab --scale SCALE`")
@@ -116,10 +133,7 @@ def with_shared_scales(data: dict, path: Path) -> dict:
     shared_path = next((c for c in candidates if c.exists()), None)
     if shared_path is None:
         raise SuiteError(f"{path}: [suite] scales = {name!r}: no file {candidates[0]}")
-    try:
-        shared = tomllib.loads(shared_path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise SuiteError(f"malformed scales file {shared_path}: {err}") from None
+    shared = read_declaration(shared_path, what="scales file")
     _check_keys(shared, {"scales"}, f"{shared_path}")
     return {**data, "scales": deep_merge(shared.get("scales", {}), data.get("scales", {}))}
 
