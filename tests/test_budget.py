@@ -2,12 +2,15 @@
 and a schedule interrupted part-way that resumes to the uninterrupted record."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from fpbench.core import convergence
+from fpbench.core.errors import FpbenchError
 from fpbench.reports import budget_report
 from fpbench.run import budget
+from fpbench.run.schema import BUDGET_RECORD_KEYS, budget_record_problem
 
 
 @pytest.fixture
@@ -27,6 +30,7 @@ def test_a_tiny_study_records_trajectories_reports_the_gate_and_resumes_after_a_
         assert [p["iteration"] for p in points] == [2, 4], label
         assert 0 < points[-1]["rel_error"] and len(points[-1]["ratio"]) == 7
     assert json.loads((tmp_path / "whole" / "tiny.json").read_text())["name"] == "tiny"
+    assert budget_record_problem(record) is None  # the record is what the schema declares
     again = budget.run_schedule("tiny", str(tmp_path / "whole"), compile=False)  # finished: read back, not rerun
     assert again["train_seconds"] == record["train_seconds"]
 
@@ -154,3 +158,22 @@ def test_the_summary_table_writes_the_counts_and_says_where_the_quality_count_la
     assert table["models passing the gate"].tolist() == ["12 of 12", "12 of 12"]
     assert table["authors' quality"].tolist() == ["7 of 12 (score error only: R̃ not in this record)", "1 of 12"]
     assert not {"models", "passing", "quality", "residual recorded"} & set(table.columns)
+
+
+def test_the_committed_budget_records_are_what_the_schema_declares():
+    records = budget_report.load_records(Path("reports/budget-records"))
+    assert len(records) >= 5 and all(budget_record_problem(r) is None for r in records)
+
+
+def test_a_damaged_or_malformed_budget_record_is_an_error_naming_its_file(tmp_path, tiny):
+    path = tmp_path / "tiny.json"
+    path.write_text('{"name": "tiny", "sched')  # cut off mid-write
+    with pytest.raises(FpbenchError, match=f"corrupt result file {path}"):
+        budget_report.load_records(tmp_path)
+    path.write_text(json.dumps({"name": "tiny", "schedule": {}, "members": {}}))
+    with pytest.raises(FpbenchError, match=r"budget record .*tiny.json lacks \['branched_from'"):
+        budget_report.load_records(tmp_path)
+    whole = dict.fromkeys(BUDGET_RECORD_KEYS)
+    path.write_text(json.dumps({**whole, "members": {"blob/fp(w_r=0.0)/seed0": {"target": "blob"}}}))
+    with pytest.raises(FpbenchError, match=r"member 'blob/fp\(w_r=0.0\)/seed0' without \['w_r'"):
+        budget_report.load_records(tmp_path)

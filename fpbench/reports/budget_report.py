@@ -14,6 +14,8 @@ from ..analysis import claims as cl
 from ..core.convergence import LATE_FRACTION
 from ..core.errors import FpbenchError
 from ..run.budget import PROBE_EVERY, PROBE_POINTS, SAMPLE, SCHEDULES
+from ..run.schema import budget_member_column, budget_record_problem, typed
+from ..run.store import read_json
 from .claims_report import convergence_table
 
 LATE_RATIO = f"smallest score ratio, t ≥ {LATE_FRACTION:g} T"
@@ -21,12 +23,17 @@ ERROR_RATIO = "relative score error / authors'"
 
 
 def load_records(study_dir: Path) -> list[dict]:
-    """Finished schedules under ``study_dir``, in ``SCHEDULES`` order."""
+    """Finished schedules under ``study_dir``, in ``SCHEDULES`` order; a record that cannot be read as one
+    (``schema.budget_record_problem``) is an error naming its file."""
     records = []
     for name in SCHEDULES:
         path = Path(study_dir) / f"{name}.json"
         if path.exists():
-            records.append(json.loads(path.read_text()))
+            record = read_json(path)
+            if problem := budget_record_problem(record):
+                raise FpbenchError(f"budget record {path} {problem} (fpbench/run/schema.py, BUDGET_RECORD_KEYS): "
+                                   "restore it (git checkout) or move it away to train that schedule again")
+            records.append(record)
     return records
 
 
@@ -86,24 +93,13 @@ def _by_model(record: dict) -> dict[tuple[str, float], list[dict]]:
             for label, points in record["trajectories"].items()}
 
 
-OPTIONAL_EVIDENCE = ("rel_error_early", "rel_error_early_se", "ratio_min_late_se", "ratio_max_late_se",
-                     "rel_error_se")  # in the records of schedules measured since they were added
-
-
 def members_frame(record: dict) -> pd.DataFrame:
-    """One row per trained member, with the columns the convergence gate reads."""
-    rows = []
-    for label, m in record["members"].items():
-        if "failed" in m:
-            continue
-        rows.append({"label": label, "target": m["target"], "param_w_r": m["w_r"], "seed": 0,
-                     "convergence.ratio_min_late": m["ratio_min_late"],
-                     "convergence.ratio_max_late": m["ratio_max_late"], "convergence.rel_error": m["rel_error"],
-                     "convergence.loss_plateau": m["loss_plateau"], "inside_grid_ode": m["inside_grid_ode"],
-                     "inside_grid_sde": m["inside_grid_sde"], "inside_grid_p0": m["inside_grid_p0"],
-                     **{f"convergence.{k}": m[k] for k in OPTIONAL_EVIDENCE if k in m},  # newer records have them
-                     **({"log_fp_residual": m["log_fp_residual"]} if "log_fp_residual" in m else {})})
-    return pd.DataFrame(rows)
+    """One row per trained member in the pipeline's results columns (``schema.budget_member_column``):
+    what the convergence gate reads, as it reads a suite's results."""
+    trained = {label: m for label, m in record["members"].items() if "failed" not in m}
+    rows = [{**{column: value for key, value in m.items() if (column := budget_member_column(key))},
+             "param_w_r": m["w_r"], "seed": 0} for m in trained.values()]
+    return typed(pd.DataFrame(rows)).assign(label=list(trained))  # label: the case's, which FIELDS does not hold
 
 
 def trajectories_frame(records: list[dict]) -> pd.DataFrame:

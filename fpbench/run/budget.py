@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import FpbenchError
+from .store import read_json, write_json
 
 QUICK_STAGES = [[1e-3, 0.6], [1e-4, 0.3], [1e-5, 0.1]]
 _QUICK = {"lr_stages": QUICK_STAGES, "dsm_batch": 4000, "residual_points": 500}
@@ -88,7 +89,7 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
     out.mkdir(parents=True, exist_ok=True)
     path, log_path = out / f"{name}.json", out / f"{name}.log"
     if path.exists():
-        return json.loads(path.read_text())
+        return read_json(path)
     if deadline and time.time() >= deadline:  # before branching: a later start may branch from further on
         from ..train.loop import TimeBudgetReached
 
@@ -140,7 +141,7 @@ def run_schedule(name: str, out_dir: str, threads: int = 1, compile: bool = True
               "branched_from": json.loads(branch_path.read_text()) if branch_path.exists() else None,
               "train_seconds": train_seconds, "member_steps_per_second": len(cases) * cfg["iterations"] / train_seconds,
               "members": members, "trajectories": trajectories}
-    path.write_text(json.dumps(record, indent=1))
+    write_json(path, record)  # atomically: a record on disk is a whole one (schema.BUDGET_RECORD_KEYS)
     checkpoint.unlink(missing_ok=True)
     return record
 

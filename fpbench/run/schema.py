@@ -142,6 +142,48 @@ LAB_FIELDS: dict[str, Field] = {
 }
 LAB_OPTIONAL = ("shape", "position")  # only in the families that have them
 
+# One schedule of the budget study (fpbench.run.budget, ``run_schedule``): its record's keys, and each trained
+# member's. A member's numbers are the pipeline's own columns: its convergence evidence is FIELDS'
+# ``convergence.<name>`` and the rest FIELDS' ``<name>`` (``budget_member_column``); a member that failed to
+# train is {"failed": message}.
+BUDGET_RECORD_KEYS = {
+    "name": "the schedule's name (fpbench.run.budget.SCHEDULES)",
+    "schedule": "its training settings: iterations, lr_stages, dsm_batch, residual_points",
+    "threads": "torch threads it trained on",
+    "compile": "whether its loss terms were compiled",
+    "branched_from": "the schedule and step whose checkpoint it started from, or null",
+    "train_seconds": "training seconds, those of the steps it shares with another schedule included",
+    "member_steps_per_second": "members x steps / training seconds",
+    "members": "per member label: its record (BUDGET_MEMBER_KEYS) or {failed: message}",
+    "trajectories": "per member label: its score profile at every probe",
+}
+BUDGET_MEMBER_KEYS = ("target", "w_r", "inside_grid_ode", "inside_grid_sde", "inside_grid_p0")  # and evidence
+BUDGET_MEMBER_OPTIONAL = ("log_fp_residual",)  # in the records of schedules measured since 2026-12-04
+
+
+def budget_member_column(key: str) -> str | None:
+    """The results column (FIELDS) a budget member's ``key`` fills, None for one that has none (the profile's
+    per-time arrays, its target and w_R, which the frame names as the pipeline does)."""
+    return next((c for c in (f"convergence.{key}", key) if c in FIELDS), None)
+
+
+def budget_record_problem(record) -> str | None:
+    """What is wrong with a budget study record (not a mapping, a key missing or undeclared, a member without
+    its keys), or None."""
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    missing, unknown = sorted(set(BUDGET_RECORD_KEYS) - set(record)), sorted(set(record) - set(BUDGET_RECORD_KEYS))
+    if missing or unknown:
+        return "; ".join(([f"lacks {missing}"] if missing else []) + ([f"has undeclared {unknown}"] if unknown else []))
+    for label, member in record["members"].items():
+        if not isinstance(member, dict):
+            return f"has member {label!r} that is not a JSON object"
+        lacking = [k for k in (*BUDGET_MEMBER_KEYS, "ratio_min_late", "rel_error") if k not in member]
+        if "failed" not in member and lacking:
+            return f"has member {label!r} without {lacking}"
+    return None
+
+
 PARAM_PREFIX = "param_"  # param_<name>: the method's parameters (e.g. param_w_r), one column each
 
 
