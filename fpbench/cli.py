@@ -107,6 +107,17 @@ def _cmd_run(args) -> int:
     return EXIT["failed"] if failed else EXIT["ok"]
 
 
+def _read_bundle(args) -> None:
+    """``--bundle DIR`` of report and compare: the verified bundle opened into the store (``--results``), so
+    that its finished cases are read there; the bundle itself is only read."""
+    from .run.bundle import open_bundle
+    from .run.store import results_root
+
+    if getattr(args, "bundle", None) is not None:
+        store = open_bundle(Path(args.bundle), results_root(args.results))
+        print(f"read bundle {args.bundle} into {store.root}", file=sys.stderr)
+
+
 def _report_hint(args) -> str:
     """The report command for this run, with the options the user gave that the report also takes."""
     import shlex
@@ -197,6 +208,7 @@ def _cmd_report(args) -> int:
 
     data = with_methods(load_suite(args.suite), args.method or [])
     out = writable_out(args.out or REPORTS_DIR / f"{data['suite']['name']}-{args.scale}.md")
+    _read_bundle(args)
     store = Store(results_root(args.results))
     if is_beyond(data):
         path = write_beyond_report(data, args.scale, store, out, args.seeds)
@@ -223,9 +235,12 @@ def _section(text: str, title: str) -> str:
 
 
 def _cmd_compare(args) -> int:
-    """Run the suite (default ``methods``) with the user's method(s) beside its own, then its report."""
+    """Run the suite (default ``methods``) with the user's method(s) beside its own, then its report; with
+    ``--bundle`` the bundle's finished cases (the baseline) are read, not trained, and the bundle is not written."""
     args.shard, args.seeds = None, None
     args.out = str(writable_out(args.out or REPORTS_DIR / f"{args.suite}-{args.scale}.md"))  # before training
+    _read_bundle(args)
+    args.bundle = None  # run's --bundle would write the user's cases into it
     code = _cmd_run(args)
     if code not in (0, 3):
         return code
@@ -569,6 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution_flags(comp)
     comp.add_argument("--max-minutes", type=float, default=None,
                       help="as for run: stop in time (exit 4, no report); the same command resumes")
+    comp.add_argument("--bundle", default=None, metavar="DIR",
+                      help="take the finished cases of the bundle DIR (e.g. bundles/paper-converged with --suite "
+                           "paper: the baseline) instead of training them; only your method's cases are trained, "
+                           "and the bundle is not written")
     comp.set_defaults(func=_cmd_compare, **_defaults_not_in(run, comp))  # run's execution defaults, declared once
 
 
@@ -584,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help=f"output file (default {REPORTS_DIR}/SUITE-SCALE.md)")
     report.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
                         help="include the cases of this method run with `fpbench run --method` (repeatable)")
+    report.add_argument("--bundle", default=None, metavar="DIR",
+                        help="report from the bundle DIR (e.g. bundles/paper-converged): it is verified and opened "
+                             "into --results first, as `fpbench bundle open` does; no training")
     report.set_defaults(func=_cmd_report)
 
     bench = sub.add_parser("bench", help="performance: fpbench's kernels against straightforward ones, one run")

@@ -59,6 +59,42 @@ def test_a_report_from_an_opened_bundle_trains_nothing_and_gives_the_stores_numb
     assert "from 2 finished case(s)" in out.read_text()
 
 
+def test_report_with_a_bundle_opens_it_into_a_fresh_store_and_trains_nothing(smoke_bundle, tmp_path, monkeypatch):
+    from fpbench.train import ensemble, loop
+
+    suite, store, bundle = smoke_bundle
+    monkeypatch.setattr(loop, "train", _no_training)
+    monkeypatch.setattr(ensemble, "train_ensemble", _no_training)
+    before = (bundle / bd.MANIFEST).read_bytes()
+    out = tmp_path / "report.md"
+    assert main(["report", suite, "--scale", "smoke", "--results", str(tmp_path / "fresh"), "--out", str(out),
+                 "--calibration-reps", "10", "--bundle", str(bundle)]) == 0
+    assert "from 2 finished case(s)" in out.read_text()
+    assert _metrics_by_key(tmp_path / "fresh") == _metrics_by_key(store)
+    assert (bundle / bd.MANIFEST).read_bytes() == before  # only read
+    assert main(["report", suite, "--scale", "smoke", "--results", str(tmp_path / "f2"), "--bundle",
+                 str(tmp_path / "nowhere")]) == 2  # no bundle there: a one-line error
+
+
+def test_compare_with_a_bundle_trains_only_the_new_method_and_leaves_the_bundle_alone(smoke_bundle, tmp_path):
+    suite, _store, bundle = smoke_bundle
+    results, baseline = tmp_path / "results", bd.read_manifest(bundle)["cases"]
+    before = (bundle / bd.MANIFEST).read_bytes()
+    assert main(["compare", "examples/ramped_fp.py:RampedFP", "--suite", suite, "--scale", "smoke", "--results",
+                 str(results), "--out", str(tmp_path / "cmp.md"), "--quiet", "--bundle", str(bundle)]) == 0
+    # the baseline's training records are the bundle's bytes: a retrained case records its own seconds
+    for key in baseline:
+        assert (results / key / "train.json").read_bytes() == (bundle / key / "train.json").read_bytes(), key
+    trained = {p.parent.name for p in results.glob("*/model.pt")} - set(baseline)
+    methods = {read_json(results / key / "config.json")["method"]["name"] for key in trained}
+    assert trained and methods == {"examples/ramped_fp.py:RampedFP"}
+    assert (bundle / bd.MANIFEST).read_bytes() == before and "RampedFP" in (tmp_path / "cmp.md").read_text()
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a report from a bundle must not train")
+
+
 def test_an_audit_retrains_cases_from_scratch_to_the_same_bytes(smoke_bundle, tmp_path, capsys):
     _suite, _store, bundle = smoke_bundle
     rows = bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)
