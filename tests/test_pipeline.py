@@ -894,3 +894,28 @@ def test_a_broken_ensemble_falls_back_with_its_reason_and_stops_with_its_traceba
     assert "ensemble training failed (RuntimeError: the ensemble's own bug); training its cases one by one" in out
     with pytest.raises(RuntimeError, match="the ensemble's own bug"):
         main(["--debug", "run", suite, "--scale", "smoke", "--results", str(tmp_path / "r2")])
+
+
+def test_load_model_gives_the_weights_the_case_was_measured_with(good_run, tmp_path):
+    """A stored case's model, rebuilt by ``fpbench.load_model`` from its key prefix, gives the convergence
+    evidence its record holds (computed again here from the same streams); a case without weights is a
+    clear error."""
+    import fpbench
+    from fpbench.core.convergence import evidence
+    from fpbench.core.errors import FpbenchError
+
+    suite, root = good_run
+    df = fpbench.load_results(suite, "smoke", str(root))
+    key = df["key"].iloc[0]
+    model, target, sde, case = fpbench.load_model(key[:8], str(root))
+    assert case.key == key and not model.training
+    stored = read_json(root / key / "metrics.json")["metrics"]["convergence"]
+    again = evidence(model, target, sde, read_json(root / key / "train.json")["history"], case.config["seed"])
+    assert again["rel_error"] == stored["rel_error"] and again["ratio_min_late"] == stored["ratio_min_late"]
+    with pytest.raises(FpbenchError, match="no run"):
+        fpbench.load_model("ffffffff", str(root))
+    import shutil
+
+    shutil.copytree(root / key, tmp_path / key, ignore=shutil.ignore_patterns("model.pt"))
+    with pytest.raises(FpbenchError, match=f"case {key} has no trained weights"):
+        fpbench.load_model(key, str(tmp_path))

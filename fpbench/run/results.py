@@ -47,6 +47,26 @@ def load_results(suite: str, scale: str, results: str | None = None, seeds: int 
     return df
 
 
+def load_model(key: str, results: str | None = None, device=None) -> tuple:
+    """A finished case's trained model, from the store at ``results`` (default $FPBENCH_RESULTS or ./results)
+    by its key or a prefix of it (the ``key`` column of ``load_results``): ``(model, target, sde, case)``, the
+    model with the weights the case was evaluated with, ready for a metric fpbench does not compute."""
+    from .store import read_json
+    from .suite import build
+
+    folder = Store(results_root(results)).find(key)
+    weights = folder / "model.pt"
+    if not weights.exists():
+        raise FpbenchError(f"case {folder.name} has no trained weights in {folder.parent} (not trained yet, or a "
+                           "model trained elsewhere, such as the authors' checkpoints)")
+    case = Case(read_json(folder / "config.json"))
+    target, sde, model, _method = build(case, device)
+    import torch
+
+    model.load_state_dict(torch.load(weights, weights_only=True, map_location=device or "cpu"))
+    return model.eval(), target, sde, case
+
+
 EXPORT_FORMATS = (".parquet", ".csv")
 
 
