@@ -2,6 +2,7 @@
 
     pytest suites/paper                                # smoke scale, results under ./results
     pytest suites/paper --fpbench-scale quick --fpbench-results /data/fpbench
+    pytest suites/paper --fpbench-scale converged --fpbench-bundle bundles/paper-converged   # no training
 
 The session fixture ``claim_results`` runs whatever cases of the suites are missing from the store
 (a rerun resumes), then hands the tests their results frames.
@@ -10,6 +11,7 @@ The session fixture ``claim_results`` runs whatever cases of the suites are miss
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,9 @@ def pytest_addoption(parser):
     group.addoption("--fpbench-results", default=None,
                     help="results root (default: $FPBENCH_RESULTS, else ./results)")
     group.addoption("--fpbench-device", default="cpu", help="device for missing cases: cpu or cuda")
+    group.addoption("--fpbench-bundle", default=None,
+                    help="a result bundle (e.g. bundles/paper-converged), verified and opened into the results "
+                         "store first: its finished cases are decided without training")
 
 
 def pytest_configure(config):
@@ -41,7 +46,13 @@ def fpbench_scale(request) -> str:
 def fpbench_store(request):
     from .run.store import Store, results_root
 
-    return Store(results_root(request.config.getoption("--fpbench-results") or os.environ.get("FPBENCH_RESULTS")))
+    root = results_root(request.config.getoption("--fpbench-results") or os.environ.get("FPBENCH_RESULTS"))
+    bundle = request.config.getoption("--fpbench-bundle")
+    if bundle is None:
+        return Store(root)
+    from .run.bundle import open_bundle
+
+    return open_bundle(Path(bundle), root)
 
 
 @pytest.fixture(scope="session")

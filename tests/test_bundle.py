@@ -231,3 +231,22 @@ def test_run_with_a_bundle_opens_it_first_and_gives_it_what_it_finished_or_left(
     assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "x"), "--shard", "1/2", "--bundle",
                  str(bundle)]) == 2
     assert "--bundle with --shard" in capsys.readouterr().err
+
+
+def test_the_claim_suites_option_opens_a_bundle_into_their_store(smoke_bundle, tmp_path):
+    """``pytest --fpbench-bundle DIR``: the claim suites' store holds the bundle's finished cases before any
+    test runs (run in a pytest of its own, as a user runs the claim suite)."""
+    import subprocess
+    import sys
+
+    _suite, _store, bundle = smoke_bundle
+    keys = sorted(bd.read_manifest(bundle)["cases"])
+    (tmp_path / "test_opened.py").write_text(
+        f"def test_the_bundles_cases_are_done(fpbench_store):\n"
+        f"    assert all(fpbench_store.is_done(k) for k in {keys!r})\n")
+    opened = tmp_path / "opened"
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_opened.py"),
+            "--fpbench-results", str(opened), "--fpbench-bundle", str(bundle)]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.parent.name for p in opened.glob("*/metrics.json")) == keys
