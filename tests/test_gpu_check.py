@@ -5,13 +5,17 @@ tests/test_device.py, which the suite runs on the CPU; both are left out here fo
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_device_script_runs_every_part_on_the_cpu(tmp_path):
-    env = dict(os.environ, OUT=str(tmp_path), FPBENCH_DEVICE="cpu", FPBENCH_TINY="1", FPBENCH_SKIP="bench,device_tests")
+    # the script's python3 is the one running the tests (with POT), whether or not its venv is activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, OUT=str(tmp_path), FPBENCH_DEVICE="cpu", FPBENCH_TINY="1", FPBENCH_SKIP="bench,device_tests",
+               PATH=path)
     proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
