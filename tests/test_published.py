@@ -223,3 +223,22 @@ def test_a_run_with_a_bundle_commits_each_case_and_resumes_from_it_on_another_ma
                                                   bundle=bundle)
     assert len(df) == 12 and not missing and set(ran[3:]).isdisjoint(first) and len(ran) == 12
     assert len(bd.verify_bundle(bundle)["cases"]) == 12
+
+
+def test_the_claims_are_decided_on_whole_sampling_seeds_only():
+    """A seed with some of its 12 models finished is left out (its count said), so that no model has more
+    replicates than another; its records go with its rows."""
+    import pandas as pd
+
+    from fpbench.reports.authors_report import _left_out_lines
+
+    rows = [{"seed": s, "target": t, "param_w_r": w} for s in (0, 1) for t in ("blob", "circles2", "checker")
+            for w in W_R]
+    rows += [{"seed": 2, "target": "blob", "param_w_r": w} for w in W_R[:3]]
+    df, records = pd.DataFrame(rows), [{"row": i} for i in range(len(rows))]
+    kept, kept_records, left_out = published.whole_seeds(df, records)
+    assert sorted(kept["seed"].unique()) == [0, 1] and len(kept) == 24
+    assert [r["row"] for r in kept_records] == list(range(24)) and left_out == {2: 3}
+    assert "seed 2 (3 of 12 finished) left out" in _left_out_lines(left_out)[0]
+    assert published.whole_seeds(df[df["seed"] == 2], records[24:])[0].empty
+    assert _left_out_lines({}) == []

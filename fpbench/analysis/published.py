@@ -16,6 +16,7 @@ import time
 
 from ..run.config import AUTHORS_RESAMPLING, deep_merge
 from ..run.suite import Case, expand, load_suite
+from .paper_values import TARGETS, W_R
 
 SCALE = "authors"  # the cases' scale label in the store and in reports (not a training scale)
 
@@ -125,3 +126,15 @@ def authors_results(store, seeds: int | None = None, bundle=None):
     cases = authors_cases(seeds)
     _sync_bundle(store, bundle, cases)
     return collect(store, cases)
+
+
+def whole_seeds(df, records: list[dict]) -> tuple:
+    """(frame, records, {seed: finished}) of the sampling seeds whose every published model is finished, and
+    the finished counts of the seeds left out: the claims are decided on whole seeds only, so that a partly
+    run seed does not give some models more replicates than others (a run finishes seed by seed)."""
+    if df.empty:
+        return df, records, {}
+    finished = df.groupby("seed").size()
+    keep = df["seed"].map(finished == len(W_R) * len(TARGETS)).to_numpy(dtype=bool)
+    left_out = {int(seed): int(n) for seed, n in finished.items() if n < len(W_R) * len(TARGETS)}
+    return df[keep].reset_index(drop=True), [r for r, k in zip(records, keep) if k], left_out

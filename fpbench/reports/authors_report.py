@@ -13,7 +13,7 @@ import pandas as pd
 from .. import __version__
 from ..analysis import claims as cl
 from ..analysis.paper_values import TABLE_TITLES
-from ..analysis.published import SCALE, authors_cases
+from ..analysis.published import SCALE, authors_cases, whole_seeds
 from ..core.errors import FpbenchError
 from ..run.config import AUTHORS_RESAMPLING
 from . import claims_report as cr
@@ -38,11 +38,23 @@ def seeds_line(df: pd.DataFrame) -> str:
     return lines + "; the calibration plants its effect at the measured seed-to-seed noise."
 
 
+def _left_out_lines(left_out: dict[int, int]) -> list[str]:
+    """The sampling seeds left out of the claims until all their models are finished."""
+    if not left_out:
+        return []
+    seeds = ", ".join(f"seed {seed} ({n} of 12 finished)" for seed, n in sorted(left_out.items()))
+    return [f"Decided on whole sampling seeds only: {seeds} left out until every model of it is finished (the "
+            "same command resumes the run).", ""]
+
+
 def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[str], out: Path, where: str,
                          calibration_reps: int = 1000, seeds: int | None = None) -> Path:
     """Write the report from the published models' finished cases (``published.authors_results``)."""
+    finished = len(df)
+    df, records, left_out = whole_seeds(df, records)
     if df.empty:
-        raise FpbenchError(f"no finished case of the authors' models under {where}; run `{COMMAND}` first")
+        raise FpbenchError(f"no sampling seed with all 12 of the authors' models finished under {where} "
+                           f"({finished} case(s) finished); run `{COMMAND}` first")
     outcomes = cl.trained_claims(df, fixed_checkpoints=True)
     cal = cl.calibration(df, reps=calibration_reps, fixed_checkpoints=True)
     (out.parent / "figures").mkdir(parents=True, exist_ok=True)
@@ -51,8 +63,10 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
     n, nfe = case.config["sample"]["n"], case.config["sample"]["nfe"]
     lines = ["# The paper's claims decided on the authors' published models", "",
              f"Generated {datetime.date.today().isoformat()} by fpbench {__version__} (`{COMMAND}`) from "
-             f"{len(df)} finished case(s) of {len(df) + len(missing)} under `{where}`; torch {records[0]['torch']}.",
+             f"{len(df)} finished case(s) of {finished + len(missing)} under `{where}`"
+             + (f" ({finished} finished in all)" if finished > len(df) else "") + f"; torch {records[0]['torch']}.",
              "",
+             *_left_out_lines(left_out),
              "The authors' 12 checkpoints (../shared/paper/reference/, loaded without running their code) are "
              "measured as cases of the paper suite at its `paper` scale: the authors' own sampler (Euler and "
              f"Euler-Maruyama on their refined grid, nfe = {nfe}), grid and distances, with no training, and "
