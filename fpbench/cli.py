@@ -354,6 +354,9 @@ def _cmd_bundle(args) -> int:
         print(f"bundle {args.path}: {len(manifest['cases'])} case(s), {len(manifest['files'])} file(s), checksums "
               f"match (suite {manifest['suite']}, scale {manifest['scale']}; fpbench {manifest['fpbench']}, torch "
               f"{manifest['torch']})")
+        for e in bd.unfinished_ensembles(Path(args.path), manifest):
+            print(f"  unfinished: {e['models']} model(s) trained as one ensemble, at step {e['iteration']:,} "
+                  f"({e['seconds']:,.0f} s of training so far; {e['file']}): the run's command resumes them")
         return 0
     if args.action == "open":
         store = bd.open_bundle(Path(args.path), results_root(args.results))

@@ -189,7 +189,7 @@ def test_a_bundle_grows_with_the_cases_finished_since(smoke_bundle, tmp_path):
     assert (grown / bd.MANIFEST).read_bytes() == written  # nothing new: the committed bundle stays clean
 
 
-def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_bundle, tmp_path):
+def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_bundle, tmp_path, capsys):
     """A chunk of a long run (stopped by --max-minutes) bundled: its ensemble checkpoint travels as resume/;
     opened into an empty store on 'another machine', the same command finishes from it, to the numbers of
     an uninterrupted run."""
@@ -201,6 +201,9 @@ def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_b
     assert main(["bundle", "write", str(bundle), "--suite", suite, "--scale", "smoke", "--results", str(chunk)]) == 0
     manifest = bd.verify_bundle(bundle)
     assert not manifest["cases"] and [r for r in manifest["files"] if r.startswith("resume/")]
+    assert [(e["models"], e["iteration"]) for e in bd.unfinished_ensembles(bundle, manifest)] == [(2, 0)]
+    assert main(["bundle", "verify", str(bundle)]) == 0
+    assert "unfinished: 2 model(s) trained as one ensemble, at step 0" in capsys.readouterr().out
     elsewhere = tmp_path / "elsewhere"
     assert main(["bundle", "open", str(bundle), "--results", str(elsewhere)]) == 0
     assert list(elsewhere.glob("ensembles/*.pt"))
@@ -212,6 +215,7 @@ def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_b
                  str(elsewhere)]) == 0  # finished: the cases are in, the resume files gone
     manifest = bd.verify_bundle(bundle)
     assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
+    assert bd.unfinished_ensembles(bundle, manifest) == []
     assert not (bundle / "resume").exists() or not list((bundle / "resume").iterdir())
 
 
@@ -228,6 +232,7 @@ def test_run_with_a_bundle_opens_it_first_and_gives_it_what_it_finished_or_left(
                  str(bundle)]) == 0
     manifest = bd.verify_bundle(bundle)
     assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
+    assert bd.unfinished_ensembles(bundle, manifest) == []
     assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "x"), "--shard", "1/2", "--bundle",
                  str(bundle)]) == 2
     assert "--bundle with --shard" in capsys.readouterr().err

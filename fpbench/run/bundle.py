@@ -149,6 +149,19 @@ def _floor_files(store: Store, record: dict) -> list[Path]:
             if read_json(p).get("spec", {}).get("target") == target]
 
 
+def unfinished_ensembles(bundle: Path, manifest: dict) -> list[dict]:
+    """What the bundle's resumable state holds (``resume/``, a verified bundle's): per unfinished ensemble
+    its file, how many models it trains, the step it reached and its training seconds so far."""
+    import torch
+
+    out = []
+    for rel in sorted(r for r in manifest["files"] if r.startswith("resume/")):
+        state = torch.load(Path(bundle) / rel, weights_only=True)
+        out.append({"file": rel, "models": len(state["models"]), "iteration": int(state["iteration"]),
+                    "seconds": float(state["seconds"])})
+    return out
+
+
 def verify_bundle(bundle: Path) -> dict:
     """The manifest, once every file it lists is present with its checksum; else a BundleError naming the
     first file that is missing or altered."""
