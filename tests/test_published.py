@@ -242,3 +242,14 @@ def test_the_claims_are_decided_on_whole_sampling_seeds_only():
     assert "seed 2 (3 of 12 finished) left out" in _left_out_lines(left_out)[0]
     assert published.whole_seeds(df[df["seed"] == 2], records[24:])[0].empty
     assert _left_out_lines({}) == []
+
+
+def test_the_report_says_why_c5_and_t1_cannot_be_decided_on_one_checkpoint_per_cell():
+    import pandas as pd
+
+    from fpbench.reports.authors_report import structural_lines
+
+    rows = [{"seed": s, "target": t, "param_w_r": w, "floor.mean": 0.002, "log_fp_residual": 1.0 / (1 + w),
+             "w2_ode_sde.value": 0.02 if w == 0.0 else 0.003} for s in (0, 1) for t in ("blob", "checker") for w in W_R]
+    (line,) = structural_lines(pd.DataFrame(rows))
+    assert "published 1 checkpoint per cell" in line and "these have blob 1, checker 1" in line

@@ -38,6 +38,23 @@ def seeds_line(df: pd.DataFrame) -> str:
     return lines + "; the calibration plants its effect at the measured seed-to-seed noise."
 
 
+def structural_lines(df: pd.DataFrame) -> list[str]:
+    """Why C5 and T1 cannot be decided on the published models however many sampling seeds are run: one
+    checkpoint per (target, w_R) cell, and few models per target whose gap stands out of the exact score's."""
+    units = cl.checkpoint_units(df.assign(checkpoint=df["target"] + "/" + df["param_w_r"].astype(str)))
+    per_cell = units.groupby(["target", "param_w_r"]).size().max()
+    usable = cl.theorem1_points(units).groupby("target").size().reindex(sorted(units["target"].unique()),
+                                                                        fill_value=0)
+    counts = ", ".join(f"{target} {n}" for target, n in usable.items())
+    factor = cl.CLAIM_SETTINGS[cl.LAB_USABLE_FACTOR]
+    return [f"- **Not decidable on these models at any number of sampling seeds**: C5 correlates R̃ with the gap "
+            f"within (target, w_R) cells across independently trained models, and the authors published "
+            f"{per_cell} checkpoint per cell; T1 fits the gap's rate over the models of a target whose W2² is at "
+            f"least {factor:g}x the exact score's, at least 3 per target, and these have {counts}. Both are "
+            "tested on fpbench's own models (several training seeds per cell), T1's rate also on the lab's planted "
+            "errors (reports/lab.md, L1)."]
+
+
 def _left_out_lines(left_out: dict[int, int]) -> list[str]:
     """The sampling seeds left out of the claims until all their models are finished."""
     if not left_out:
@@ -79,7 +96,7 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
     if missing:
         lines += [f"**Not finished ({len(missing)}):** " + ", ".join(missing), ""]
     lines += ["## Summary", "", *cr.tier_lines(df), *cr.verdict_lines(outcomes), *cr.convergence_lines(df),
-              seeds_line(df), f"- **Unit of replication**: {UNITS}", ""]
+              *structural_lines(df), seeds_line(df), f"- **Unit of replication**: {UNITS}", ""]
     lines += ["## Tables 1-3 from the re-sampled models", "",
               "Per cell: the mean over sampling seeds [95% Student t interval], the noise floor at this n (two "
               "independent draws of p0) and the paper's value (3,000,000 samples, whose own floor is about 0.0005: "
