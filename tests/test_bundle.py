@@ -255,3 +255,31 @@ def test_the_claim_suites_option_opens_a_bundle_into_their_store(smoke_bundle, t
     done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.parent.name for p in opened.glob("*/metrics.json")) == keys
+
+
+def test_a_case_trained_but_not_measured_travels_in_the_bundle_and_is_not_trained_again(smoke_bundle, tmp_path,
+                                                                                       monkeypatch):
+    """A run stopped after a model's training ended but before its case was measured: the weights and history
+    go to resume/cases/KEY/ (not left on the machine), and on a new machine the case is measured from them
+    without training, to the numbers of the uninterrupted run."""
+    from fpbench.train import ensemble, loop
+
+    suite, store, _bundle = smoke_bundle
+    part = tmp_path / "part"
+    shutil.copytree(store, part)
+    key = sorted(bd.read_manifest(smoke_bundle[2])["cases"])[0]
+    for name in ("metrics.json", "samples.npz"):
+        (part / key / name).unlink()  # trained, not yet sampled or measured
+    bundle = tmp_path / "bundle"
+    assert main(["bundle", "write", str(bundle), "--suite", suite, "--scale", "smoke", "--results", str(part)]) == 0
+    manifest = bd.verify_bundle(bundle)
+    assert key not in manifest["cases"] and f"resume/cases/{key}/model.pt" in manifest["files"]
+    assert bd.unfinished_ensembles(bundle, manifest) == []  # a case's files are not an ensemble's checkpoint
+    monkeypatch.setattr(loop, "train", _no_training)
+    monkeypatch.setattr(ensemble, "train_ensemble", _no_training)
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["run", suite, "--scale", "smoke", "--results", str(elsewhere), "--quiet", "--bundle",
+                 str(bundle)]) == 0
+    assert _metrics_by_key(elsewhere) == _metrics_by_key(store)
+    manifest = bd.verify_bundle(bundle)  # the run gave it the finished case; nothing left to resume
+    assert key in manifest["cases"] and not [r for r in manifest["files"] if r.startswith("resume/")]

@@ -115,7 +115,7 @@ def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, 
             _copy(floor, out, f"floors/{floor.name}", manifest)
         manifest["cases"][case.key] = case.label
     if resumable:
-        _keep_resumable_state(store, out, manifest)
+        _keep_resumable_state(store, out, manifest, cases)
     if manifest["files"] == before and (out / MANIFEST).exists():
         return manifest
     manifest.update(_environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
@@ -123,16 +123,43 @@ def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, 
     return manifest
 
 
-def _keep_resumable_state(store: Store, bundle: Path, manifest: dict) -> None:
-    """The store's unfinished ensembles' checkpoints (``<store>/ensembles/*.pt``: weights, Adam's state and
-    the data streams of a run stopped by ``--max-minutes``) as ``resume/`` in the bundle, replacing the ones
-    an earlier write kept: a long run bundled and committed chunk by chunk resumes on a new machine from its
-    last checkpoint (``open_bundle`` puts them back), not from step 0."""
-    for rel in [r for r in manifest["files"] if r.startswith("resume/")]:
+RESUME = "resume/"  # a bundle's resumable state: ensembles' checkpoints (resume/NAME.pt) and unfinished cases'
+RESUME_CASES = "resume/cases/"  # files (resume/cases/KEY/FILE: weights trained but not yet measured, or a
+# one-by-one training's checkpoint), put back where the store keeps them by ``open_bundle``
+UNFINISHED_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "checkpoint.pt")
+
+
+def _keep_resumable_state(store: Store, bundle: Path, manifest: dict, cases: list) -> None:
+    """The store's unfinished work as ``resume/`` in the bundle, replacing what an earlier write kept: the
+    unfinished ensembles' checkpoints (``<store>/ensembles/*.pt``: weights, Adam's state and the data streams
+    of a run stopped by ``--max-minutes``) and, of each of ``cases`` not finished, the files it has (trained
+    weights and history not yet sampled or measured, samples, a one-by-one training's checkpoint). A long run
+    bundled and committed chunk by chunk resumes on a new machine from where it stopped (``open_bundle`` puts
+    them back), not from step 0, and never trains again a model whose training had ended."""
+    for rel in [r for r in manifest["files"] if r.startswith(RESUME)]:
         (bundle / rel).unlink(missing_ok=True)
         del manifest["files"][rel]
     for checkpoint in sorted((store.root / "ensembles").glob("*.pt")):
-        _copy(checkpoint, bundle, f"resume/{checkpoint.name}", manifest)
+        _copy(checkpoint, bundle, f"{RESUME}{checkpoint.name}", manifest)
+    for case in cases:
+        src = store.case_dir(case.key)
+        if store.is_done(case.key) or not any((src / name).exists() for name in ("model.pt", "checkpoint.pt")):
+            continue  # finished (bundled as a case), or nothing of its training to keep
+        for name in UNFINISHED_FILES:
+            if (src / name).exists():
+                _copy(src / name, bundle, f"{RESUME_CASES}{case.key}/{name}", manifest)
+    for folder in sorted((bundle / RESUME_CASES.rstrip("/")).glob("*"), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # an unfinished case of an earlier write that has finished since
+
+
+def _store_path(rel: str) -> str:
+    """Where a bundle's file goes in a store (``open_bundle``)."""
+    if rel.startswith(RESUME_CASES):
+        return rel.removeprefix(RESUME_CASES)
+    if rel.startswith(RESUME):
+        return "ensembles/" + rel.removeprefix(RESUME)
+    return rel
 
 
 def _copy(src: Path, bundle: Path, rel: str, manifest: dict) -> None:
@@ -155,7 +182,7 @@ def unfinished_ensembles(bundle: Path, manifest: dict) -> list[dict]:
     import torch
 
     out = []
-    for rel in sorted(r for r in manifest["files"] if r.startswith("resume/")):
+    for rel in sorted(r for r in manifest["files"] if r.startswith(RESUME) and not r.startswith(RESUME_CASES)):
         state = torch.load(Path(bundle) / rel, weights_only=True)
         out.append({"file": rel, "models": len(state["models"]), "iteration": int(state["iteration"]),
                     "seconds": float(state["seconds"])})
@@ -182,7 +209,7 @@ def open_bundle(bundle: Path, store_root: Path) -> Store:
     manifest = verify_bundle(bundle)
     store = Store(Path(store_root)).check_writable()
     for rel, digest in manifest["files"].items():
-        dst = store.root / ("ensembles/" + rel.removeprefix("resume/") if rel.startswith("resume/") else rel)
+        dst = store.root / _store_path(rel)
         if dst.exists() and sha256(dst) == digest:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
