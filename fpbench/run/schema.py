@@ -158,7 +158,6 @@ BUDGET_RECORD_KEYS = {
     "trajectories": "per member label: its score profile at every probe",
 }
 BUDGET_MEMBER_KEYS = ("target", "w_r", "inside_grid_ode", "inside_grid_sde", "inside_grid_p0")  # and evidence
-BUDGET_MEMBER_OPTIONAL = ("log_fp_residual",)  # in the records of schedules measured since 2026-12-04
 
 
 def budget_member_column(key: str) -> str | None:

@@ -101,10 +101,8 @@ def find_declaration(file_name: str) -> Path | None:
     return next((folder / file_name for folder in DECLARATION_FOLDERS if (folder / file_name).exists()), None)
 
 
-def read_declaration(path: Path, error: type[FpbenchError] | None = None, what: str = "suite file") -> dict:
-    """A declaration file's TOML; ``error`` (default SuiteError) names the file when it cannot be read or
-    parsed."""
-    error = error or SuiteError
+def read_declaration(path: Path, error: type[FpbenchError] = SuiteError, what: str = "suite file") -> dict:
+    """A declaration file's TOML; ``error`` names the file when it cannot be read or parsed."""
     try:
         return tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as err:
@@ -343,7 +341,7 @@ def _sde_params(data: dict, sde: str) -> dict:
 
 def list_suites() -> list[str]:
     """The training suites (``[suite]`` files) beside the package and in ./suites; not the lab."""
-    return sorted({p.stem for folder in (Path("suites"), SUITES_DIR) for p in folder.glob("*.toml")
+    return sorted({p.stem for folder in DECLARATION_FOLDERS for p in folder.glob("*.toml")
                    if "[suite]" in p.read_text()})
 
 
