@@ -491,6 +491,12 @@ def claim_t1(df: pd.DataFrame) -> ClaimOutcome:
         f"{parts['a >= 0.5'].verdict}"))
 
 
+def with_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``checkpoint`` column naming the one fixed checkpoint per (target, w_R) its rows sample:
+    the authors' published models, each sampled by several sampling seeds."""
+    return df.assign(checkpoint=df["target"] + "/" + df["param_w_r"].astype(str))
+
+
 def checkpoint_units(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trained model: where the rows are sampling seeds of fixed checkpoints (the authors' models,
     ``checkpoint`` column), their numbers averaged, so that three samplings of one checkpoint are one unit;
@@ -645,7 +651,7 @@ def trained_claims(df: pd.DataFrame, fixed_checkpoints: bool = False) -> list[Cl
     the rows are sampling seeds of one checkpoint per (target, w_R), so the correlation and rate tests take
     the checkpoint as their unit (``checkpoint_units``) and every conclusion is about those checkpoints."""
     if fixed_checkpoints:
-        df = df.assign(checkpoint=df["target"] + "/" + df["param_w_r"].astype(str))
+        df = with_checkpoints(df)
     return adjust_family(_trained(df))
 
 
@@ -813,7 +819,7 @@ def calibration(paper_df: pd.DataFrame, curl_df: pd.DataFrame | None = None, ora
     """Per claim test (and check H3): its rates of PASS, FAIL and INCONCLUSIVE on null, violating and planted
     data over ``reps`` synthetic data sets each (see above). ``fixed_checkpoints`` as in ``trained_claims``."""
     if fixed_checkpoints:
-        paper_df = paper_df.assign(checkpoint=paper_df["target"] + "/" + paper_df["param_w_r"].astype(str))
+        paper_df = with_checkpoints(paper_df)
     specs = _trend_specs(paper_df) + _table2_specs(paper_df) + _correlation_specs(paper_df) + _t1_spec(paper_df)
     if curl_df is not None and not curl_df.empty:
         specs.append(_curl_spec(paper_df, curl_df))

@@ -19,6 +19,7 @@ from ..run.suite import Case, expand, load_suite
 from .paper_values import TARGETS, W_R
 
 SCALE = "authors"  # the cases' scale label in the store and in reports (not a training scale)
+MODELS = len(TARGETS) * len(W_R)  # the published models: one checkpoint per (target, w_R) of the paper's tables
 
 
 def authors_cases(seeds: int | None = None) -> list[Case]:
@@ -135,6 +136,6 @@ def whole_seeds(df, records: list[dict]) -> tuple:
     if df.empty:
         return df, records, {}
     finished = df.groupby("seed").size()
-    keep = df["seed"].map(finished == len(W_R) * len(TARGETS)).to_numpy(dtype=bool)
-    left_out = {int(seed): int(n) for seed, n in finished.items() if n < len(W_R) * len(TARGETS)}
+    keep = df["seed"].map(finished == MODELS).to_numpy(dtype=bool)
+    left_out = {int(seed): int(n) for seed, n in finished.items() if n < MODELS}
     return df[keep].reset_index(drop=True), [r for r, k in zip(records, keep) if k], left_out

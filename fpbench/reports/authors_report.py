@@ -13,7 +13,7 @@ import pandas as pd
 from .. import __version__
 from ..analysis import claims as cl
 from ..analysis.paper_values import TABLE_TITLES
-from ..analysis.published import SCALE, authors_cases, whole_seeds
+from ..analysis.published import MODELS, SCALE, authors_cases, whole_seeds
 from ..core.errors import FpbenchError
 from ..run.config import AUTHORS_RESAMPLING
 from . import claims_report as cr
@@ -41,7 +41,7 @@ def seeds_line(df: pd.DataFrame) -> str:
 def structural_lines(df: pd.DataFrame) -> list[str]:
     """Why C5 and T1 cannot be decided on the published models however many sampling seeds are run: one
     checkpoint per (target, w_R) cell, and few models per target whose gap stands out of the exact score's."""
-    units = cl.checkpoint_units(df.assign(checkpoint=df["target"] + "/" + df["param_w_r"].astype(str)))
+    units = cl.checkpoint_units(cl.with_checkpoints(df))
     per_cell = units.groupby(["target", "param_w_r"]).size().max()
     usable = cl.theorem1_points(units).groupby("target").size().reindex(sorted(units["target"].unique()),
                                                                         fill_value=0)
@@ -59,7 +59,7 @@ def _left_out_lines(left_out: dict[int, int]) -> list[str]:
     """The sampling seeds left out of the claims until all their models are finished."""
     if not left_out:
         return []
-    seeds = ", ".join(f"seed {seed} ({n} of 12 finished)" for seed, n in sorted(left_out.items()))
+    seeds = ", ".join(f"seed {seed} ({n} of {MODELS} finished)" for seed, n in sorted(left_out.items()))
     return [f"Decided on whole sampling seeds only: {seeds} left out until every model of it is finished (the "
             "same command resumes the run).", ""]
 
@@ -70,7 +70,7 @@ def write_authors_report(df: pd.DataFrame, records: list[dict], missing: list[st
     finished = len(df)
     df, records, left_out = whole_seeds(df, records)
     if df.empty:
-        raise FpbenchError(f"no sampling seed with all 12 of the authors' models finished under {where} "
+        raise FpbenchError(f"no sampling seed with all {MODELS} of the authors' models finished under {where} "
                            f"({finished} case(s) finished); run `{COMMAND}` first")
     outcomes = cl.trained_claims(df, fixed_checkpoints=True)
     cal = cl.calibration(df, reps=calibration_reps, fixed_checkpoints=True)
