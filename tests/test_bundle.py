@@ -10,7 +10,7 @@ import pytest
 
 from fpbench.cli import main
 from fpbench.run import bundle as bd
-from fpbench.run.store import read_json
+from fpbench.run.store import Store, read_json
 
 from .test_pipeline import GOOD, _metrics_by_key, _write_suite
 
@@ -152,6 +152,21 @@ def test_a_quick_audit_retrains_a_prefix_and_re_evaluates_the_stored_weights(smo
     assert rows[first]["verdict"] == "not reproduced: the first 10 steps' loss history differs from the recorded one"
     assert rows[second]["loss history identical"] and not rows[second]["samples identical"]
     assert rows[second]["verdict"].startswith("not reproduced: the stored weights' samples or metrics differ")
+
+
+def test_an_audit_reads_the_bundles_noise_floors_and_computes_none(smoke_bundle, tmp_path, monkeypatch):
+    """The floors and exact-score oracles depend on the target alone: the audit's store starts with the
+    bundle's (checksummed) instead of spending minutes on them again."""
+    _suite, _store, bundle = smoke_bundle
+    cached = Store.computed_once
+
+    def read_only(path, compute):
+        return cached(path, lambda: pytest.fail(f"the audit computed {path} again"))
+
+    monkeypatch.setattr(Store, "computed_once", staticmethod(read_only))
+    rows = bd.audit(bundle, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
+    assert all(r["verdict"].startswith("reproduced: first 10 steps") for r in rows), rows
+    assert all(r["where"] == "—" and r["largest relative metric difference"] == 0.0 for r in rows)
 
 
 @pytest.mark.parametrize("damage", ["missing", "altered"])

@@ -225,8 +225,9 @@ def open_bundle_if_any(bundle: Path, store_root: Path) -> None:
 
 def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int | None = None) -> list[dict]:
     """Retrain ``n`` of the bundle's cases, chosen at random (``seed``), from scratch in a fresh store at
-    ``work`` (training by the path its record names, sampling, metrics: the whole case) and compare each
-    with the bundle's: one row per case (``compare_case``). ``steps``: a quick audit instead
+    ``work`` (training by the path its record names, sampling, metrics: the whole case; the noise floors
+    read from the bundle, ``_copy_floors``) and compare each with the bundle's: one row per case
+    (``compare_case``). ``steps``: a quick audit instead
     (``_audit_prefix``): each case's first ``steps`` training iterations again, and its stored weights
     sampled and measured again."""
     import random
@@ -248,6 +249,7 @@ def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int
     store = Store(Path(work)).check_writable()
     if any(store.is_done(key) for key in keys):
         raise BundleError(f"{store.root} already holds finished cases of this audit: give an empty --work folder")
+    _copy_floors(bundle, store, manifest)
     if steps is not None:
         return [_audit_prefix(bundle, store, case, steps, manifest, log) for case in cases]
     paths: dict[tuple, list] = {}  # by the path each case's record says it trained by
@@ -256,6 +258,17 @@ def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int
     for (compiled, threads), chosen in paths.items():
         run_tasks(plan(chosen, store.root, threads=threads, compile=compiled), InProcess(), log=log)
     return [compare_case(bundle, store.root, case, manifest) for case in cases]
+
+
+def _copy_floors(bundle: Path, store: Store, manifest: dict) -> None:
+    """The bundle's noise floors and exact-score oracles (checksummed with it) into the audit's store: they
+    depend on the target and the fixed streams alone, not on a case, and the first case of a target would
+    otherwise spend minutes computing them again."""
+    for rel in (r for r in manifest["files"] if r.startswith("floors/")):
+        dst = store.root / rel
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(bundle) / rel, dst)
 
 
 def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, log) -> dict:
@@ -316,7 +329,7 @@ def compare_case(bundle: Path, root: Path, case, manifest: dict) -> dict:
     samples_same = sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa if k != "seconds")
     ra, rb = flatten_metrics(read_json(theirs / "metrics.json")), flatten_metrics(read_json(mine / "metrics.json"))
     diffs = {k: _relative(ra[k], rb.get(k)) for k in ra if _numeric(ra[k]) and "seconds" not in k}
-    worst = max(diffs, key=lambda k: diffs[k]) if diffs else None
+    worst = max(diffs, key=lambda k: diffs[k]) if any(d > 0 for d in diffs.values()) else None
     identical = weight_diff == 0.0 and samples_same and all(d == 0.0 for d in diffs.values())
     here = _environment()
     same_platform = all(manifest.get(k) == here[k] for k in ("torch", "machine"))
