@@ -107,6 +107,11 @@ def _cmd_run(args) -> int:
     return EXIT["failed"] if failed else EXIT["ok"]
 
 
+def results_source(store_root, bundle=None) -> str:
+    """Where a report says its cases came from: the store, or the bundle opened into it."""
+    return f"{bundle} (the bundle, opened into {store_root})" if bundle else str(store_root)
+
+
 def _read_bundle(args) -> None:
     """``--bundle DIR`` of report and compare: the verified bundle opened into the store (``--results``), so
     that its finished cases are read there; the bundle itself is only read."""
@@ -210,13 +215,14 @@ def _cmd_report(args) -> int:
     out = writable_out(args.out or REPORTS_DIR / f"{data['suite']['name']}-{args.scale}.md")
     _read_bundle(args)
     store = Store(results_root(args.results))
+    where = results_source(store.root, getattr(args, "bundle", None))
     if is_beyond(data):
-        path = write_beyond_report(data, args.scale, store, out, args.seeds)
+        path = write_beyond_report(data, args.scale, store, out, args.seeds, where=where)
     else:
         quiet = getattr(args, "quiet", False)
         log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
         path = write_report(data, args.scale, store, out, args.seeds, calibration_reps=args.calibration_reps,
-                            log=log)
+                            log=log, where=where)
     text = Path(path).read_text()
     answer = _section(text, "Your method against the baseline")
     if answer:  # compare's question answered first on the terminal too
@@ -505,7 +511,7 @@ def _reference_claims(root, args) -> int:
         log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))  # noqa: E731
         df, records, missing = run_authors(root, str(store_root), args.seeds, log=log, compile=not args.no_compile,
                                            bundle=bundle, deadline=deadline)
-    where = f"{bundle} (the bundle, opened into {store_root})" if bundle else str(store_root)
+    where = results_source(store_root, bundle)
     out = write_authors_report(df, records, missing, Path(args.out or REPORTS_DIR / "reference-claims.md"), where,
                                args.calibration_reps, args.seeds)
     print(f"wrote {out}" + (f" ({len(missing)} case(s) not finished)" if missing else "")

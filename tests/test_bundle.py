@@ -69,7 +69,7 @@ def test_report_with_a_bundle_opens_it_into_a_fresh_store_and_trains_nothing(smo
     out = tmp_path / "report.md"
     assert main(["report", suite, "--scale", "smoke", "--results", str(tmp_path / "fresh"), "--out", str(out),
                  "--calibration-reps", "10", "--bundle", str(bundle)]) == 0
-    assert "from 2 finished case(s)" in out.read_text()
+    assert f"from 2 finished case(s) of 2 under `{bundle} (the bundle, opened into " in out.read_text()
     assert _metrics_by_key(tmp_path / "fresh") == _metrics_by_key(store)
     assert (bundle / bd.MANIFEST).read_bytes() == before  # only read
     assert main(["report", suite, "--scale", "smoke", "--results", str(tmp_path / "f2"), "--bundle",

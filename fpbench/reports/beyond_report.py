@@ -119,7 +119,9 @@ def skipped_lines(outcomes: list) -> list[str]:
     return [f"- {', '.join(keys)}: {reason}" for reason, keys in claims_by_reason.items()]
 
 
-def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | None = None) -> Path:
+def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | None = None,
+                        where: str | None = None) -> Path:
+    """The report of a suite beyond the paper (``is_beyond``); ``where`` as in ``write_report``."""
     cases = expand(data, scale, seeds)
     df, records, missing = _frame(data, store, cases)
     if df.empty:
@@ -128,7 +130,8 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     name = data["suite"]["name"]
     lines = [f"# fpbench report: suite `{name}`, scale `{scale}`", "", data["suite"].get("description", ""), "",
              f"Generated {datetime.date.today().isoformat()} by fpbench {__version__} from {len(df)} finished "
-             f"case(s) of {len(cases)} under `{store.root}`; devices {sorted({r['device'] for r in records})}, torch "
+             f"case(s) of {len(cases)} under `{where or store.root}`; "
+             f"devices {sorted({r['device'] for r in records})}, torch "
              f"{records[0]['torch']}. Cells: mean over seeds [95% Student t interval when there are 2 or more "
              "seeds]; floor: the same estimator on two independent draws of p0 (what W2² reads for equal "
              "distributions).", ""]

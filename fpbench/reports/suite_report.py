@@ -306,10 +306,11 @@ def _missing_note(data: pd.DataFrame, shown: pd.DataFrame) -> str:
 
 
 def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | None = None,
-                 calibration_reps: int = 1000, log=None) -> Path:
+                 calibration_reps: int = 1000, log=None, where: str | None = None) -> Path:
     """Write the suite's report at a scale to ``out`` (markdown) and its figures beside it; for a suite
     with ``claims = true`` also the claims table, their calibration (``calibration_reps`` synthetic
-    data sets per test) and Figs. 1, 3."""
+    data sets per test) and Figs. 1, 3. ``where``: the results' source as the report names it (default
+    the store)."""
     cases = expand(data, scale, seeds)
     df, records, missing = collect(store, cases)
     if df.empty:
@@ -329,7 +330,8 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     lines = [f"# fpbench report: suite `{data['suite']['name']}`, scale `{scale}`", "",
              f"{data['suite'].get('description', '')}", "",
              f"Generated {datetime.date.today().isoformat()} by fpbench {__version__} from {len(df)} finished "
-             f"case(s) under `{store.root}`; devices: {sorted({r['device'] for r in records})}; torch "
+             f"case(s) of {len(cases)} under `{where or store.root}`; "
+             f"devices: {sorted({r['device'] for r in records})}; torch "
              f"{records[0]['torch']}. Each cell: fpbench's mean and 95% interval ({_interval_kind(df, param)}), the "
              "noise floor (the same estimator on two independent draws of p0 at the same sample size: what "
              "W2² reads when the distributions are equal), and the paper's value.", ""]
