@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fpbench.cli import main
+from fpbench.run import audit as au
 from fpbench.run import bundle as bd
 from fpbench.run.store import Store, read_json
 
@@ -97,11 +98,11 @@ def _no_training(*args, **kwargs):
 
 def test_an_audit_retrains_cases_from_scratch_to_the_same_bytes(smoke_bundle, tmp_path, capsys):
     _suite, _store, bundle = smoke_bundle
-    rows = bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)
+    rows = au.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)
     assert len(rows) == 2 and all(r["verdict"] == "reproduced, bit-identical" for r in rows), rows
     assert all(r["weights identical"] and r["samples identical"] and r["metrics compared"] > 20 for r in rows)
     assert main(["audit", str(bundle), "--cases", "1"]) == 0
-    assert "1 of 1 case(s) reproduced bit-identically" in capsys.readouterr().out
+    assert "1 of 1 case(s) reproduced (1 bit-identically, 0 within tolerance" in capsys.readouterr().out
 
 
 def test_an_audit_names_what_differs(smoke_bundle, tmp_path):
@@ -114,9 +115,10 @@ def test_an_audit_names_what_differs(smoke_bundle, tmp_path):
     shutil.copyfile(bundle / second / "model.pt", bundle / first / "model.pt")
     manifest["files"][f"{first}/model.pt"] = bd.sha256(bundle / first / "model.pt")
     (bundle / bd.MANIFEST).write_text(json.dumps(manifest))
-    rows = {r["key"]: r for r in bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)}
+    rows = {r["key"]: r for r in au.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)}
     assert not rows[first]["weights identical"] and rows[first]["largest weight difference"] > 0
-    assert rows[first]["verdict"].startswith("differs") and rows[second]["verdict"] == "reproduced, bit-identical"
+    assert rows[first]["verdict"].startswith("not reproduced: differs on the platform the bundle was written on")
+    assert rows[second]["verdict"] == "reproduced, bit-identical"
 
 
 def _rewritten(bundle: Path, rel: str, change) -> None:
@@ -132,7 +134,7 @@ def test_a_quick_audit_retrains_a_prefix_and_re_evaluates_the_stored_weights(smo
     """--steps K: the first K iterations' loss history bit for bit, and the bundle's weights sampled and
     measured again to its samples and metrics; it fails on a tampered history and on swapped weights."""
     _suite, _store, original = smoke_bundle
-    rows = bd.audit(original, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
+    rows = au.audit(original, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
     assert all(r["verdict"].startswith("reproduced: first 10 steps") for r in rows), rows
     assert all(r["loss history identical"] and r["history rows compared"] == 2 and r["samples identical"]
                for r in rows)  # iterations 0 and 5 of 20 (log_every 5)
@@ -148,7 +150,7 @@ def test_a_quick_audit_retrains_a_prefix_and_re_evaluates_the_stored_weights(smo
 
     _rewritten(bundle, f"{first}/train.json", nudge_loss)
     _rewritten(bundle, f"{second}/model.pt", lambda path: shutil.copyfile(original / first / "model.pt", path))
-    rows = {r["key"]: r for r in bd.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None, steps=10)}
+    rows = {r["key"]: r for r in au.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None, steps=10)}
     assert rows[first]["verdict"] == "not reproduced: the first 10 steps' loss history differs from the recorded one"
     assert rows[second]["loss history identical"] and not rows[second]["samples identical"]
     assert rows[second]["verdict"].startswith("not reproduced: the stored weights' samples or metrics differ")
@@ -164,9 +166,75 @@ def test_an_audit_reads_the_bundles_noise_floors_and_computes_none(smoke_bundle,
         return cached(path, lambda: pytest.fail(f"the audit computed {path} again"))
 
     monkeypatch.setattr(Store, "computed_once", staticmethod(read_only))
-    rows = bd.audit(bundle, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
+    rows = au.audit(bundle, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
     assert all(r["verdict"].startswith("reproduced: first 10 steps") for r in rows), rows
     assert all(r["where"] == "—" and r["largest relative metric difference"] == 0.0 for r in rows)
+
+
+def _elsewhere(original: Path, folder: Path, nudge_sds: float) -> tuple[Path, str]:
+    """A copy of the bundle as if written on another CPU, its first case's relative score error moved by
+    ``nudge_sds`` of its standard error (checksum rewritten): (bundle, that case's key)."""
+    bundle = Path(shutil.copytree(original, folder))
+    manifest = read_json(bundle / bd.MANIFEST)
+    (bundle / bd.MANIFEST).write_text(json.dumps({**manifest, "cpu": "another CPU (AVX2)"}))
+    first = sorted(manifest["cases"])[0]
+
+    def nudge(path):
+        record = read_json(path)
+        convergence = record["metrics"]["convergence"]
+        convergence["rel_error"] += nudge_sds * convergence["rel_error_se"]
+        path.write_text(json.dumps(record))
+
+    _rewritten(bundle, f"{first}/metrics.json", nudge)
+    return bundle, first
+
+
+def test_an_audit_elsewhere_asks_each_quantity_to_agree_within_its_standard_errors(smoke_bundle, tmp_path):
+    """Another platform cannot give the same bytes: a quantity moved by half its sd is reproduced within
+    tolerance there (and not on the bundle's own platform, which asks for the same bytes); moved by five
+    sds (3.5 combined standard errors) it is not, and the audit names it."""
+    _suite, _store, original = smoke_bundle
+    bundle, first = _elsewhere(original, tmp_path / "near", 0.5)
+    [row] = au.audit(bundle, 1, tmp_path / "a1", log=lambda *_: None, steps=10, seed=_seed_for(bundle, first))
+    assert row["key"] == first and row["verdict"].startswith("reproduced: first 10 steps' loss history within "
+                                                             "tolerance"), row["verdict"]
+    moved = {q["quantity"]: q for q in row["quantities"]}["convergence.rel_error"]
+    assert moved["within tolerance"] and moved["difference"] != 0 and moved["combined se"] > 0, moved
+    assert len(row["quantities"]) >= 4 and all(q["within tolerance"] for q in row["quantities"])
+    far, first = _elsewhere(original, tmp_path / "far", 5.0)
+    [row] = au.audit(far, 1, tmp_path / "a2", log=lambda *_: None, steps=10, seed=_seed_for(far, first))
+    assert row["verdict"].startswith("not reproduced") and "convergence.rel_error beyond 1.96 combined standard " \
+        "errors" in row["verdict"], row["verdict"]
+    home = read_json(bundle / bd.MANIFEST)
+    (bundle / bd.MANIFEST).write_text(json.dumps({**home, "cpu": bd.environment()["cpu"]}))
+    [row] = au.audit(bundle, 1, tmp_path / "a3", log=lambda *_: None, steps=10, seed=_seed_for(bundle, first))
+    assert row["verdict"].startswith("not reproduced") and "differs on the platform" in row["verdict"]
+
+
+@pytest.mark.parametrize("moved, reproduced", [(1e-5, True), (1e-2, False)])
+def test_an_audit_elsewhere_asks_the_first_logged_loss_to_agree(smoke_bundle, tmp_path, moved, reproduced):
+    """Elsewhere a quick audit's first logged loss must agree within the tolerance: a rounding-sized
+    difference passes, one of another seed's size (measured: 4.6e-2 and more) does not."""
+    _suite, _store, original = smoke_bundle
+    bundle, first = _elsewhere(original, tmp_path / "b", 0.0)
+
+    def nudge_first_loss(path):
+        train = read_json(path)
+        train["history"][0]["loss"] *= 1 + moved
+        path.write_text(json.dumps(train))
+
+    _rewritten(bundle, f"{first}/train.json", nudge_first_loss)
+    [row] = au.audit(bundle, 1, tmp_path / "a", log=lambda *_: None, steps=10, seed=_seed_for(bundle, first))
+    assert row["verdict"].startswith("reproduced" if reproduced else "not reproduced: the first 10 steps' loss "
+                                     "history differs from the recorded one from its first row on"), row["verdict"]
+
+
+def _seed_for(bundle: Path, key: str) -> int:
+    """An audit seed whose one random case is ``key``."""
+    import random
+
+    trained = sorted(read_json(bundle / bd.MANIFEST)["cases"])
+    return next(s for s in range(100) if random.Random(s).sample(trained, 1) == [key])
 
 
 @pytest.mark.parametrize("damage", ["missing", "altered"])

@@ -194,6 +194,7 @@ def test_a_run_with_a_bundle_commits_each_case_and_resumes_from_it_on_another_ma
     deadline starts no more cases; a fresh store given the bundle runs only the cases it lacks."""
     from types import SimpleNamespace
 
+    from fpbench.run import audit as au
     from fpbench.run import bundle as bd
     from fpbench.run.store import SAMPLES_FILE
 
@@ -217,7 +218,7 @@ def test_a_run_with_a_bundle_commits_each_case_and_resumes_from_it_on_another_ma
     manifest = bd.verify_bundle(bundle)
     assert sorted(manifest["cases"]) == sorted(ran) and not any(f.endswith("model.pt") for f in manifest["files"])
     with pytest.raises(bd.BundleError, match="no case trained by fpbench"):
-        bd.audit(bundle, 1, tmp_path / "audit")
+        au.audit(bundle, 1, tmp_path / "audit")
     first = list(ran)
     df, _records, missing = published.run_authors(tmp_path, str(tmp_path / "second"), seeds=1, log=lambda *_: None,
                                                   bundle=bundle)

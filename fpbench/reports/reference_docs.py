@@ -34,6 +34,7 @@ def settings_reference() -> str:
     schedules and the execution defaults, each printed from its definition."""
     from ..analysis.claims import CLAIM_SETTINGS, TIERS
     from ..core.convergence import EARLY_FRACTION, GATE_FRACTIONS, GATE_POINTS, LATE_FRACTION
+    from ..run.audit import AUDIT_TOLERANCE, PLATFORM_KEYS
     from ..run.budget import SCHEDULES
     from ..run.config import DERIVED_METRICS, DESCRIPTIVE_SETTINGS, PAPER_DEFAULTS, POINT_DEFAULTS
     from ..run.execute import DEFAULT_THREADS
@@ -60,6 +61,10 @@ def settings_reference() -> str:
              "## Convergence evidence (`fpbench/core/convergence.py`)\n",
              f"Gate times {GATE_FRACTIONS} x T, {GATE_POINTS:,} points each; late times t >= {LATE_FRACTION:g} T; "
              f"the early error over t <= {EARLY_FRACTION:g} T.", "",
+             "## Audits (`fpbench/run/audit.py`, `AUDIT_TOLERANCE`)\n",
+             "On the platform a bundle was written on (" + ", ".join(PLATFORM_KEYS) + ") an audit asks for the same "
+             "bytes; elsewhere: " + "; ".join(f"{k} = {v!r}" for k, v in AUDIT_TOLERANCE.items()) + " (the "
+             "module's docstring and comments say what each means and how it was measured).", "",
              "## Execution (`fpbench/run/execute.py`)\n",
              f"Torch threads per task: {DEFAULT_THREADS} unless `--threads`; loss terms compiled where a C++ compiler "
              "is found (`default_compile`); both are recorded with each trained case.", "",

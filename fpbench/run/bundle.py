@@ -19,8 +19,8 @@ manifest of what it holds:
 long run chunked with ``--max-minutes`` can be bundled and committed chunk by chunk); ``verify_bundle``
 checks every file against the manifest and names the first that is missing or altered; ``open_bundle``
 copies a verified bundle into a results store, where reports and the claim suite read it without
-training; ``audit`` retrains randomly chosen cases from scratch and compares what they give with what
-the bundle holds. A case of a model trained elsewhere (the authors' checkpoints re-sampled by
+training; ``fpbench.run.audit`` retrains randomly chosen cases from scratch and compares what they give
+with what the bundle holds. A case of a model trained elsewhere (the authors' checkpoints re-sampled by
 ``fpbench reference claims --bundle``) has no ``model.pt`` or ``train.json``: its record names the
 checkpoint and its sha256.
 """
@@ -62,13 +62,26 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _environment() -> dict:
+def environment() -> dict:
+    """What a bundle's manifest says about where it was written (``fpbench.run.audit.PLATFORM_KEYS``: what
+    must match for its numbers to be reproduced bit for bit)."""
     import torch
 
     from .. import __version__
 
     return {"fpbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
-            "platform": platform.platform(), "machine": platform.machine()}
+            "platform": platform.platform(), "machine": platform.machine(),
+            "cpu": f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform.processor`` says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def read_manifest(bundle: Path) -> dict:
@@ -118,7 +131,7 @@ def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, 
         _keep_resumable_state(store, out, manifest, cases)
     if manifest["files"] == before and (out / MANIFEST).exists():
         return manifest
-    manifest.update(_environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    manifest.update(environment(), written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     write_json(out / MANIFEST, manifest)
     return manifest
 
@@ -221,137 +234,3 @@ def open_bundle_if_any(bundle: Path, store_root: Path) -> None:
     """``open_bundle`` where ``bundle`` has been written (a run that starts a bundle finds none yet)."""
     if (Path(bundle) / MANIFEST).exists():
         open_bundle(Path(bundle), store_root)
-
-
-def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int | None = None) -> list[dict]:
-    """Retrain ``n`` of the bundle's cases, chosen at random (``seed``), from scratch in a fresh store at
-    ``work`` (training by the path its record names, sampling, metrics: the whole case; the noise floors
-    read from the bundle, ``_copy_floors``) and compare each with the bundle's: one row per case
-    (``compare_case``). ``steps``: a quick audit instead
-    (``_audit_prefix``): each case's first ``steps`` training iterations again, and its stored weights
-    sampled and measured again."""
-    import random
-
-    from .execute import InProcess, plan, run_tasks
-    from .suite import Case
-
-    bundle = Path(bundle)
-    manifest = verify_bundle(bundle)
-    trained = sorted(k for k in manifest["cases"] if f"{k}/model.pt" in manifest["files"])
-    if not trained:
-        raise BundleError(f"bundle {bundle} holds no case trained by fpbench (its models were trained elsewhere, "
-                          "e.g. the authors' checkpoints): nothing to retrain; rerun their command to resample them")
-    keys = random.Random(seed).sample(trained, min(n, len(trained)))
-    cases = [Case(read_json(bundle / key / "config.json")) for key in keys]
-    for key, case in zip(keys, cases):
-        if case.key != key:
-            raise BundleError(f"bundle {bundle}: {key}/config.json hashes to {case.key}, not to its own key")
-    store = Store(Path(work)).check_writable()
-    if any(store.is_done(key) for key in keys):
-        raise BundleError(f"{store.root} already holds finished cases of this audit: give an empty --work folder")
-    _copy_floors(bundle, store, manifest)
-    if steps is not None:
-        return [_audit_prefix(bundle, store, case, steps, manifest, log) for case in cases]
-    paths: dict[tuple, list] = {}  # by the path each case's record says it trained by
-    for case in cases:
-        paths.setdefault(_recorded_path(read_json(bundle / case.key / "metrics.json")["train"]), []).append(case)
-    for (compiled, threads), chosen in paths.items():
-        run_tasks(plan(chosen, store.root, threads=threads, compile=compiled), InProcess(), log=log)
-    return [compare_case(bundle, store.root, case, manifest) for case in cases]
-
-
-def _copy_floors(bundle: Path, store: Store, manifest: dict) -> None:
-    """The bundle's noise floors and exact-score oracles (checksummed with it) into the audit's store: they
-    depend on the target and the fixed streams alone, not on a case, and the first case of a target would
-    otherwise spend minutes computing them again."""
-    for rel in (r for r in manifest["files"] if r.startswith("floors/")):
-        dst = store.root / rel
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(bundle) / rel, dst)
-
-
-def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, log) -> dict:
-    """One case, quickly: its first ``steps`` training iterations from scratch (the loss history against the
-    recorded one, bit for bit: the weights came from this code and these settings, so far), then the
-    bundle's weights sampled and measured again in ``store`` (samples and every metric against the
-    bundle's: the numbers come from those weights)."""
-    from .execute import InProcess, plan, run_tasks
-    from .pipeline import retrain_prefix, warm_start_case
-
-    source = warm_start_case(case)
-    if source is not None and f"{source.key}/model.pt" not in manifest["files"]:
-        raise BundleError(f"bundle {bundle}: {case.label} starts from {source.label}'s weights, which it lacks")
-    train = read_json(Path(bundle) / case.key / "train.json")
-    try:
-        history = retrain_prefix(case, Store(Path(bundle)), steps, train, log=log)
-    except ValueError as err:
-        raise BundleError(f"bundle {bundle}: {err}; audit it without --steps") from err
-    recorded = [row for row in train["history"] if row["iteration"] < steps]
-    out = store.case_dir(case.key)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.pt", "train.json"):
-        shutil.copyfile(Path(bundle) / case.key / name, out / name)
-    compiled, threads = _recorded_path(train)
-    run_tasks(plan([case], store.root, threads=threads, compile=compiled), InProcess(), log=log)
-    row = {k: v for k, v in compare_case(bundle, store.root, case, manifest).items()
-           if k not in ("weights identical", "largest weight difference")}  # the bundle's own, copied
-    same_history = history == recorded
-    problems = ([f"the first {steps} steps' loss history differs from the recorded one"] if not same_history else [])
-    problems += [] if row["verdict"] == "reproduced, bit-identical" else [f"the stored weights' samples or metrics "
-                                                                         f"{row['verdict']}"]
-    return {**row, "training steps retrained": min(steps, case.config["train"]["iterations"]),
-            "loss history identical": same_history, "history rows compared": len(recorded),
-            "verdict": "not reproduced: " + "; ".join(problems) if problems else
-            (f"reproduced: first {steps} steps' loss history bit-identical, the stored weights' samples and "
-             "metrics bit-identical")}
-
-
-def _recorded_path(train: dict) -> tuple[bool, int | None]:
-    """(compiled loss terms, torch threads) of a case's training, as its train record says."""
-    return bool(train.get("compiled", False)), train.get("threads")
-
-
-def compare_case(bundle: Path, root: Path, case, manifest: dict) -> dict:
-    """A retrained case against the bundle's: whether its weights and sampler output are the same bytes, the
-    largest weight difference, and every metric's largest relative difference (times left out)."""
-    import numpy as np
-    import torch
-
-    from .store import flatten_metrics, read_npz
-
-    mine, theirs = Path(root) / case.key, Path(bundle) / case.key
-    if not (mine / "metrics.json").exists():
-        return {"case": case.label, "key": case.key, "verdict": "not reproduced: the retrained case did not finish"}
-    a, b = (torch.load(d / "model.pt", weights_only=True) for d in (theirs, mine))
-    weight_diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-    sa, sb = read_npz(theirs / SAMPLES_FILE), read_npz(mine / SAMPLES_FILE)
-    samples_same = sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa if k != "seconds")
-    ra, rb = flatten_metrics(read_json(theirs / "metrics.json")), flatten_metrics(read_json(mine / "metrics.json"))
-    diffs = {k: _relative(ra[k], rb.get(k)) for k in ra if _numeric(ra[k]) and "seconds" not in k}
-    worst = max(diffs, key=lambda k: diffs[k]) if any(d > 0 for d in diffs.values()) else None
-    identical = weight_diff == 0.0 and samples_same and all(d == 0.0 for d in diffs.values())
-    here = _environment()
-    same_platform = all(manifest.get(k) == here[k] for k in ("torch", "machine"))
-    return {"case": case.label, "key": case.key, "weights identical": weight_diff == 0.0,
-            "largest weight difference": weight_diff, "samples identical": samples_same,
-            "metrics compared": len(diffs), "metrics differing": sum(d > 0 for d in diffs.values()),
-            "largest relative metric difference": diffs[worst] if worst else 0.0, "where": worst or "—",
-            "verdict": "reproduced, bit-identical" if identical else
-            f"differs ({'same' if same_platform else 'another'} platform: bundle torch {manifest.get('torch')} on "
-            f"{manifest.get('machine')}, here torch {here['torch']} on {here['machine']})"}
-
-
-def _numeric(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _relative(a, b) -> float:
-    """|a - b| / max(|a|, |b|) (0 for two equal values, NaN included; inf where one is missing)."""
-    import math
-
-    if b is None or not _numeric(b):
-        return math.inf
-    if a == b or (math.isnan(a) and math.isnan(b)):
-        return 0.0
-    return abs(a - b) / max(abs(a), abs(b))
