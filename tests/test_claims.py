@@ -408,3 +408,12 @@ def test_a_claim_that_cannot_be_computed_is_skipped_with_its_reason_whatever_the
     undecidable.__name__ = name
     outcome = claims.undecidable_as_skip(undecidable)(None)
     assert outcome.claim.key.lower() == name.removeprefix("claim_") and "too few complete blocks" in outcome.skipped
+
+
+def test_t1_asks_a_fixed_checkpoints_averaged_gap_to_stand_out_not_one_sampling():
+    """Three samplings of one checkpoint, one of them far out (5x the exact score's gap), the average not
+    (2.3x, below the 4x asked): the checkpoint is not a T1 point, as the report's count of usable models says."""
+    df = pd.DataFrame({"target": "checker", "param_w_r": 1.0, "seed": [0, 1, 2], "log_fp_residual": 0.05,
+                       "w2_ode_sde.value": [0.05, 0.01, 0.01], "oracle.w2_ode_sde": 0.01, "floor.mean": 0.008})
+    assert len(claims.theorem1_points(df)) == 1  # one sampling alone stands out
+    assert claims.theorem1_units(claims.with_checkpoints(df)).empty

@@ -467,6 +467,13 @@ def theorem1_points(df: pd.DataFrame) -> pd.DataFrame:
     return out.assign(w2_excess=np.sqrt(out["w2_ode_sde.value"] - out["baseline"]))
 
 
+def theorem1_units(df: pd.DataFrame) -> pd.DataFrame:
+    """``theorem1_points`` of the units of replication (``checkpoint_units``): a fixed checkpoint's samplings
+    are averaged first, then its gap is asked to stand out, so that T1 fits, and the reports count, the same
+    points."""
+    return theorem1_points(checkpoint_units(df))
+
+
 def _theorem1_draws(points: pd.DataFrame, rng: np.random.Generator, reps: int = 400) -> np.ndarray:
     sd = points["w2_ode_sde.boot_sd"].fillna(0.0).to_numpy() if "w2_ode_sde.boot_sd" in points else 0.0
     draws = rng.normal(points["w2_ode_sde.value"].to_numpy(), sd, (reps, len(points))) - points["baseline"].to_numpy()
@@ -481,7 +488,7 @@ def claim_t1(df: pd.DataFrame) -> ClaimOutcome:
     gated = _gated(claim, df, lambda: trained_gate(df))
     if gated:
         return gated
-    points = checkpoint_units(theorem1_points(df))
+    points = theorem1_units(df)
     x, y, groups = points["log_fp_residual"].to_numpy(), points["w2_excess"].to_numpy(), points["target"].to_numpy()
     draws = _theorem1_draws(points, np.random.default_rng(0))
     parts = {f"a >= {a:g}": st.power_law_exponent(x, y, draws, groups, a, **test_settings()) for a in (1.0, 0.5)}
@@ -793,7 +800,7 @@ def _correlation_specs(df: pd.DataFrame) -> list[Calibrated]:
 
 def _t1_spec(df: pd.DataFrame) -> list[Calibrated]:
     """T1's exponent on power laws through the models' own R~, at the gaps' measured relative noise."""
-    points = checkpoint_units(theorem1_points(df)) if "log_fp_residual" in df else None
+    points = theorem1_units(df) if "log_fp_residual" in df else None
     if points is None or len(points) < 3:
         return []
     x, groups = points["log_fp_residual"].to_numpy(), points["target"].to_numpy()
