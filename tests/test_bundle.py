@@ -366,3 +366,17 @@ def test_a_case_trained_but_not_measured_travels_in_the_bundle_and_is_not_traine
     assert _metrics_by_key(elsewhere) == _metrics_by_key(store)
     manifest = bd.verify_bundle(bundle)  # the run gave it the finished case; nothing left to resume
     assert key in manifest["cases"] and not [r for r in manifest["files"] if r.startswith("resume/")]
+
+
+def test_the_committed_bundles_are_whole_and_their_cases_hash_to_their_keys():
+    """The bundles behind the committed reports (bundles/): every file matches its checksum and every case's
+    configuration hashes to its key (what a report or an audit from them relies on)."""
+    from fpbench.run.suite import Case
+
+    committed = sorted(p.parent for p in (Path(__file__).parents[1] / "bundles").glob("*/manifest.json"))
+    assert committed, "no committed bundle under bundles/"
+    for bundle in committed:
+        manifest = bd.verify_bundle(bundle)
+        assert manifest["cases"], bundle
+        for key in manifest["cases"]:
+            assert Case(read_json(bundle / key / "config.json")).key == key, (bundle, key)
