@@ -43,7 +43,7 @@ def structural_lines(df: pd.DataFrame) -> list[str]:
     checkpoint per (target, w_R) cell, and few models per target whose gap stands out of the exact score's."""
     units = cl.checkpoint_units(cl.with_checkpoints(df))
     per_cell = units.groupby(["target", "param_w_r"]).size().max()
-    usable = cl.theorem1_units(cl.with_checkpoints(df)).groupby("target").size()
+    usable = cl.theorem1_points(units).groupby("target").size()  # of the units: claims.theorem1_units
     usable = usable.reindex(sorted(units["target"].unique()), fill_value=0)
     counts = ", ".join(f"{target} {n}" for target, n in usable.items())
     factor = cl.CLAIM_SETTINGS[cl.LAB_USABLE_FACTOR]

@@ -18,7 +18,7 @@ import random
 import shutil
 from pathlib import Path
 
-from .bundle import BundleError, environment, verify_bundle
+from .bundle import BundleError, copy_into_store, environment, verify_bundle
 from .store import SAMPLES_FILE, Store, flatten_metrics, read_json, read_npz
 
 AUDIT_TOLERANCE = {
@@ -72,11 +72,7 @@ def _copy_floors(bundle: Path, store: Store, manifest: dict) -> None:
     """The bundle's noise floors and exact-score oracles (checksummed with it) into the audit's store: they
     depend on the target and the fixed streams alone, not on a case, and the first case of a target would
     otherwise spend minutes computing them again."""
-    for rel in (r for r in manifest["files"] if r.startswith("floors/")):
-        dst = store.root / rel
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(bundle) / rel, dst)
+    copy_into_store(bundle, store, manifest, prefix="floors/")
 
 
 def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, log) -> dict:
@@ -138,10 +134,11 @@ def _recorded_path(train: dict) -> tuple[bool, int | None]:
     return bool(train.get("compiled", False)), train.get("threads")
 
 
-def same_platform(manifest: dict) -> bool:
-    """Whether this machine is the platform the bundle was written on (``PLATFORM_KEYS``; a bundle that does
-    not name one of them was written elsewhere as far as the audit can tell)."""
-    here = environment()
+def same_platform(manifest: dict, here: dict | None = None) -> bool:
+    """Whether this machine (``here``: its ``environment()``) is the platform the bundle was written on
+    (``PLATFORM_KEYS``; a bundle that does not name one of them was written elsewhere as far as the audit can
+    tell)."""
+    here = here or environment()
     return all(manifest.get(k) is not None and manifest.get(k) == here[k] for k in PLATFORM_KEYS)
 
 
@@ -174,11 +171,12 @@ def compare_case(bundle: Path, root: Path, case, manifest: dict) -> dict:
 def _verdict(identical: bool, quantities: list[dict], manifest: dict) -> str:
     """Bit-identical; else, on the bundle's own platform, not reproduced; elsewhere, reproduced within
     tolerance when every quantity is within it."""
-    where = f"bundle torch {manifest.get('torch')} on {manifest.get('cpu') or manifest.get('machine')}, here " \
-            f"torch {environment()['torch']} on {environment()['cpu']}"
     if identical:
         return "reproduced, bit-identical"
-    if same_platform(manifest):
+    here = environment()
+    where = f"bundle torch {manifest.get('torch')} on {manifest.get('cpu') or manifest.get('machine')}, here " \
+            f"torch {here['torch']} on {here['cpu']}"
+    if same_platform(manifest, here):
         return f"not reproduced: differs on the platform the bundle was written on ({where})"
     beyond = [q["quantity"] for q in quantities if not q["within tolerance"]]
     if beyond:

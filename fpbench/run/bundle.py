@@ -221,13 +221,21 @@ def open_bundle(bundle: Path, store_root: Path) -> Store:
     with the same checksum are left); returns the store, ready for ``fpbench report`` and the claim suite."""
     manifest = verify_bundle(bundle)
     store = Store(Path(store_root)).check_writable()
+    copy_into_store(bundle, store, manifest)
+    return store
+
+
+def copy_into_store(bundle: Path, store: Store, manifest: dict, prefix: str = "") -> None:
+    """The verified bundle's files whose path starts with ``prefix`` (all by default) where ``store`` keeps
+    them; files the store already has with the same checksum are left."""
     for rel, digest in manifest["files"].items():
+        if not rel.startswith(prefix):
+            continue
         dst = store.root / _store_path(rel)
         if dst.exists() and sha256(dst) == digest:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(bundle) / rel, dst)
-    return store
 
 
 def open_bundle_if_any(bundle: Path, store_root: Path) -> None:
