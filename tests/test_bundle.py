@@ -37,6 +37,7 @@ def test_a_bundle_holds_every_finished_case_with_its_checksums(smoke_bundle):
     assert any(rel.startswith("floors/") for rel in manifest["files"])
     assert manifest["format"] == bd.FORMAT and manifest["torch"] and manifest["fpbench"]
     assert not list(bundle.glob("*/checkpoint.pt")) and not list(bundle.glob("*/.lock"))
+    assert all(read_json(bundle / key / "train.json")["platforms"] == [bd.platform_here()] for key in manifest["cases"])
 
 
 def test_a_report_from_an_opened_bundle_trains_nothing_and_gives_the_stores_numbers(smoke_bundle, tmp_path,
@@ -100,6 +101,7 @@ def test_an_audit_retrains_cases_from_scratch_to_the_same_bytes(smoke_bundle, tm
     _suite, _store, bundle = smoke_bundle
     rows = au.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)
     assert len(rows) == 2 and all(r["verdict"] == "reproduced, bit-identical" for r in rows), rows
+    assert all(r["reproduced"] and r["bit-identical"] for r in rows)
     assert all(r["weights identical"] and r["samples identical"] and r["metrics compared"] > 20 for r in rows)
     assert main(["audit", str(bundle), "--cases", "1"]) == 0
     assert "1 of 1 case(s) reproduced (1 bit-identically, 0 within tolerance" in capsys.readouterr().out
@@ -117,8 +119,9 @@ def test_an_audit_names_what_differs(smoke_bundle, tmp_path):
     (bundle / bd.MANIFEST).write_text(json.dumps(manifest))
     rows = {r["key"]: r for r in au.audit(bundle, 2, tmp_path / "audit", log=lambda *_: None)}
     assert not rows[first]["weights identical"] and rows[first]["largest weight difference"] > 0
-    assert rows[first]["verdict"].startswith("not reproduced: differs on the platform the bundle was written on")
+    assert rows[first]["verdict"].startswith("not reproduced: differs on the platform the case was trained on")
     assert rows[second]["verdict"] == "reproduced, bit-identical"
+    assert (rows[first]["reproduced"], rows[first]["bit-identical"], rows[second]["reproduced"]) == (False, False, True)
 
 
 def _rewritten(bundle: Path, rel: str, change) -> None:
@@ -137,7 +140,7 @@ def test_a_quick_audit_retrains_a_prefix_and_re_evaluates_the_stored_weights(smo
     rows = au.audit(original, 2, tmp_path / "quick", log=lambda *_: None, steps=10)
     assert all(r["verdict"].startswith("reproduced: first 10 steps") for r in rows), rows
     assert all(r["loss history identical"] and r["history rows compared"] == 2 and r["samples identical"]
-               for r in rows)  # iterations 0 and 5 of 20 (log_every 5)
+               and r["reproduced"] and r["bit-identical"] for r in rows)  # iterations 0 and 5 of 20 (log_every 5)
     assert main(["audit", str(original), "--cases", "1", "--steps", "10"]) == 0
     assert "1 of 1 case(s) reproduced" in capsys.readouterr().out
     bundle = Path(shutil.copytree(original, tmp_path / "tampered"))
@@ -154,6 +157,7 @@ def test_a_quick_audit_retrains_a_prefix_and_re_evaluates_the_stored_weights(smo
     assert rows[first]["verdict"] == "not reproduced: the first 10 steps' loss history differs from the recorded one"
     assert rows[second]["loss history identical"] and not rows[second]["samples identical"]
     assert rows[second]["verdict"].startswith("not reproduced: the stored weights' samples or metrics differ")
+    assert not any(r["reproduced"] or r["bit-identical"] for r in rows.values())
 
 
 def test_an_audit_reads_the_bundles_noise_floors_and_computes_none(smoke_bundle, tmp_path, monkeypatch):
@@ -171,13 +175,26 @@ def test_an_audit_reads_the_bundles_noise_floors_and_computes_none(smoke_bundle,
     assert all(r["where"] == "—" and r["largest relative metric difference"] == 0.0 for r in rows)
 
 
+ANOTHER_CPU = "another CPU (AVX2)"
+
+
+def _trained_on(bundle: Path, key: str, platforms: list[dict] | None) -> None:
+    """Rewrite a case's train record as if trained on ``platforms`` (None: a record from before they were
+    kept, which the audit takes to be the manifest's)."""
+    def change(path):
+        train = {k: v for k, v in read_json(path).items() if k != "platforms"}
+        path.write_text(json.dumps(train if platforms is None else {**train, "platforms": platforms}))
+    _rewritten(bundle, f"{key}/train.json", change)
+
+
 def _elsewhere(original: Path, folder: Path, nudge_sds: float) -> tuple[Path, str]:
-    """A copy of the bundle as if written on another CPU, its first case's relative score error moved by
-    ``nudge_sds`` of its standard error (checksum rewritten): (bundle, that case's key)."""
+    """A copy of the bundle whose first case was trained on another CPU (its train record says so), its
+    relative score error moved by ``nudge_sds`` of its standard error (checksums rewritten): (bundle, that
+    case's key)."""
     bundle = Path(shutil.copytree(original, folder))
     manifest = read_json(bundle / bd.MANIFEST)
-    (bundle / bd.MANIFEST).write_text(json.dumps({**manifest, "cpu": "another CPU (AVX2)"}))
     first = sorted(manifest["cases"])[0]
+    _trained_on(bundle, first, [{**bd.platform_here(), "cpu": ANOTHER_CPU}])
 
     def nudge(path):
         record = read_json(path)
@@ -189,7 +206,8 @@ def _elsewhere(original: Path, folder: Path, nudge_sds: float) -> tuple[Path, st
     return bundle, first
 
 
-def test_an_audit_elsewhere_asks_each_quantity_to_agree_within_its_standard_errors(smoke_bundle, tmp_path):
+def test_an_audit_elsewhere_asks_each_quantity_to_agree_within_its_standard_errors(smoke_bundle, tmp_path,
+                                                                                   capsys):
     """Another platform cannot give the same bytes: a quantity moved by half its sd is reproduced within
     tolerance there (and not on the bundle's own platform, which asks for the same bytes); moved by five
     sds (3.5 combined standard errors) it is not, and the audit names it."""
@@ -200,15 +218,55 @@ def test_an_audit_elsewhere_asks_each_quantity_to_agree_within_its_standard_erro
                                                              "tolerance"), row["verdict"]
     moved = {q["quantity"]: q for q in row["quantities"]}["convergence.rel_error"]
     assert moved["within tolerance"] and moved["difference"] != 0 and moved["combined se"] > 0, moved
+    assert row["reproduced"] and not row["bit-identical"]
+    assert main(["audit", str(bundle), "--cases", "1", "--steps", "10", "--seed", str(_seed_for(bundle, first))]) == 0
+    assert "1 of 1 case(s) reproduced (0 bit-identically, 1 within tolerance" in capsys.readouterr().out
     assert len(row["quantities"]) >= 4 and all(q["within tolerance"] for q in row["quantities"])
     far, first = _elsewhere(original, tmp_path / "far", 5.0)
     [row] = au.audit(far, 1, tmp_path / "a2", log=lambda *_: None, steps=10, seed=_seed_for(far, first))
     assert row["verdict"].startswith("not reproduced") and "convergence.rel_error beyond 1.96 combined standard " \
         "errors" in row["verdict"], row["verdict"]
-    home = read_json(bundle / bd.MANIFEST)
-    (bundle / bd.MANIFEST).write_text(json.dumps({**home, "cpu": bd.environment()["cpu"]}))
+    _trained_on(bundle, first, [bd.platform_here()])
     [row] = au.audit(bundle, 1, tmp_path / "a3", log=lambda *_: None, steps=10, seed=_seed_for(bundle, first))
     assert row["verdict"].startswith("not reproduced") and "differs on the platform" in row["verdict"]
+
+
+@pytest.mark.parametrize("trained_on, manifest_cpu, bit_for_bit", [
+    ("here", ANOTHER_CPU, True),  # the case's own record decides, not the manifest's last writer
+    ("here then elsewhere", None, False),  # resumed on another machine: no platform reproduces its bytes
+    ("not recorded", ANOTHER_CPU, False),  # a record from before platforms were kept: the manifest's
+    ("not recorded", None, True),
+])
+def test_an_audit_asks_for_the_same_bytes_only_on_the_one_platform_a_case_trained_on(
+        smoke_bundle, tmp_path, trained_on, manifest_cpu, bit_for_bit):
+    """A bundle filled on several machines: each case is judged by the platforms its own training ran on.
+    A quantity moved by half its sd is then not reproduced where bytes are asked for, and reproduced within
+    tolerance elsewhere."""
+    _suite, _store, original = smoke_bundle
+    bundle, first = _elsewhere(original, tmp_path / "b", 0.5)
+    here, there = bd.platform_here(), {**bd.platform_here(), "cpu": ANOTHER_CPU}
+    _trained_on(bundle, first, {"here": [here], "here then elsewhere": [here, there], "not recorded": None}[trained_on])
+    if manifest_cpu:
+        manifest = read_json(bundle / bd.MANIFEST)
+        (bundle / bd.MANIFEST).write_text(json.dumps({**manifest, "cpu": manifest_cpu}))
+    [row] = au.audit(bundle, 1, tmp_path / "a", log=lambda *_: None, steps=10, seed=_seed_for(bundle, first))
+    assert row["reproduced"] is not bit_for_bit, row["verdict"]
+    assert ("differs on the platform the case was trained on" in row["verdict"]) is bit_for_bit
+
+
+def test_a_training_lists_every_platform_its_chunks_ran_on(tmp_path, monkeypatch):
+    """``platforms_so_far``: a fresh training runs here; one resumed from a checkpoint adds this machine to
+    the platforms kept beside it (once); a finished case's train record carries them."""
+    from fpbench.run import pipeline
+
+    here, there = bd.platform_here(), {**bd.platform_here(), "cpu": ANOTHER_CPU}
+    ckpt = tmp_path / "ensembles" / "abc.pt"
+    ckpt.parent.mkdir()
+    assert pipeline.platforms_so_far(ckpt) == [here]  # no checkpoint: a fresh start, whatever was beside it
+    ckpt.write_bytes(b"a checkpoint")
+    (tmp_path / "ensembles" / "abc.platforms.json").write_text(json.dumps({"platforms": [there]}))
+    assert pipeline.platforms_so_far(ckpt) == [there, here] == pipeline.platforms_so_far(ckpt)
+    assert read_json(bd.platforms_file(ckpt)) == {"platforms": [there, here]}
 
 
 @pytest.mark.parametrize("moved, reproduced", [(1e-5, True), (1e-2, False)])
@@ -272,10 +330,13 @@ def test_a_bundle_grows_with_the_cases_finished_since(smoke_bundle, tmp_path):
     assert (grown / bd.MANIFEST).read_bytes() == written  # nothing new: the committed bundle stays clean
 
 
-def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_bundle, tmp_path, capsys):
-    """A chunk of a long run (stopped by --max-minutes) bundled: its ensemble checkpoint travels as resume/;
-    opened into an empty store on 'another machine', the same command finishes from it, to the numbers of
-    an uninterrupted run."""
+def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_bundle, tmp_path, capsys,
+                                                                         monkeypatch):
+    """A chunk of a long run (stopped by --max-minutes) bundled: its ensemble checkpoint travels as resume/
+    with the platforms it ran on; opened into an empty store on 'another machine', the same command finishes
+    from it, to the numbers of an uninterrupted run, and its train records name both machines."""
+    from fpbench.run import pipeline
+
     suite, _store, _bundle = smoke_bundle
     chunk = tmp_path / "chunk"
     assert main(["run", suite, "--scale", "smoke", "--results", str(chunk), "--max-minutes", "0", "--quiet"]) == 4
@@ -285,12 +346,18 @@ def test_a_run_stopped_part_way_resumes_from_its_bundle_on_a_new_machine(smoke_b
     manifest = bd.verify_bundle(bundle)
     assert not manifest["cases"] and [r for r in manifest["files"] if r.startswith("resume/")]
     assert [(e["models"], e["iteration"]) for e in bd.unfinished_ensembles(bundle, manifest)] == [(2, 0)]
+    assert len([r for r in manifest["files"] if r.startswith("resume/") and r.endswith(".platforms.json")]) == 1
     assert main(["bundle", "verify", str(bundle)]) == 0
     assert "unfinished: 2 model(s) trained as one ensemble, at step 0" in capsys.readouterr().out
     elsewhere = tmp_path / "elsewhere"
     assert main(["bundle", "open", str(bundle), "--results", str(elsewhere)]) == 0
-    assert list(elsewhere.glob("ensembles/*.pt"))
-    assert main(["run", suite, "--scale", "smoke", "--results", str(elsewhere), "--quiet"]) == 0
+    assert list(elsewhere.glob("ensembles/*.pt")) and list(elsewhere.glob("ensembles/*.platforms.json"))
+    here, there = bd.platform_here(), {**bd.platform_here(), "cpu": ANOTHER_CPU}
+    with monkeypatch.context() as patched:  # this run is on another machine
+        patched.setattr(pipeline, "platform_here", lambda: there)
+        assert main(["run", suite, "--scale", "smoke", "--results", str(elsewhere), "--quiet"]) == 0
+    assert all(read_json(p)["platforms"] == [here, there] for p in elsewhere.glob("*/train.json"))
+    assert not list(elsewhere.glob("ensembles/*"))
     whole = tmp_path / "whole"  # uninterrupted, by the same path as the chunk (the fixture's may differ)
     assert main(["run", suite, "--scale", "smoke", "--results", str(whole), "--quiet"]) == 0
     assert _metrics_by_key(elsewhere) == _metrics_by_key(whole)

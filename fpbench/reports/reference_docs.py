@@ -34,8 +34,9 @@ def settings_reference() -> str:
     schedules and the execution defaults, each printed from its definition."""
     from ..analysis.claims import CLAIM_SETTINGS, TIERS
     from ..core.convergence import EARLY_FRACTION, GATE_FRACTIONS, GATE_POINTS, LATE_FRACTION
-    from ..run.audit import AUDIT_TOLERANCE, PLATFORM_KEYS
+    from ..run.audit import AUDIT_TOLERANCE
     from ..run.budget import SCHEDULES
+    from ..run.bundle import PLATFORM_KEYS
     from ..run.config import DERIVED_METRICS, DESCRIPTIVE_SETTINGS, PAPER_DEFAULTS, POINT_DEFAULTS
     from ..run.execute import DEFAULT_THREADS
 
@@ -62,8 +63,9 @@ def settings_reference() -> str:
              f"Gate times {GATE_FRACTIONS} x T, {GATE_POINTS:,} points each; late times t >= {LATE_FRACTION:g} T; "
              f"the early error over t <= {EARLY_FRACTION:g} T.", "",
              "## Audits (`fpbench/run/audit.py`, `AUDIT_TOLERANCE`)\n",
-             "On the platform a bundle was written on (" + ", ".join(PLATFORM_KEYS) + ") an audit asks for the same "
-             "bytes; elsewhere: " + "; ".join(f"{k} = {v!r}" for k, v in AUDIT_TOLERANCE.items()) + " (the "
+             "On the one platform a case was trained on (" + ", ".join(PLATFORM_KEYS) + ", as its train record "
+             "lists them) an audit asks for the same bytes; elsewhere: "
+             + "; ".join(f"{k} = {v!r}" for k, v in AUDIT_TOLERANCE.items()) + " (the "
              "module's docstring and comments say what each means and how it was measured).", "",
              "## Execution (`fpbench/run/execute.py`)\n",
              f"Torch threads per task: {DEFAULT_THREADS} unless `--threads`; loss terms compiled where a C++ compiler "

@@ -1,9 +1,11 @@
 """Audits of a result bundle (``fpbench audit``): randomly chosen cases retrained from scratch, or quickly
 their first K training steps, and what they give compared with what the bundle holds.
 
-On the platform a bundle was written on (the same torch, machine type and CPU) a case's numbers depend on
-its key only, so the audit asks for the same bytes: weights, sampler output, every metric, and a quick
-audit's loss history. Elsewhere float arithmetic differs (another CPU's kernels, another torch) and bytes
+On the platform a case was trained on (the same torch, machine type and CPU; its train record lists every
+platform its training ran on, chunk by chunk, and a record from before they were kept is taken to be the
+bundle manifest's) a case's numbers depend on its key only, so the audit asks for the same bytes: weights,
+sampler output, every metric, and a quick audit's loss history. Elsewhere, or for a training resumed on
+another machine than it began on, float arithmetic differs (another CPU's kernels, another torch) and bytes
 cannot match; the audit then asks every quantity the record holds with a standard error (the three W2² of
 Tables 1-3, the convergence evidence, the DSM excess) to agree with the bundle's within
 ``AUDIT_TOLERANCE['z']`` combined standard errors, and a quick audit's first logged loss to agree within
@@ -18,7 +20,7 @@ import random
 import shutil
 from pathlib import Path
 
-from .bundle import BundleError, copy_into_store, environment, verify_bundle
+from .bundle import PLATFORM_KEYS, BundleError, copy_into_store, platform_here, verify_bundle
 from .store import SAMPLES_FILE, Store, flatten_metrics, read_json, read_npz
 
 AUDIT_TOLERANCE = {
@@ -31,7 +33,6 @@ AUDIT_TOLERANCE = {
     # (3 cases x seeds 1-3). The tolerance lies between: a rounding difference passes, another seed does not.
     "loss rtol": 1e-3,
 }
-PLATFORM_KEYS = ("torch", "machine", "cpu")  # what must match for an audit to ask for the same bytes
 
 
 def audit(bundle: Path, n: int, work: Path, seed: int = 0, log=print, steps: int | None = None) -> list[dict]:
@@ -100,13 +101,14 @@ def _audit_prefix(bundle: Path, store: Store, case, steps: int, manifest: dict, 
     run_tasks(plan([case], store.root, threads=threads, compile=compiled), InProcess(), log=log)
     row = {k: v for k, v in compare_case(bundle, store.root, case, manifest).items()
            if k not in ("weights identical", "largest weight difference")}  # the bundle's own, copied
-    same = same_platform(manifest)
+    same = same_platform(case_platforms(train, manifest))
     history_problem, loss_diff = _history_problem(recorded, history, steps, same)
     problems = [history_problem] if history_problem else []
-    if not row["verdict"].startswith("reproduced"):
+    if not row["reproduced"]:
         problems.append("the stored weights' samples or metrics " + row["verdict"].removeprefix("not reproduced: "))
     how = "bit-identical" if same else "within tolerance"
-    return {**row, "training steps retrained": min(steps, case.config["train"]["iterations"]),
+    return {**row, "reproduced": not problems, "bit-identical": not problems and row["bit-identical"]
+            and history == recorded, "training steps retrained": min(steps, case.config["train"]["iterations"]),
             "loss history identical": history == recorded, "largest relative loss difference": loss_diff,
             "history rows compared": len(recorded),
             "verdict": "not reproduced: " + "; ".join(problems) if problems else
@@ -134,12 +136,22 @@ def _recorded_path(train: dict) -> tuple[bool, int | None]:
     return bool(train.get("compiled", False)), train.get("threads")
 
 
-def same_platform(manifest: dict, here: dict | None = None) -> bool:
-    """Whether this machine (``here``: its ``environment()``) is the platform the bundle was written on
-    (``PLATFORM_KEYS``; a bundle that does not name one of them was written elsewhere as far as the audit can
-    tell)."""
-    here = here or environment()
-    return all(manifest.get(k) is not None and manifest.get(k) == here[k] for k in PLATFORM_KEYS)
+def case_platforms(train: dict | None, manifest: dict) -> list[dict]:
+    """The platforms (``PLATFORM_KEYS``) a case trained on: its train record's ``platforms`` (every chunk's,
+    ``pipeline.platforms_so_far``), else, for a record written before they were kept, the bundle manifest's
+    (its last writer's)."""
+    if train and train.get("platforms"):
+        return train["platforms"]
+    return [{k: manifest.get(k) for k in PLATFORM_KEYS}]
+
+
+def same_platform(platforms: list[dict], here: dict | None = None) -> bool:
+    """Whether this machine (``here``: its ``platform_here()``) is the one platform the case trained on (a
+    training resumed on another machine has two, and no machine reproduces it bit for bit; a record that does
+    not name one of ``PLATFORM_KEYS`` was made elsewhere as far as the audit can tell)."""
+    here = here or platform_here()
+    return len(platforms) == 1 and all(platforms[0].get(k) is not None and platforms[0].get(k) == here[k]
+                                       for k in PLATFORM_KEYS)
 
 
 def compare_case(bundle: Path, root: Path, case, manifest: dict) -> dict:
@@ -151,7 +163,8 @@ def compare_case(bundle: Path, root: Path, case, manifest: dict) -> dict:
 
     mine, theirs = Path(root) / case.key, Path(bundle) / case.key
     if not (mine / "metrics.json").exists():
-        return {"case": case.label, "key": case.key, "verdict": "not reproduced: the retrained case did not finish"}
+        return {"case": case.label, "key": case.key, "reproduced": False, "bit-identical": False,
+                "verdict": "not reproduced: the retrained case did not finish"}
     a, b = (torch.load(d / "model.pt", weights_only=True) for d in (theirs, mine))
     weight_diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     sa, sb = read_npz(theirs / SAMPLES_FILE), read_npz(mine / SAMPLES_FILE)
@@ -160,30 +173,34 @@ def compare_case(bundle: Path, root: Path, case, manifest: dict) -> dict:
     diffs = {k: _relative(ra[k], rb.get(k)) for k in ra if _numeric(ra[k]) and "seconds" not in k}
     worst = max(diffs, key=lambda k: diffs[k]) if any(d > 0 for d in diffs.values()) else None
     quantities = quantity_rows(ra, rb)
-    return {"case": case.label, "key": case.key, "weights identical": weight_diff == 0.0,
+    identical = weight_diff == 0.0 and samples_same and worst is None
+    platforms = case_platforms(read_json(theirs / "train.json") if (theirs / "train.json").exists() else None,
+                               manifest)
+    reproduced, verdict = _verdict(identical, quantities, platforms)
+    return {"case": case.label, "key": case.key, "reproduced": reproduced, "bit-identical": identical,
+            "weights identical": weight_diff == 0.0,
             "largest weight difference": weight_diff, "samples identical": samples_same,
             "metrics compared": len(diffs), "metrics differing": sum(d > 0 for d in diffs.values()),
             "largest relative metric difference": diffs[worst] if worst else 0.0, "where": worst or "—",
-            "quantities": quantities,
-            "verdict": _verdict(weight_diff == 0.0 and samples_same and worst is None, quantities, manifest)}
+            "quantities": quantities, "verdict": verdict}
 
 
-def _verdict(identical: bool, quantities: list[dict], manifest: dict) -> str:
-    """Bit-identical; else, on the bundle's own platform, not reproduced; elsewhere, reproduced within
-    tolerance when every quantity is within it."""
+def _verdict(identical: bool, quantities: list[dict], platforms: list[dict]) -> tuple[bool, str]:
+    """(reproduced, in words): bit-identical; else, on the platform the case trained on, not reproduced;
+    elsewhere, reproduced within tolerance when every quantity is within it."""
     if identical:
-        return "reproduced, bit-identical"
-    here = environment()
-    where = f"bundle torch {manifest.get('torch')} on {manifest.get('cpu') or manifest.get('machine')}, here " \
-            f"torch {here['torch']} on {here['cpu']}"
-    if same_platform(manifest, here):
-        return f"not reproduced: differs on the platform the bundle was written on ({where})"
+        return True, "reproduced, bit-identical"
+    here = platform_here()
+    trained = " then ".join(f"torch {p.get('torch')} on {p.get('cpu') or p.get('machine')}" for p in platforms)
+    where = f"trained with {trained}, here torch {here['torch']} on {here['cpu']}"
+    if same_platform(platforms, here):
+        return False, f"not reproduced: differs on the platform the case was trained on ({where})"
     beyond = [q["quantity"] for q in quantities if not q["within tolerance"]]
     if beyond:
-        return (f"not reproduced: {', '.join(beyond)} beyond {AUDIT_TOLERANCE['z']:g} combined standard errors "
-                f"(another platform: {where})")
-    return (f"reproduced within tolerance: {len(quantities)} quantities within {AUDIT_TOLERANCE['z']:g} combined "
-            f"standard errors (another platform: {where})")
+        return False, (f"not reproduced: {', '.join(beyond)} beyond {AUDIT_TOLERANCE['z']:g} combined standard "
+                       f"errors (another platform: {where})")
+    return True, (f"reproduced within tolerance: {len(quantities)} quantities within {AUDIT_TOLERANCE['z']:g} "
+                  f"combined standard errors (another platform: {where})")
 
 
 def quantity_rows(ra: dict, rb: dict) -> list[dict]:

@@ -62,9 +62,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+PLATFORM_KEYS = ("torch", "machine", "cpu")  # what must match for a case's numbers to be reproduced bit for bit
+
+
 def environment() -> dict:
-    """What a bundle's manifest says about where it was written (``fpbench.run.audit.PLATFORM_KEYS``: what
-    must match for its numbers to be reproduced bit for bit)."""
+    """What a bundle's manifest says about where it was written (``PLATFORM_KEYS``: what must match for its
+    numbers to be reproduced bit for bit)."""
     import torch
 
     from .. import __version__
@@ -72,6 +75,12 @@ def environment() -> dict:
     return {"fpbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
             "platform": platform.platform(), "machine": platform.machine(),
             "cpu": f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"}
+
+
+def platform_here() -> dict:
+    """This machine's ``PLATFORM_KEYS`` (what a case's train record lists under ``platforms``)."""
+    here = environment()
+    return {k: here[k] for k in PLATFORM_KEYS}
 
 
 def _cpu_model() -> str:
@@ -139,7 +148,14 @@ def _write_bundle(store: Store, cases: list, out: Path, suite: str, scale: str, 
 RESUME = "resume/"  # a bundle's resumable state: ensembles' checkpoints (resume/NAME.pt) and unfinished cases'
 RESUME_CASES = "resume/cases/"  # files (resume/cases/KEY/FILE: weights trained but not yet measured, or a
 # one-by-one training's checkpoint), put back where the store keeps them by ``open_bundle``
-UNFINISHED_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "checkpoint.pt")
+UNFINISHED_FILES = ("config.json", "model.pt", "train.json", SAMPLES_FILE, "checkpoint.pt",
+                    "checkpoint.platforms.json")
+
+
+def platforms_file(checkpoint: Path) -> Path:
+    """Beside a training's checkpoint (``X.pt``): the platforms its chunks have run on (``X.platforms.json``),
+    kept with it in a bundle's resumable state; ``fpbench.run.pipeline.platforms_so_far`` writes it."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".pt") + ".platforms.json")
 
 
 def _keep_resumable_state(store: Store, bundle: Path, manifest: dict, cases: list) -> None:
@@ -154,6 +170,8 @@ def _keep_resumable_state(store: Store, bundle: Path, manifest: dict, cases: lis
         del manifest["files"][rel]
     for checkpoint in sorted((store.root / "ensembles").glob("*.pt")):
         _copy(checkpoint, bundle, f"{RESUME}{checkpoint.name}", manifest)
+        if (platforms := platforms_file(checkpoint)).exists():
+            _copy(platforms, bundle, f"{RESUME}{platforms.name}", manifest)
     for case in cases:
         src = store.case_dir(case.key)
         if store.is_done(case.key) or not any((src / name).exists() for name in ("model.pt", "checkpoint.pt")):
@@ -195,7 +213,8 @@ def unfinished_ensembles(bundle: Path, manifest: dict) -> list[dict]:
     import torch
 
     out = []
-    for rel in sorted(r for r in manifest["files"] if r.startswith(RESUME) and not r.startswith(RESUME_CASES)):
+    for rel in sorted(r for r in manifest["files"]
+                      if r.startswith(RESUME) and not r.startswith(RESUME_CASES) and r.endswith(".pt")):
         state = torch.load(Path(bundle) / rel, weights_only=True)
         out.append({"file": rel, "models": len(state["models"]), "iteration": int(state["iteration"]),
                     "seconds": float(state["seconds"])})

@@ -21,6 +21,7 @@ from ..core.samplers import sample_pair
 from ..train.loop import progress_bar, train
 from ..train.methods import make_method
 from ..train.process import cpu_settings
+from .bundle import platform_here, platforms_file
 from .evaluate import distance, evaluate, grid_of, time_grid, with_convergence
 from .store import SAMPLES_FILE, Store, read_npz, samples_path, write_json, write_npz
 from .suite import Case, build
@@ -226,6 +227,7 @@ def train_group(members: list[Case], store: Store, device=None, log=print, compi
     ckpt = store.root / "ensembles" / (hashlib.sha256("".join(c.key for c in members).encode()).hexdigest()[:16]
                                        + ".pt")
     ckpt.parent.mkdir(parents=True, exist_ok=True)
+    platforms = platforms_so_far(ckpt)
     results = train_ensemble([b[2] for b in built], [b[3] for b in built], [b[0] for b in built], built[0][1],
                              members[0].config["train"], [c.config["seed"] for c in members],
                              [c.label for c in members], device, checkpoint=ckpt, compile=compile,
@@ -241,10 +243,25 @@ def train_group(members: list[Case], store: Store, device=None, log=print, compi
             continue
         _save_trained(model, {"seconds": res.seconds, "iterations": res.iterations, "history": res.history,
                               "ensemble": len(members), "path": "ensemble", "compiled": compiled_in_effect(compile),
-                              "threads": torch.get_num_threads()},
+                              "threads": torch.get_num_threads(), "platforms": platforms},
                       out)
     ckpt.unlink(missing_ok=True)
+    platforms_file(ckpt).unlink(missing_ok=True)
     return failed
+
+
+def platforms_so_far(checkpoint) -> list[dict]:
+    """The platforms (``bundle.PLATFORM_KEYS``) a training has run on, this one included: a run stopped by
+    ``--max-minutes`` and resumed from its checkpoint on another machine trained on both, and its numbers
+    are then reproduced bit for bit on neither (``fpbench.run.audit``). Kept beside the checkpoint
+    (``bundle.platforms_file``), and in the case's train record once it has trained."""
+    side = platforms_file(checkpoint)
+    stored = Store.cached(side) if checkpoint.exists() else None
+    seen = list((stored or {}).get("platforms", []))
+    if (here := platform_here()) not in seen:
+        seen.append(here)
+    write_json(side, {"platforms": seen})
+    return seen
 
 
 def _reuse_training(case: Case, source, out, log) -> None:
@@ -329,12 +346,15 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
     if store is not None:
         _warm_start(case, model, store, device, log)
     ckpt = out / "checkpoint.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    platforms = platforms_so_far(ckpt)
     result = train(model, method, target, sde, case.config["train"], case.config["seed"], case.label,
                    checkpoint=ckpt, progress=progress, device=device, deadline=deadline)
     info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history, "path": "loop",
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "platforms": platforms}
     _save_trained(model, info, out)
     ckpt.unlink(missing_ok=True)
+    platforms_file(ckpt).unlink(missing_ok=True)
     return info
 
 
