@@ -267,6 +267,9 @@ def test_a_training_lists_every_platform_its_chunks_ran_on(tmp_path, monkeypatch
     (tmp_path / "ensembles" / "abc.platforms.json").write_text(json.dumps({"platforms": [there]}))
     assert pipeline.platforms_so_far(ckpt) == [there, here] == pipeline.platforms_so_far(ckpt)
     assert read_json(bd.platforms_file(ckpt)) == {"platforms": [there, here]}
+    bd.platforms_file(ckpt).unlink()  # a checkpoint of an older fpbench: its platform is not known
+    unknown = pipeline.platforms_so_far(ckpt)
+    assert unknown == [dict.fromkeys(bd.PLATFORM_KEYS), here] and not au.same_platform(unknown, here)
 
 
 @pytest.mark.parametrize("moved, reproduced", [(1e-5, True), (1e-2, False)])

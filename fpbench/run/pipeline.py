@@ -21,7 +21,7 @@ from ..core.samplers import sample_pair
 from ..train.loop import progress_bar, train
 from ..train.methods import make_method
 from ..train.process import cpu_settings
-from .bundle import platform_here, platforms_file
+from .bundle import PLATFORM_KEYS, platform_here, platforms_file
 from .evaluate import distance, evaluate, grid_of, time_grid, with_convergence
 from .store import SAMPLES_FILE, Store, read_npz, samples_path, write_json, write_npz
 from .suite import Case, build
@@ -253,11 +253,14 @@ def train_group(members: list[Case], store: Store, device=None, log=print, compi
 def platforms_so_far(checkpoint) -> list[dict]:
     """The platforms (``bundle.PLATFORM_KEYS``) a training has run on, this one included: a run stopped by
     ``--max-minutes`` and resumed from its checkpoint on another machine trained on both, and its numbers
-    are then reproduced bit for bit on neither (``fpbench.run.audit``). Kept beside the checkpoint
+    are then reproduced bit for bit on neither (``fpbench.run.audit``); a checkpoint that came without them
+    (an older fpbench's) ran somewhere unknown, listed with every key None. Kept beside the checkpoint
     (``bundle.platforms_file``), and in the case's train record once it has trained."""
     side = platforms_file(checkpoint)
     stored = Store.cached(side) if checkpoint.exists() else None
     seen = list((stored or {}).get("platforms", []))
+    if checkpoint.exists() and not seen:  # a checkpoint from before platforms were kept: where it ran is unknown
+        seen.append({k: None for k in PLATFORM_KEYS})
     if (here := platform_here()) not in seen:
         seen.append(here)
     write_json(side, {"platforms": seen})
