@@ -409,8 +409,8 @@ def _cmd_audit(args) -> int:
     if quantities:
         print("\nEach quantity with a standard error, the bundle's against the audit's:\n")
         print(pd.DataFrame(quantities).to_markdown(index=False, floatfmt=".4g"))
-    identical = sum("bit-identical" in r["verdict"] and r["verdict"].startswith("reproduced") for r in rows)
-    reproduced = sum(r["verdict"].startswith("reproduced") for r in rows)
+    identical = sum(r["reproduced"] and r["bit-identical"] for r in rows)
+    reproduced = sum(r["reproduced"] for r in rows)
     print(f"{reproduced} of {len(rows)} case(s) reproduced ({identical} bit-identically, "
           f"{reproduced - identical} within tolerance on another platform)")
     return EXIT["ok"] if reproduced == len(rows) else EXIT["not reproduced"]
@@ -482,6 +482,13 @@ def _cmd_reference(args) -> int:
         out = Path(args.out or REPORTS_DIR / "paper-intervals.md")
         command = "fpbench reference intervals" + (f" --tables {args.tables}" if args.tables else "")
         print(f"wrote {write_intervals_report(study, out, command)}")
+        return 0
+    if args.action == "spreads":
+        from .analysis.paper_intervals import Settings, cell_records, write_spreads_module
+
+        settings = Settings(reps=args.reps)
+        cells = cell_records(root, results_root(args.results) / "reference" / "intervals", settings)
+        print(f"wrote {write_spreads_module(cells, settings)}")
         return 0
     if args.action == "claims":
         return _reference_claims(root, args)
@@ -714,12 +721,14 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
 
     ref = sub.add_parser("reference", help="the authors' checkpoints and histograms")
-    ref.add_argument("action", choices=["tables", "evaluate", "levels", "intervals", "claims"],
+    ref.add_argument("action", choices=["tables", "evaluate", "levels", "intervals", "spreads", "claims"],
                      help="tables: Tables 1-3 from the histograms; intervals: the same with error bars at the paper's "
-                          "n -> reports/paper-intervals.md (resumable); evaluate: the 12 models re-sampled (the first "
-                          "seed of claims) against the published histograms -> reports/reference.md; "
-                          "claims: the claims about trained models decided on the 12 checkpoints re-sampled at "
-                          "several seeds -> "
+                          "n -> reports/paper-intervals.md (resumable); spreads: the cells' bootstrap replicates "
+                          "alone (intervals' cells, shared with it) -> fpbench/analysis/paper_spreads.py (the "
+                          "distance to the paper in its own half-widths, in every suite report); evaluate: the 12 "
+                          "models re-sampled (the first seed of claims) against the published histograms -> "
+                          "reports/reference.md; claims: the claims about trained models decided on the 12 "
+                          "checkpoints re-sampled at several seeds -> "
                           "reports/reference-claims.md (resumable; hours of CPU); "
                           "levels: the models' convergence evidence -> fpbench/analysis/authors_levels.py (the gate's "
                           "yardstick)")
@@ -728,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--out", default=None, help=f"report file (default {REPORTS_DIR}/reference.md for evaluate, "
                      "paper-intervals.md for intervals, reference-claims.md for claims)")
     ref.add_argument("--tables", default=None, help="intervals: only these tables (w2_ode_sde,w2_ode_p0,w2_sde_p0)")
-    ref.add_argument("--reps", type=int, default=10, help="intervals: bootstrap replicates per cell")
+    ref.add_argument("--reps", type=int, default=10, help="intervals, spreads: bootstrap replicates per cell")
     ref.add_argument("--seeds", type=_positive_int, default=None,
                      help="claims: sampling seeds per model (default AUTHORS_RESAMPLING's, fpbench/run/config.py)")
     ref.add_argument("--calibration-reps", type=_positive_int, default=1000,

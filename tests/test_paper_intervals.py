@@ -107,3 +107,48 @@ def test_the_study_and_its_report_end_to_end(tmp_path):
     text = out.read_text()
     assert "## Coverage of the intervals on known truths" in text and "not computed yet" in text  # tables 2, 3
     assert "resolved" in text or "within noise" in text
+
+
+def test_the_spreads_module_holds_the_cells_replicates_and_the_store_overrides_it(tmp_path):
+    """``write_spreads_module`` writes every cell's replicates as Python a reader imports back; ``paper_sds``
+    takes a store's own cell records over the committed module's (a rerun with more replicates wins)."""
+    import importlib.util
+
+    s = pi.Settings(reps=3, n=2000)
+    cells = [{"table": "w2_ode_sde", "target": "blob", "w_r": 0.0, "replicates": [0.0101, 0.0123456789012, 0.0099]},
+             {"table": "w2_sde_p0", "target": "checker", "w_r": 10.0, "replicates": [1e-3, 2e-3, 4e-3]}]
+    path = pi.write_spreads_module(cells, s, tmp_path / "spreads.py")
+    spec = importlib.util.spec_from_file_location("spreads", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (module.REPS, module.N, module.SEED) == (3, 2000, 0)
+    assert module.REPLICATES == {("w2_ode_sde", "blob", 0.0): [0.0101, 0.0123456789, 0.0099],
+                                 ("w2_sde_p0", "checker", 10.0): [1e-3, 2e-3, 4e-3]}
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "cell-w2_ode_sde-blob-0-r3-n2000.json").write_text(
+        '{"table": "w2_ode_sde", "target": "blob", "w_r": 0.0, "replicates": [1.0, 2.0, 3.0]}')
+    from_store, committed = pi.paper_sds(tmp_path / "cache"), pi.paper_sds()
+    assert from_store[("w2_ode_sde", "blob", 0.0)] == pytest.approx(1.0)
+    assert from_store[("w2_ode_sde", "circles2", 0.1)] == committed[("w2_ode_sde", "circles2", 0.1)]
+
+
+def test_the_committed_spreads_are_the_published_histograms_redrawn():
+    """fpbench/analysis/paper_spreads.py is what `fpbench reference spreads` computes: every cell of Tables
+    1-3 with its replicates at the paper's n, the first of one cell redrawn here from the published histograms
+    with the study's stream."""
+    from fpbench.analysis import paper_spreads
+    from fpbench.analysis.reference import ReferenceError, reference_dir, table_histograms
+
+    assert (paper_spreads.N, paper_spreads.REPS) == (pi.PAPER_N, pi.Settings().reps)
+    assert set(paper_spreads.REPLICATES) == {(t, g, w) for t in pi.TABLES for g in TARGETS for w in W_R}
+    assert all(len(r) == paper_spreads.REPS and min(r) > 0 for r in paper_spreads.REPLICATES.values())
+    assert all(0 < sd < 1e-3 for sd in pi.paper_sds().values())  # the paper's cells are 1.7e-3 to 3.4e-2
+    try:
+        root = reference_dir()
+    except ReferenceError as err:  # the published artefacts are not on this machine
+        pytest.skip(str(err))
+    table, target, w_r = "w2_ode_sde", "blob", 10.0
+    index = TARGETS.index(target) * 100 + W_R.index(w_r) * 10 + list(pi.TABLES).index(table)
+    a, b = table_histograms(root, table, target, w_r)
+    [first] = pi.replicates(a, b, pi.PAPER_N, 1, np.random.default_rng([paper_spreads.SEED, index]))
+    assert first == pytest.approx(paper_spreads.REPLICATES[(table, target, w_r)][0], rel=1e-8)

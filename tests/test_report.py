@@ -136,3 +136,7 @@ def test_the_distance_to_the_paper_is_measured_per_cell():
     assert blob["distance (paper's half-widths)"] == pytest.approx(0.011599 / (1.96 * 0.001))
     assert math.isnan(frame.iloc[-1]["distance (paper's half-widths)"])
     assert "Median ratio to the paper's cell 2.00" in distance_section(pd.DataFrame(rows), {})
+    from fpbench.analysis.paper_intervals import paper_sds  # the committed spreads: every cell has its distance
+
+    assert "the median distance is" in distance_section(pd.DataFrame(rows), paper_sds())
+    assert distance_frame(pd.DataFrame(rows), paper_sds())["distance (paper's half-widths)"].gt(0).all()

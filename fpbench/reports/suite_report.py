@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from .. import __version__
+from ..analysis.paper_intervals import paper_sds
 from ..analysis.paper_values import TABLE_TITLES, paper_value
 from ..analysis.paper_values import TARGETS as PAPER_TARGETS
 from ..analysis.stats import summarise
@@ -92,17 +93,6 @@ def paper_comparable(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def paper_sds(store: Store) -> dict:
-    """{(table, target, w_R): the sd of the paper's own estimate at its n}, from the replicates of
-    ``fpbench reference intervals`` where this store holds them (read only), else {}."""
-    out = {}
-    for path in sorted((store.root / "reference" / "intervals").glob("cell-*.json")):
-        cell = Store.cached(path)
-        if cell is not None and len(cell.get("replicates", [])) >= 2:
-            out[(cell["table"], cell["target"], float(cell["w_r"]))] = float(np.std(cell["replicates"], ddof=1))
-    return out
-
-
 def distance_frame(df: pd.DataFrame, sds: dict) -> pd.DataFrame:
     """Per cell of Tables 1-3: fpbench's mean [95% interval], the paper's value, their ratio, whether the
     interval holds the paper's value, and the distance in the paper's own 95% half-widths (1.96 x the sd of
@@ -125,8 +115,8 @@ def distance_frame(df: pd.DataFrame, sds: dict) -> pd.DataFrame:
 
 
 def distance_section(df: pd.DataFrame, sds: dict) -> str:
-    """How far fpbench's cells are from the paper's: ratios, interval coverage and, where the paper's own
-    intervals are in the store, the distance in their half-widths."""
+    """How far fpbench's cells are from the paper's: ratios, interval coverage and, where ``sds`` holds the
+    paper's own spread of a cell, the distance in its half-widths."""
     frame = distance_frame(df, sds)
     if frame.empty:
         return ""
@@ -136,10 +126,10 @@ def distance_section(df: pd.DataFrame, sds: dict) -> str:
              f"Median ratio to the paper's cell {frame['ratio'].median():.2f} (from {frame['ratio'].min():.2f} to "
              f"{frame['ratio'].max():.2f}); the paper's value lies inside fpbench's 95% interval in {held} of "
              f"{len(frame)} cells. " + (
-                 f"In the paper's own 95% half-widths (reports/paper-intervals.md), the median distance is "
-                 f"{half.abs().median():.1f}." if len(half) else
-                 "The paper's own intervals are not in this store (`fpbench reference intervals --results` the same "
-                 "store adds the distance in their half-widths)."), "",
+                 f"In the paper's own 95% half-widths (1.96 x the sd of its estimate at its n, "
+                 f"`fpbench reference spreads`; reports/paper-intervals.md), the median distance is "
+                 f"{half.abs().median():.1f} in {len(half)} cells." if len(half) else
+                 "The paper's own spreads are not known for these cells."), "",
              frame.to_markdown(index=False, floatfmt=".3g"), ""]
     return "\n".join(lines)
 
@@ -343,8 +333,8 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     lines += claim_lines
     comparable = paper_comparable(df)
     if not comparable.empty:
-        lines += [distance_section(comparable, paper_sds(store)), trends_section(comparable),
-                  calibration_section(comparable)]
+        lines += [distance_section(comparable, paper_sds(store.root / "reference" / "intervals")),
+                  trends_section(comparable), calibration_section(comparable)]
     lines += [dropped_samples_section(df)]
     lines += [error_budget_section(df)]
     lines += ["## Trained models", "", diagnostics_frame(df, param).to_markdown(floatfmt=".4g"), "",
