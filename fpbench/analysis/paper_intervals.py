@@ -213,7 +213,7 @@ def paper_sds(cache: Path | None = None) -> dict:
     committed ``paper_spreads`` module."""
     from .paper_spreads import REPLICATES
 
-    found = {key: reps for key, reps in REPLICATES.items()}
+    found = dict(REPLICATES)
     for path in sorted(cache.glob("cell-*.json")) if cache is not None and cache.is_dir() else ():
         cell = Store.cached(path)
         if cell is not None and len(cell.get("replicates", [])) >= 2:
