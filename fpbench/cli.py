@@ -473,21 +473,21 @@ def _cmd_reference(args) -> int:
         print(f"{matched} of {len(cells)} cells equal the paper to the printed digits")
         return 0 if matched == len(cells) else 1
     if args.action == "intervals":
-        from .analysis.paper_intervals import Settings, run_study
+        from .analysis.paper_intervals import STORE_DIR, Settings, run_study
         from .reports.intervals_report import write_intervals_report
 
         tables = {"tables": tuple(args.tables.split(","))} if args.tables else {}
-        study = run_study(root, results_root(args.results) / "reference" / "intervals", Settings(reps=args.reps),
+        study = run_study(root, results_root(args.results) / STORE_DIR, Settings(reps=args.reps),
                           **tables)
         out = Path(args.out or REPORTS_DIR / "paper-intervals.md")
         command = "fpbench reference intervals" + (f" --tables {args.tables}" if args.tables else "")
         print(f"wrote {write_intervals_report(study, out, command)}")
         return 0
     if args.action == "spreads":
-        from .analysis.paper_intervals import Settings, cell_records, write_spreads_module
+        from .analysis.paper_intervals import STORE_DIR, Settings, cell_records, write_spreads_module
 
         settings = Settings(reps=args.reps)
-        cells = cell_records(root, results_root(args.results) / "reference" / "intervals", settings)
+        cells = cell_records(root, results_root(args.results) / STORE_DIR, settings)
         print(f"wrote {write_spreads_module(cells, settings)}")
         return 0
     if args.action == "claims":

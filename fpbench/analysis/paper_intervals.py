@@ -40,6 +40,7 @@ from .paper_values import TABLE_TITLES, TABLES, TARGETS, W_R
 from .reference import histogram, table_histograms
 
 PAPER_N = 3_000_000  # samples behind every published histogram (their file names)
+STORE_DIR = Path("reference", "intervals")  # where in a results store the study keeps its records
 Z = 1.96
 METHODS = ("normal", "basic", "floor")  # the order of preference (``interval_method``)
 
@@ -209,8 +210,8 @@ def write_spreads_module(cells: list[dict], s: Settings, path: Path = SPREADS_MO
 
 def paper_sds(cache: Path | None = None) -> dict:
     """{(table, target, w_R): the sd of the paper's own estimate at its n}: from the cell records under
-    ``cache`` (``fpbench reference intervals`` in a store; read only) where it holds them, else from the
-    committed ``paper_spreads`` module."""
+    ``cache`` (a store's ``STORE_DIR``, where ``fpbench reference intervals`` keeps them; read only) where it
+    holds them, else from the committed ``paper_spreads`` module."""
     from .paper_spreads import REPLICATES
 
     found = dict(REPLICATES)

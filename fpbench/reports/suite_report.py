@@ -13,7 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from .. import __version__
-from ..analysis.paper_intervals import paper_sds
+from ..analysis.paper_intervals import STORE_DIR, paper_sds
 from ..analysis.paper_values import TABLE_TITLES, paper_value
 from ..analysis.paper_values import TARGETS as PAPER_TARGETS
 from ..analysis.stats import summarise
@@ -333,8 +333,8 @@ def write_report(data: dict, scale: str, store: Store, out: Path, seeds: int | N
     lines += claim_lines
     comparable = paper_comparable(df)
     if not comparable.empty:
-        lines += [distance_section(comparable, paper_sds(store.root / "reference" / "intervals")),
-                  trends_section(comparable), calibration_section(comparable)]
+        lines += [distance_section(comparable, paper_sds(store.root / STORE_DIR)), trends_section(comparable),
+                  calibration_section(comparable)]
     lines += [dropped_samples_section(df)]
     lines += [error_budget_section(df)]
     lines += ["## Trained models", "", diagnostics_frame(df, param).to_markdown(floatfmt=".4g"), "",
