@@ -245,8 +245,7 @@ def train_group(members: list[Case], store: Store, device=None, log=print, compi
                               "ensemble": len(members), "path": "ensemble", "compiled": compiled_in_effect(compile),
                               "threads": torch.get_num_threads(), "platforms": platforms},
                       out)
-    ckpt.unlink(missing_ok=True)
-    platforms_file(ckpt).unlink(missing_ok=True)
+    _drop_checkpoint(ckpt)
     return failed
 
 
@@ -265,6 +264,12 @@ def platforms_so_far(checkpoint) -> list[dict]:
         seen.append(here)
     write_json(side, {"platforms": seen})
     return seen
+
+
+def _drop_checkpoint(checkpoint) -> None:
+    """A finished training's checkpoint and the platforms kept beside it."""
+    checkpoint.unlink(missing_ok=True)
+    platforms_file(checkpoint).unlink(missing_ok=True)
 
 
 def _reuse_training(case: Case, source, out, log) -> None:
@@ -356,8 +361,7 @@ def _trained(case, model, method, target, sde, out, device, progress, log, deadl
     info = {"seconds": result.seconds, "iterations": result.iterations, "history": result.history, "path": "loop",
             "threads": torch.get_num_threads(), "platforms": platforms}
     _save_trained(model, info, out)
-    ckpt.unlink(missing_ok=True)
-    platforms_file(ckpt).unlink(missing_ok=True)
+    _drop_checkpoint(ckpt)
     return info
 
 
