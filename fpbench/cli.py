@@ -79,7 +79,8 @@ def _cmd_run(args) -> int:
 
         manifest = write_bundle(store.root, cases, bundle, data["suite"]["name"], args.scale)
         resumable = any(rel.startswith("resume/") for rel in manifest["files"])
-        print(f"bundle {bundle}: {len(manifest['cases'])} of {len(cases)} case(s) finished"
+        ours = sum(case.key in manifest["cases"] for case in cases)
+        print(f"bundle {bundle}: {ours} of this run's {len(cases)} case(s) finished, {len(manifest['cases'])} in all"
               + (", with the unfinished ensembles' checkpoints" if resumable else "")
               + " (commit it: another machine resumes from it)")
     failed = [o for o in outcomes if o.status == "failed"]

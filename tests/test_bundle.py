@@ -386,6 +386,10 @@ def test_run_with_a_bundle_opens_it_first_and_gives_it_what_it_finished_or_left(
     manifest = bd.verify_bundle(bundle)
     assert len(manifest["cases"]) == 2 and not [r for r in manifest["files"] if r.startswith("resume/")]
     assert bd.unfinished_ensembles(bundle, manifest) == []
+    assert "2 of this run's 2 case(s) finished, 2 in all" in capsys.readouterr().out
+    assert main(["run", suite, "--scale", "smoke", "--seeds", "2", "--only-seed", "1", "--results",
+                 str(tmp_path / "second"), "--quiet", "--bundle", str(bundle)]) == 0  # another seed, same bundle
+    assert "2 of this run's 2 case(s) finished, 4 in all" in capsys.readouterr().out
     assert main(["run", suite, "--scale", "smoke", "--results", str(tmp_path / "x"), "--shard", "1/2", "--bundle",
                  str(bundle)]) == 2
     assert "--bundle with --shard" in capsys.readouterr().err
