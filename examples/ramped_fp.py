@@ -7,8 +7,10 @@ Benchmark it against the baseline on the paper's targets, from the repository ro
     fpbench compare examples/ramped_fp.py:RampedFP --scale smoke
 
 A method is a subclass of ``fpbench.train.methods.Method``: named loss terms (``dsm``, ``log_fp``,
-``score_fp``) with weights, and a ``loss`` that combines them. Everything else (training loop,
-checkpoints, sampling, metrics, reports) is fpbench's.
+``score_fp``) with weights, here on a schedule (``weights_at``). Everything else (training loop,
+ensembles, checkpoints, sampling, metrics, reports) is fpbench's: a method built from fpbench's own
+terms trains with the others of its shape as one ensemble; one that overrides ``loss`` or
+``loss_terms`` trains by the per-model loop, which computes it as written.
 """
 
 from fpbench import Method
@@ -24,8 +26,6 @@ class RampedFP(Method):
         super().__init__(dsm=1.0, log_fp=w_r)
         self.ramp = ramp
 
-    def loss(self, model, ctx):
-        terms = self.loss_terms(model, ctx)
-        progress = min(1.0, ctx.iteration / max(1.0, self.ramp * ctx.iterations))
-        total = terms["dsm"] + progress * self.weights["log_fp"] * terms["log_fp"]
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+    def weights_at(self, iteration: int, iterations: int) -> dict[str, float]:
+        progress = min(1.0, iteration / max(1.0, self.ramp * iterations))
+        return {**self.weights, "log_fp": progress * self.weights["log_fp"]}

@@ -14,7 +14,7 @@ from fpbench.run.pipeline import ensemble_key
 from fpbench.run.suite import expand, load_suite
 from fpbench.train import methods
 from fpbench.train.ensemble import can_ensemble, train_ensemble
-from fpbench.train.loop import train
+from fpbench.train.loop import TrainingError, train
 from fpbench.train.methods import Method, make_method
 
 CFG = {"iterations": 1, "lr_stages": [[1e-3, 1.0]], "dsm_batch": 64, "time_law": "beta12", "t_eps": 1e-5,
@@ -45,17 +45,52 @@ def test_every_built_in_method_gives_the_same_first_step_loss_on_both_paths(name
         assert jets[key] == pytest.approx(loop[key], rel=1e-4), key
 
 
-def test_the_example_method_is_refused_by_the_ensemble_and_trained_by_the_loop():
+def _history(path, model, method, iterations, seed=3):
+    model, cfg = copy.deepcopy(model), dict(CFG, iterations=iterations)
+    sde, target = make_sde("ou"), make_target("blob")
+    if path == "loop":
+        return train(model, method, target, sde, cfg, seed).history
+    (result,) = train_ensemble([model], [method], [target], sde, cfg, [seed])
+    return result.history
+
+
+def test_the_example_methods_ramp_is_the_same_on_both_paths():
+    """examples/ramped_fp.py schedules its weight (``weights_at``): the ensemble trains it, and every step's
+    loss is L_DSM + w(k) R~ with w(k) = min(1, k / (0.5 K)), on the loop and on the ensemble."""
     from examples.ramped_fp import RampedFP
 
     torch.manual_seed(0)
     model, method = PotentialMLP(2, width=16, depth=2), RampedFP(w_r=1.0)
-    assert not can_ensemble(method, model)  # it overrides loss(): only the loop computes its weighting
-    with pytest.raises(ValueError, match="ensemble training needs"):
-        _first_step("ensemble", model, method)
-    ramped = _first_step("loop", model, method)
-    plain = _first_step("loop", model, make_method("fp", w_r=1.0))
-    assert ramped["log_fp"] == plain["log_fp"] and ramped["loss"] == plain["dsm"]  # weight 0 at step 0
+    assert can_ensemble(method, model)
+    loop, jets = _history("loop", model, method, 4), _history("ensemble", model, method, 4)
+    for step, ramp in zip(range(4), (0.0, 0.5, 1.0, 1.0)):
+        for hist in (loop, jets):
+            row = hist[step]
+            assert row["iteration"] == step
+            assert row["loss"] == pytest.approx(row["dsm"] + ramp * row["log_fp"], rel=1e-6)
+        for key in loop[step]:
+            assert jets[step][key] == pytest.approx(loop[step][key], rel=1e-4), (step, key)
+
+
+def test_a_schedule_without_a_finite_weight_for_a_term_in_use_is_a_clear_error():
+    class Broken(Method):
+        name = "broken"
+
+        def __init__(self, missing: bool):
+            super().__init__(dsm=1.0, log_fp=1.0)
+            self.missing = missing
+
+        def weights_at(self, iteration, iterations):  # no log_fp weight, or NaN from step 1 on
+            return {"dsm": 1.0} if self.missing else {"dsm": 1.0, "log_fp": float("nan") if iteration else 1.0}
+
+    model = PotentialMLP(2, width=16, depth=2)
+    with pytest.raises(TrainingError, match=r"weights_at\(0, 1\) returned \{'dsm': 1.0\}; it needs a finite"):
+        _history("loop", model, Broken(missing=True), 1)
+    (failed,) = train_ensemble([copy.deepcopy(model)], [Broken(missing=True)], [make_target("blob")], make_sde("ou"),
+                               dict(CFG, iterations=2), [3])  # the member fails alone, with the same reason
+    assert isinstance(failed, TrainingError) and "weights_at(0, 2) returned {'dsm': 1.0}" in str(failed)
+    with pytest.raises(TrainingError, match=r"weights_at\(1, 2\) returned .*nan"):
+        _history("loop", model, Broken(missing=False), 2)
 
 
 def test_a_users_added_term_is_computed_by_the_loop_never_replaced_by_a_built_in_jet(monkeypatch):

@@ -21,6 +21,7 @@ import warnings
 import torch
 
 from ..core import operators as ops
+from ..core.errors import FpbenchError
 from ..core.jet import BatchedMLP, supports
 from ..core.losses import DSMBatch, dsm_batch, dsm_loss_terms
 from ..core.residuals import Box, collocation_points, log_fp_residual_from, score_fp_residual, score_fp_residual_from
@@ -40,8 +41,9 @@ from .process import cpu_settings
 
 
 def can_ensemble(method, model) -> bool:
-    """fpbench's own loss terms (``Method.uses_builtin_terms``), combined by ``Method.loss``, on an
-    fpbench MLP (the log-FP term only on a potential model). Anything else trains one by one."""
+    """fpbench's own loss terms (``Method.uses_builtin_terms``), combined by ``Method.loss`` with the weights
+    of ``Method.weights_at`` (a schedule is fine), on an fpbench MLP (the log-FP term only on a potential
+    model). Anything else trains one by one."""
     own = type(method).loss_terms is Method.loss_terms and type(method).loss is Method.loss
     if not own or not method.uses_builtin_terms() or not supports(model):
         return False
@@ -227,7 +229,14 @@ def _train_ensemble(models, methods, targets, sde, cfg, seeds, labels, device, c
             stage, opt = new_stage, torch.optim.Adam(params, lr=lr)
         draws = {e: _member_draws(targets[e], sde, methods[e], cfg, gens[e], dtype, device) for e in alive}
         values = _all_terms(models, sde, cfg, methods, draws, alive, member_chunk(device), compile)
-        totals = {e: sum(methods[e].weights[k] * v for k, v in values[e].items()) for e in alive}
+        totals = {}
+        for e in alive:
+            try:
+                weights = methods[e].step_weights(it, cfg["iterations"])
+            except FpbenchError as err:  # a user's schedule: this member fails alone, as on the loop
+                failures[e] = f"case {labels[e]}: {err} at iteration {it}"
+                continue
+            totals[e] = sum(weights[k] * v for k, v in values[e].items())
         for e, total in totals.items():
             failure = loss_failure(total.item(), histories[e][0]["loss"] if histories[e] else None)
             if failure:

@@ -12,6 +12,7 @@ report do not change. Methods made of fpbench's own terms train as ensembles on 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -68,7 +69,8 @@ REGULARISER_RESIDUALS = MappingProxyType({"log_fp": "log_fp_residual", "score_fp
 
 
 class Method:
-    """Loss = sum_k weights[k] * term_k. Terms with weight 0 are not computed."""
+    """Loss = sum_k weights[k] * term_k. Terms with weight 0 are not computed. A schedule of the weights over
+    training (a ramp, a warm-up) is ``weights_at``; both training paths honour it."""
 
     name = "custom"
 
@@ -87,9 +89,30 @@ class Method:
         """Whether every term in use is one of fpbench's own, as defined in ``BUILTIN_TERMS``."""
         return all(TERMS.get(k) is BUILTIN_TERMS.get(k) is not None for k, w in self.weights.items() if w != 0)
 
+    def weights_at(self, iteration: int, iterations: int) -> dict[str, float]:
+        """The terms' weights at step ``iteration`` (from 0) of ``iterations``: ``weights`` at every step.
+        Override it for a schedule; the terms in use stay those with a nonzero weight in ``weights``
+        (one weighted 0 at some step is computed there, and counts for nothing)."""
+        return self.weights
+
+    def step_weights(self, iteration: int, iterations: int) -> dict[str, float]:
+        """``weights_at``, checked: a weight for every term in use, each a finite number."""
+        weights = self.weights_at(iteration, iterations)
+        used = {k for k, w in self.weights.items() if w != 0}
+        try:
+            weights = {k: float(w) for k, w in weights.items()}
+        except (TypeError, ValueError, AttributeError):
+            weights = {}
+        if not used <= set(weights) or not all(math.isfinite(w) for w in weights.values()):
+            raise FpbenchError(f"method {self.name!r}: weights_at({iteration}, {iterations}) returned "
+                               f"{self.weights_at(iteration, iterations)!r}; it needs a finite number for each term "
+                               f"in use ({sorted(used)})")
+        return weights
+
     def loss(self, model, ctx: TrainContext) -> tuple[torch.Tensor, dict[str, float]]:
         terms = self.loss_terms(model, ctx)
-        total = sum(self.weights.get(k, 1.0) * v for k, v in terms.items())
+        weights = self.step_weights(ctx.iteration, ctx.iterations)
+        total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
         return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
