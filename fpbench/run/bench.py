@@ -246,6 +246,36 @@ def bench_w2(n: int = 60_000, solves: int = 5) -> dict:
             "max_difference": float(same)}
 
 
+def method_step_seconds(cases: dict, iterations: int, repeats: int = 3, device=None) -> dict[str, dict]:
+    """Seconds per training step of each case's method ({label: case}), one fresh model at a time on one
+    thread, by the path a run trains it by (an ensemble of one, eager jets, where ``can_ensemble``; else the
+    per-model loop), each case timed in turn ``repeats`` times after a one-step warm-up: {label: {"s": the
+    median, "range": (fastest, slowest), "path": "ensemble" or "loop"}}. Cost ratios between methods timed in
+    one call share the machine's load."""
+    from ..train.ensemble import can_ensemble
+    from ..train.loop import train
+
+    def once(case, steps: int) -> tuple[float, str]:
+        target, sde, model, method = build(case, device)
+        cfg = dict(case.config["train"], iterations=steps, checkpoint_every=10**9, log_every=10**9)
+        if can_ensemble(method, model):
+            return _timed(lambda: train_ensemble([model], [method], [target], sde, cfg, [case.config["seed"]],
+                                                 device=device)), "ensemble"
+        return _timed(lambda: train(model, method, target, sde, cfg, case.config["seed"], device=device)), "loop"
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        paths = {label: once(case, 1)[1] for label, case in cases.items()}  # warm-up (first-call costs)
+        times = {label: [] for label in cases}
+        for _ in range(repeats):
+            for label, case in cases.items():
+                times[label].append(once(case, iterations)[0] / iterations)
+    finally:
+        torch.set_num_threads(threads)
+    return {label: {"s": median(t), "range": (min(t), max(t)), "path": paths[label]} for label, t in times.items()}
+
+
 def run_bench(suite: str = "paper", scale: str = "quick", members: int = 12, iterations: int = 50,
               n: int = 20_000, steps: int = 50, device=None, workers: int = 2, repeats: int = 3) -> dict:
     return {"training": bench_training(suite, scale, members, iterations, device, workers, repeats),
