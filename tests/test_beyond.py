@@ -93,7 +93,7 @@ def test_compare_runs_the_example_beside_the_baseline_and_ranks_it(tmp_path, cap
     assert code == 0, capsys.readouterr().err
     text = out.read_text()
     assert "## Methods ranked per target" in text and "## Where each gap comes from" in text
-    assert "## What each method costs" in text  # the ramped method's measured seconds beside the baseline's
+    assert "## What each method cost" in text  # the ramped method's recorded seconds beside the baseline's
     rows = [line for line in text.splitlines() if "RampedFP (--method" in line]
     assert rows and any("p_lower" in r for r in rows)  # tested against the baseline
     assert "## Do the paper's claims C1-C5 carry over?" in text
@@ -157,6 +157,8 @@ def test_bench_reports_every_ratio(monkeypatch):
     for row in ("training, iterations/s", "sampling, particle-steps/s", "the same score on all 200 particles at once",
                 "grid W2² solves/s"):
         assert row in text
+    assert list(r["methods"]) == ["fp(w_r=0.0)", "fp(w_r=0.1)"]  # DSM alone, then with R~ (one weight stands in)
+    assert "| fp(w_r=0.0) | ensemble |" in text and text.count("x |") >= 2
 
 
 def test_bench_one_thread_restores_the_thread_count_on_an_error():
@@ -248,10 +250,9 @@ def test_the_summary_counts_the_verdicts_by_kind_not_by_their_wording(monkeypatc
     assert "better in 2, worse in 1, not distinguishable in 0, cannot tell in 1 of 4 comparisons" in line
 
 
-def test_the_cost_table_gives_each_methods_timed_and_recorded_seconds_and_its_warm_starts_source():
-    """The methods report's cost section: the step time measured for each method over the baseline's, and
-    the train records' seconds per model, with the seconds of the model a warm start begins from (the DSM
-    baseline at w_R = 0 only)."""
+def test_the_cost_table_gives_each_methods_recorded_seconds_and_its_warm_starts_source():
+    """The methods report's cost section: the train records' seconds per model with a t interval over models,
+    and the seconds of the model a warm start begins from (the DSM baseline at w_R = 0 only)."""
     import pandas as pd
 
     from fpbench.reports.beyond_report import cost_frame
@@ -263,15 +264,11 @@ def test_the_cost_table_gives_each_methods_timed_and_recorded_seconds_and_its_wa
                        "param_w_r": [0.0, 0.0, 1.0, 1.0]})
     train = [(100.0, 12), (140.0, 12), (990.0, 12), (180.0, 3)]
     records = [{"train": {"seconds": s, "ensemble": e}, "sample_seconds": 7.0} for s, e in train]
-    timed = {base: {"s": 0.02, "range": (0.019, 0.025), "path": "ensemble"},
-             paper: {"s": 0.05, "range": (0.05, 0.06), "path": "ensemble"},
-             warm: {"s": 0.04, "range": (0.04, 0.04), "path": "loop"}}
-    table = cost_frame(data, df, records, timed).set_index("method")
-    assert table.loc[base, "models"] == 2 and table.loc[base, "ms per step (timed now)"] == "20.0 [19.0, 25.0]"
-    assert table.loc[base, "recorded training s per model"] == "120 [-134, 374]"  # a t interval, 2 models
-    assert table.loc[paper, "x the baseline's"] == "2.50" and table.loc[warm, "x the baseline's"] == "2.00"
+    table = cost_frame(data, df, records).set_index("method")
+    assert table.loc[base, "models"] == 2 and table.loc[base, "training s per model"] == "120 [-134, 374]"
+    assert table.loc[paper, "training s per model"] == "990 (one model)"
     assert table.loc[warm, "+ its warm start's source"] == "120 s"  # the w_R = 0 baseline, not the w_R = 1 model
-    assert table.loc[paper, "+ its warm start's source"] == "none" and table.loc[warm, "path"] == "loop"
+    assert table.loc[paper, "+ its warm start's source"] == "none"
     assert table.loc[warm, "ensemble sizes"] == "3" and table.loc[base, "sampling s per model"] == "7"
 
 

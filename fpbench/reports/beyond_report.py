@@ -346,30 +346,22 @@ def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
     return lines
 
 
-COST_STEPS, COST_REPEATS = 10, 3  # the cost section's timing: steps per timing, timings per method
-
-
-def cost_frame(data: dict, df: pd.DataFrame, records: list, timed: dict) -> pd.DataFrame:
-    """One row per method (label): its cost per training step timed by this report (``timed``:
-    ``bench.method_step_seconds`` of one case per label), that over the baseline's, and what the run's records
-    measured: training seconds per model (mean [95% t interval over models]; an ensemble's wall time over its
-    size, summed over resumed chunks: members of one ensemble share it equally, whatever their methods),
-    the seconds of the model a warm start begins from (``warm_start_from``), and sampling seconds per model."""
+def cost_frame(data: dict, df: pd.DataFrame, records: list) -> pd.DataFrame:
+    """One row per method (label) with what the run's records measured: training seconds per model (mean
+    [95% t interval over models]; an ensemble's wall time over its size, summed over resumed chunks: members
+    of one ensemble share it equally, whatever their methods), the seconds of the model a warm start begins
+    from (``warm_start_from``), and sampling seconds per model."""
     from ..train.methods import make_method
 
     rows = pd.DataFrame({"label": df["label"].to_numpy(), "method": df["method"].to_numpy(),
                          "seconds": [r["train"].get("seconds", np.nan) for r in records],
                          "ensemble": [r["train"].get("ensemble", 1) for r in records],
                          "sample": [r["sample_seconds"] for r in records]})
-    base = timed[baseline_label(data, df)]["s"]
     out = []
     for label, g in rows.groupby("label", sort=False):
         warm = getattr(make_method(g["method"].iloc[0]), "warm_start_from", None)
         source = rows[_is_method(df, warm)]["seconds"].mean() if warm else np.nan
-        t = timed[label]
-        out.append({"method": label, "ms per step (timed now)": f"{1e3 * t['s']:.1f} [{1e3 * t['range'][0]:.1f}, "
-                    f"{1e3 * t['range'][1]:.1f}]", "x the baseline's": f"{t['s'] / base:.2f}", "path": t["path"],
-                    "models": len(g), "recorded training s per model": _seconds(g["seconds"].to_numpy()),
+        out.append({"method": label, "models": len(g), "training s per model": _seconds(g["seconds"].to_numpy()),
                     "ensemble sizes": ", ".join(str(int(e)) for e in sorted(set(g["ensemble"]))),
                     "+ its warm start's source": f"{source:.0f} s" if warm else "none",
                     "sampling s per model": f"{g['sample'].mean():.0f}"})
@@ -390,22 +382,16 @@ def _is_method(df: pd.DataFrame, spec: dict) -> np.ndarray:
 
 
 def cost_section(data: dict, df: pd.DataFrame, records: list) -> list[str]:
-    """What each method costs (``cost_frame``): timed now, one case per method, and as the run recorded it."""
-    from ..run.bench import method_step_seconds
-    from ..run.suite import Case
-
-    firsts = {label: Case(records[i]["config"]) for label, i in zip(df["label"], range(len(df)))
-              if label not in df["label"].iloc[:i].to_numpy()}
-    timed = method_step_seconds(firsts, COST_STEPS, COST_REPEATS)
-    return ["## What each method costs", "",
-            f"Timed by this report on this machine: one training step of each method (its first case, a fresh "
-            f"model, one thread, the path its run trains it by), {COST_REPEATS} timings of {COST_STEPS} steps each "
-            "taken in turn, the median [fastest, slowest], and over the baseline's. Recorded by the run: training "
-            "seconds per model (the wall time of the ensemble that trained it over the ensemble's size, summed over "
-            "the chunks of a resumed run; members of one ensemble share it equally whatever their methods, and the "
-            "machine's load differed between chunks, so compare methods by the timed column). A warm-started "
-            "method also needs the model it starts from (trained once; its recorded seconds beside).", "",
-            cost_frame(data, df, records, timed).to_markdown(index=False), ""]
+    """What each method cost the run (``cost_frame``), and where its per-step cost is timed."""
+    name = data["suite"]["name"]
+    return ["## What each method cost", "",
+            "Recorded by the run (each case's train record): training seconds per model are the wall time of the "
+            "ensemble that trained it over the ensemble's size, summed over the chunks of a resumed run. Members of "
+            "one ensemble share it equally whatever their methods, and the machine's load differed between "
+            f"chunks: the per-step cost of each method under equal conditions is `fpbench bench --suite {name} "
+            "--scale SCALE` (one model per method, timed in turn). A warm-started method also needs the model it "
+            "starts from (trained once; its recorded seconds beside).", "",
+            cost_frame(data, df, records).to_markdown(index=False), ""]
 
 
 def modes_section(df: pd.DataFrame) -> list[str]:

@@ -263,22 +263,33 @@ def method_step_seconds(cases: dict, iterations: int, repeats: int = 3, device=N
                                                  device=device)), "ensemble"
         return _timed(lambda: train(model, method, target, sde, cfg, case.config["seed"], device=device)), "loop"
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         paths = {label: once(case, 1)[1] for label, case in cases.items()}  # warm-up (first-call costs)
         times = {label: [] for label in cases}
         for _ in range(repeats):
             for label, case in cases.items():
                 times[label].append(once(case, iterations)[0] / iterations)
-    finally:
-        torch.set_num_threads(threads)
     return {label: {"s": median(t), "range": (min(t), max(t)), "path": paths[label]} for label, t in times.items()}
+
+
+def bench_methods(suite: str, scale: str, iterations: int, repeats: int, device=None) -> dict[str, dict]:
+    """``method_step_seconds`` of the suite's methods: its first case per model kind, method and set of loss
+    terms in use (weights 0 and nonzero differ; one nonzero weight stands for the others), labelled as in the
+    case labels (``fp(w_r=0.1)``, ``score:dsm()``); the first is the ratios' baseline."""
+    from ..train.methods import make_method
+
+    firsts = {}
+    for case in expand(load_suite(suite), scale, seeds=1):
+        m = case.config["method"]
+        used = frozenset(k for k, w in make_method(m["name"], **m["params"]).weights.items() if w)
+        firsts.setdefault((case.config["model"]["kind"], m["name"], used), case)
+    return method_step_seconds({c.label.split("/")[1]: c for c in firsts.values()}, iterations, repeats, device)
 
 
 def run_bench(suite: str = "paper", scale: str = "quick", members: int = 12, iterations: int = 50,
               n: int = 20_000, steps: int = 50, device=None, workers: int = 2, repeats: int = 3) -> dict:
     return {"training": bench_training(suite, scale, members, iterations, device, workers, repeats),
+            "methods": bench_methods(suite, scale, iterations, repeats, device),
             "sampling": bench_sampling(suite, scale, members, n, steps, device), "w2": bench_w2(),
             "suite": suite, "scale": scale, "device": str(device or "cpu"), "threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor()}".strip(), "torch": torch.__version__,
@@ -318,7 +329,20 @@ def format_bench(r: dict) -> str:
         "Compiled rows exclude the one-off tracing, timed on its "
         f"own: {t['compiled']['warmup_s']:.0f} s in this process"
         + (f", {t['pool_compiled']['warmup_s']:.0f} s for the pool (start, imports and tracing)"
-           if "pool_compiled" in t else "") + ".", *_bound_note(t), ""])
+           if "pool_compiled" in t else "") + ".", *_bound_note(t), "", *_methods_rows(r), ""])
+
+
+def _methods_rows(r: dict) -> list[str]:
+    """The per-step cost of each method of the suite (``bench_methods``), over the first's."""
+    timed = r["methods"]
+    base = next(iter(timed.values()))["s"]
+    t = r["training"]
+    return [f"Training step of each method of suite `{r['suite']}` (its first case per method and set of loss terms; "
+            f"one fresh model, one thread, the path its run trains it by; the median of {t['repeats']} timings of "
+            f"{t['iterations']} steps, the methods timed in turn, [fastest, slowest]), against the first's:", "",
+            "| method | path | ms per step | ratio |", "|---|---|---:|---:|",
+            *[f"| {label} | {v['path']} | {1e3 * v['s']:.2f} [{1e3 * v['range'][0]:.2f}, {1e3 * v['range'][1]:.2f}] | "
+              f"{v['s'] / base:.2f}x |" for label, v in timed.items()]]
 
 
 def _bound_note(t: dict) -> list[str]:
