@@ -25,13 +25,17 @@ BUILT_IN = [("dsm", {}, PotentialMLP), ("dsm", {}, ScoreMLP), ("fp", {"w_r": 1.0
             ("score_fp", {"w_s": 1.0}, ScoreMLP), ("score_fp", {"w_s": 1.0}, PotentialMLP)]
 
 
-def _first_step(path, model, method, seed=3):
-    model = copy.deepcopy(model)
+def _history(path, model, method, iterations, seed=3):
+    model, cfg = copy.deepcopy(model), dict(CFG, iterations=iterations)
     sde, target = make_sde("ou"), make_target("blob")
     if path == "loop":
-        return train(model, method, target, sde, CFG, seed).history[0]
-    (result,) = train_ensemble([model], [method], [target], sde, CFG, [seed])
-    return result.history[0]
+        return train(model, method, target, sde, cfg, seed).history
+    (result,) = train_ensemble([model], [method], [target], sde, cfg, [seed])
+    return result.history
+
+
+def _first_step(path, model, method, seed=3):
+    return _history(path, model, method, CFG["iterations"], seed)[0]
 
 
 @pytest.mark.parametrize("name,params,cls", BUILT_IN, ids=[f"{n}-{c.__name__}" for n, _, c in BUILT_IN])
@@ -43,15 +47,6 @@ def test_every_built_in_method_gives_the_same_first_step_loss_on_both_paths(name
     assert set(loop) == set(jets)
     for key in loop:
         assert jets[key] == pytest.approx(loop[key], rel=1e-4), key
-
-
-def _history(path, model, method, iterations, seed=3):
-    model, cfg = copy.deepcopy(model), dict(CFG, iterations=iterations)
-    sde, target = make_sde("ou"), make_target("blob")
-    if path == "loop":
-        return train(model, method, target, sde, cfg, seed).history
-    (result,) = train_ensemble([model], [method], [target], sde, cfg, [seed])
-    return result.history
 
 
 def test_the_example_methods_ramp_is_the_same_on_both_paths():

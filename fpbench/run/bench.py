@@ -253,22 +253,23 @@ def method_step_seconds(cases: dict, iterations: int, repeats: int = 3, device=N
     median, "range": (fastest, slowest), "path": "ensemble" or "loop"}}. Cost ratios between methods timed in
     one call share the machine's load."""
     from ..train.ensemble import can_ensemble
-    from ..train.loop import train
 
-    def once(case, steps: int) -> tuple[float, str]:
-        target, sde, model, method = build(case, device)
-        cfg = dict(case.config["train"], iterations=steps, checkpoint_every=10**9, log_every=10**9)
-        if can_ensemble(method, model):
-            return _timed(lambda: train_ensemble([model], [method], [target], sde, cfg, [case.config["seed"]],
-                                                 device=device)), "ensemble"
-        return _timed(lambda: train(model, method, target, sde, cfg, case.config["seed"], device=device)), "loop"
+    def path(case) -> str:
+        _target, _sde, model, method = build(case, device)
+        return "ensemble" if can_ensemble(method, model) else "loop"
 
+    def seconds(label: str, steps: int) -> float:  # a fresh model each time (``_ensemble`` and ``_loop`` build it)
+        cfg = dict(cases[label].config["train"], iterations=steps, checkpoint_every=10**9, log_every=10**9)
+        return (_ensemble if paths[label] == "ensemble" else _loop)([cases[label]], cfg, device)
+
+    paths = {label: path(case) for label, case in cases.items()}
+    times = {label: [] for label in cases}
     with _one_thread():
-        paths = {label: once(case, 1)[1] for label, case in cases.items()}  # warm-up (first-call costs)
-        times = {label: [] for label in cases}
+        for label in cases:
+            seconds(label, 1)  # warm-up (first-call costs)
         for _ in range(repeats):
-            for label, case in cases.items():
-                times[label].append(once(case, iterations)[0] / iterations)
+            for label in cases:
+                times[label].append(seconds(label, iterations) / iterations)
     return {label: {"s": median(t), "range": (min(t), max(t)), "path": paths[label]} for label, t in times.items()}
 
 

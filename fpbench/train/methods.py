@@ -97,16 +97,15 @@ class Method:
 
     def step_weights(self, iteration: int, iterations: int) -> dict[str, float]:
         """``weights_at``, checked: a weight for every term in use, each a finite number."""
-        weights = self.weights_at(iteration, iterations)
+        returned = self.weights_at(iteration, iterations)
         used = {k for k, w in self.weights.items() if w != 0}
         try:
-            weights = {k: float(w) for k, w in weights.items()}
+            weights = {k: float(w) for k, w in returned.items()}
         except (TypeError, ValueError, AttributeError):
             weights = {}
         if not used <= set(weights) or not all(math.isfinite(w) for w in weights.values()):
-            raise FpbenchError(f"method {self.name!r}: weights_at({iteration}, {iterations}) returned "
-                               f"{self.weights_at(iteration, iterations)!r}; it needs a finite number for each term "
-                               f"in use ({sorted(used)})")
+            raise FpbenchError(f"method {self.name!r}: weights_at({iteration}, {iterations}) returned {returned!r}; "
+                               f"it needs a finite number for each term in use ({sorted(used)})")
         return weights
 
     def loss(self, model, ctx: TrainContext) -> tuple[torch.Tensor, dict[str, float]]:
