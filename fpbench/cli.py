@@ -354,7 +354,6 @@ def _cmd_bundle(args) -> int:
 
     from .run import bundle as bd
     from .run.store import results_root
-    from .run.suite import expand, load_suite
 
     if args.action == "verify":
         manifest = bd.verify_bundle(Path(args.path))
@@ -373,10 +372,8 @@ def _cmd_bundle(args) -> int:
         return 0
     if args.scale is None:
         raise FpbenchError("fpbench bundle write needs --scale")
-    data = load_suite(args.suite)
-    cases = expand(data, args.scale, args.seeds)
-    if data["suite"].get("score_models"):
-        cases += expand(load_suite(data["suite"]["score_models"]), args.scale, args.seeds)
+    args.shard = None
+    cases, data = _run_cases(args)  # the run's cases: the suite's, each --method's and the score-model suite's
     manifest = bd.write_bundle(results_root(args.results), cases, Path(args.path), data["suite"]["name"], args.scale)
     print(f"wrote {args.path}: {len(manifest['cases'])} of {len(cases)} case(s) (the finished ones)")
     return 0
@@ -687,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--suite", default="paper", help="write: whose cases (its score-model suite's too)")
     bundle.add_argument("--scale", default=None, help="write: the scale (required there)")
     bundle.add_argument("--seeds", type=_positive_int, default=None)
+    bundle.add_argument("--method", action="append", default=None, metavar="MODULE:CLASS",
+                        help="write: also the cases of this method of your own, as `fpbench run --method` ran them")
     bundle.add_argument("--results", default=None)
     bundle.set_defaults(func=_cmd_bundle)
 

@@ -93,6 +93,24 @@ def test_compare_with_a_bundle_trains_only_the_new_method_and_leaves_the_bundle_
     assert (bundle / bd.MANIFEST).read_bytes() == before and "RampedFP" in (tmp_path / "cmp.md").read_text()
 
 
+def test_bundle_write_takes_a_method_of_your_own_only_when_named(smoke_bundle, tmp_path):
+    suite, _store, bundle = smoke_bundle
+    results = tmp_path / "results"
+    assert main(["compare", "examples/ramped_fp.py:RampedFP", "--suite", suite, "--scale", "smoke", "--results",
+                 str(results), "--out", str(tmp_path / "cmp.md"), "--quiet", "--bundle", str(bundle)]) == 0
+    ramped = {p.parent.name for p in results.glob("*/config.json")
+              if read_json(p)["method"]["name"] == "examples/ramped_fp.py:RampedFP"}
+    assert ramped
+    suite_only, with_method = tmp_path / "suite-only", tmp_path / "with-method"
+    assert main(["bundle", "write", str(suite_only), "--suite", suite, "--scale", "smoke", "--results",
+                 str(results)]) == 0
+    assert main(["bundle", "write", str(with_method), "--suite", suite, "--scale", "smoke", "--results",
+                 str(results), "--method", "examples/ramped_fp.py:RampedFP"]) == 0
+    baseline = set(bd.read_manifest(bundle)["cases"])
+    assert set(bd.verify_bundle(suite_only)["cases"]) == baseline
+    assert set(bd.verify_bundle(with_method)["cases"]) == baseline | ramped
+
+
 def _no_training(*args, **kwargs):
     raise AssertionError("a report from a bundle must not train")
 
