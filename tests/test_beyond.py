@@ -236,6 +236,32 @@ def test_a_reason_shared_by_several_skipped_claims_is_written_once_naming_them()
     assert skipped_lines(outcomes) == ["- C1, C2: models not converged: 12 of 12", "- C4: one target only"]
 
 
+def test_the_baseline_is_the_suites_own_method_never_one_added_with_method(tmp_path):
+    """``[suite] baseline`` names the method every other is tested against; without it, the suite's first
+    method at its first parameters. A --method added beside a one-method suite (paper) is not it."""
+    import pandas as pd
+
+    from fpbench.analysis import compare as cmp
+
+    def labels(data):
+        rows = [{"method": c.config["method"]["name"], "model": c.config["model"]["kind"],
+                 **{f"param_{k}": v for k, v in c.config["method"]["params"].items()}} for c in expand(data, "smoke")]
+        df = pd.DataFrame(rows)
+        return df.assign(label=cmp.method_labels(data, df))
+
+    paper = with_methods(load_suite("paper"), [EXAMPLE])
+    tiny = load_suite(_suite(tmp_path))
+    tiny["suite"]["baseline"] = "score_fp(w_s=1.0)"
+    cases = [(paper, "fp", {"param_w_r": 0.0}), (with_methods(load_suite("methods"), [EXAMPLE]), "fp",
+              {"param_w_r": 0.0}), (tiny, "score_fp", {"param_w_s": 1.0})]
+    for data, method, params in cases:
+        df = labels(data)
+        base = df[df["label"] == cmp.baseline_label(data)]
+        assert not base.empty and set(base["method"]) == {method}, cmp.baseline_label(data)
+        assert all((base[k] == v).all() for k, v in params.items())
+    assert cmp.baseline_label(paper) == "fp (potential) [w_r=0]"
+
+
 def test_the_summary_counts_the_verdicts_by_kind_not_by_their_wording(monkeypatch):
     from fpbench.analysis import compare as cmp
     from fpbench.reports import beyond_report as br
@@ -245,7 +271,7 @@ def test_the_summary_counts_the_verdicts_by_kind_not_by_their_wording(monkeypatc
 
     verdicts = [verdict(cmp.BETTER, "x"), verdict(cmp.BETTER, "**worse**"), verdict(cmp.WORSE, "y"),
                 verdict(cmp.CANNOT_TELL, "z")]
-    monkeypatch.setattr(br, "baseline_label", lambda data, df: "the baseline")
+    monkeypatch.setattr(cmp, "baseline_label", lambda data: "the baseline")
     [line] = br.user_summary_lines({}, None, verdicts)
     assert "better in 2, worse in 1, not distinguishable in 0, cannot tell in 1 of 4 comparisons" in line
 

@@ -91,6 +91,8 @@ def test_compare_with_a_bundle_trains_only_the_new_method_and_leaves_the_bundle_
     methods = {read_json(results / key / "config.json")["method"]["name"] for key in trained}
     assert trained and methods == {"examples/ramped_fp.py:RampedFP"}
     assert (bundle / bd.MANIFEST).read_bytes() == before and "RampedFP" in (tmp_path / "cmp.md").read_text()
+    # tested against the suite's own baseline (DSM alone, w_R = 0), not against itself
+    assert "Against **fp (potential) [w_r=0]**" in (tmp_path / "cmp.md").read_text()
 
 
 def test_bundle_write_takes_a_method_of_your_own_only_when_named(smoke_bundle, tmp_path):

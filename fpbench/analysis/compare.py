@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..run.suite import method_specs
+from ..run.suite import baseline_of, method_specs
 from . import claims as cl
 from . import stats as st
 
@@ -48,6 +48,14 @@ def method_labels(data: dict, df: pd.DataFrame) -> pd.Series:
         swept = {k: v for k, v in values.items() if spec is None or k in spec.get("sweep", {})}
         return base + (f" [{_params_text(swept)}]" if swept else "")
     return df.apply(label, axis=1)
+
+
+def baseline_label(data: dict) -> str:
+    """The ``method_labels`` label of the suite's baseline (``suite.baseline_of``: its ``[suite] baseline``,
+    else its first method at its first parameters; never a method added with --method)."""
+    spec, params = baseline_of(data)
+    row = {"method": spec["name"], "model": spec["model"], **{f"param_{k}": v for k, v in params.items()}}
+    return method_labels(data, pd.DataFrame([row])).iloc[0]
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float, float]:

@@ -183,7 +183,7 @@ def user_verdicts(data: dict, df: pd.DataFrame) -> list:
     mine = user_labels(df)
     if not mine or "methods" not in data:
         return []
-    return cmp.user_verdicts(df, mine, baseline_label(data, df))
+    return cmp.user_verdicts(df, mine, cmp.baseline_label(data))
 
 
 def answer_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str]:
@@ -192,7 +192,7 @@ def answer_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str]:
     if not verdicts:
         return []
     lines = ["## Your method against the baseline", "",
-             f"Against **{baseline_label(data, df)}**, per target and distance: the paired sign-flip test over seeds "
+             f"Against **{cmp.baseline_label(data)}**, per target and distance: the paired sign-flip test over seeds "
              f"of log(baseline / yours) at α = {cl.CLAIM_SETTINGS[cl.ALPHA]} (the ratio is yours over the baseline's "
              "W2², lower is better), decided only when both methods' models pass the convergence gate.", ""]
     lines += [f"- {v.method}, {v.target}, {v.table}: {v.words}" for v in verdicts]
@@ -205,7 +205,7 @@ def user_summary_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str
     lines = []
     for method in dict.fromkeys(v.method for v in verdicts):
         kinds = [v.kind for v in verdicts if v.method == method]
-        lines.append(f"- **Your method {method}** against {baseline_label(data, df)}: "
+        lines.append(f"- **Your method {method}** against {cmp.baseline_label(data)}: "
                      + ", ".join(f"{kind} in {kinds.count(kind)}" for kind in
                                  (cmp.BETTER, cmp.WORSE, cmp.SAME, cmp.CANNOT_TELL))
                      + f" of {len(kinds)} comparisons (target x distance; the section above gives each with its "
@@ -309,19 +309,8 @@ def _draw_levels(grid, yours: dict, palette: dict) -> None:
                          "target's colour)", fontsize=7)
 
 
-def baseline_label(data: dict, df: pd.DataFrame) -> str:
-    """The label of the suite's baseline method ('baseline' in [suite], default: the first method)."""
-    wanted = data["suite"].get("baseline")
-    labels = list(dict.fromkeys(df["label"]))
-    for spec in method_specs(data):
-        params = cmp._params_text(spec.get("params", {}))
-        if wanted in (None, f"{spec['name']}({params})") and spec.get("label") in labels:
-            return spec["label"]
-    return labels[0]
-
-
 def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
-    base = baseline_label(data, df)
+    base = cmp.baseline_label(data)
     rank = cmp.ranking_frame(df, base)
     rank["value"] = [_fmt(m, lo, hi) for m, lo, hi in zip(rank["mean"], rank["ci_low"], rank["ci_high"])]
     for col in ("p_lower", "p_higher", "log_ratio"):

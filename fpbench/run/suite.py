@@ -18,6 +18,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,10 @@ def validate_suite(data: dict, path: Path) -> None:
                 make_method(spec["name"], **params)
             except ValueError as err:
                 raise SuiteError(f"{path}: {err}") from None
+    try:
+        baseline_of(data)
+    except SuiteError as err:
+        raise SuiteError(f"{path}: {err}") from None
     model_params = {k: v for k, v in data.get("model", {}).items() if k != "kind"}
     for kind in dict.fromkeys(spec["model"] for spec in method_specs(data)):  # a misspelt key fails here, not
         try:  # in every case at run time
@@ -283,6 +288,41 @@ def method_specs(data: dict) -> list[dict]:
         return [{"model": default_kind, "params": {}, "sweep": {}, **m} for m in specs]  # "label" is for reports
     suite = data["suite"]
     return [{"name": suite["method"], "model": default_kind, "params": {}, "sweep": suite.get("sweep", {})}]
+
+
+def baseline_of(data: dict) -> tuple[dict, dict]:
+    """The suite's baseline, the method every other is tested against, as (method spec, its parameters):
+    ``[suite] baseline = "name(k=v, ...)"``, the first of the suite's methods of that name with exactly those
+    parameters among its sweep; without it the suite's first method at its first parameters (``expand``'s
+    first case). A method added with ``--method`` comes after the suite's own, so it is never the default."""
+    specs = method_specs(data)
+    text = data["suite"].get("baseline")
+    if text is None:
+        return specs[0], _sweep(specs[0])[0]
+    name, params = _parse_call(text)
+    for spec in specs:
+        for candidate in _sweep(spec):
+            if spec["name"] == name and candidate == params:
+                return spec, candidate
+    known = "; ".join(f"{s['name']}({', '.join(f'{k}={v}' for k, v in c.items())})" for s in specs for c in _sweep(s))
+    raise SuiteError(f"[suite] baseline = {text!r} is none of the suite's methods: {known}")
+
+
+def _parse_call(text: str) -> tuple[str, dict]:
+    """``"name(k=v, ...)"`` (or ``"name"``) as (name, {k: v}), numbers read as numbers."""
+    match = re.fullmatch(r"\s*([^()\s]+)\s*(?:\((.*)\))?\s*", text) if isinstance(text, str) else None
+    if match is None:
+        raise SuiteError(f"[suite] baseline = {text!r}; write it as \"name(param=value, ...)\", e.g. \"fp(w_r=0.0)\"")
+    params = {}
+    for item in filter(None, (part.strip() for part in (match.group(2) or "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SuiteError(f"[suite] baseline = {text!r}: {item!r} is not param=value")
+        try:
+            params[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key.strip()] = value.strip()
+    return match.group(1), params
 
 
 def with_methods(data: dict, names: list[str]) -> dict:
