@@ -125,6 +125,11 @@ def test_versus_baseline_says_better_worse_or_not_distinguishable_with_the_ratio
     assert versus_baseline(row | {"p_lower": 0.3, "p_higher": 0.7}, 0.05, None).startswith("not distinguishable")
     assert versus_baseline(row, 0.05, "2 of 4 models fail").startswith("cannot tell: 2 of 4")
     assert "2 or more seeds" in versus_baseline({"p_lower": float("nan")}, 0.05, None)
+    # 3 pairs all on one side give p = 1/8: a per-target test on 3 seeds cannot decide, so it says so
+    three = versus_baseline(row | {"p_lower": 0.125, "pairs": 3}, 0.05, None)
+    assert three.startswith("cannot tell: with 3 pairs the sign-flip test's smallest possible p is 0.125 > α = 0.05")
+    assert "5 or more seeds" in three and "0.607x the baseline's" in three
+    assert versus_baseline(row | {"p_lower": 0.03125, "pairs": 5}, 0.05, None).startswith("**better**")
 
 
 def test_reports_go_to_the_working_directory_not_the_repositorys_reports(tmp_path, monkeypatch):

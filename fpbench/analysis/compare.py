@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,8 @@ class Verdict:
 
 def versus_baseline(row, alpha: float, not_converged: str | None) -> str:
     """One ``ranking_frame`` row in words: better, worse or not distinguishable from the baseline (the paired
-    test's p and the ratio method / baseline with its 95% interval), or why it cannot tell."""
+    test's p and the ratio method / baseline with its 95% interval), or why it cannot tell: a model fails the
+    convergence gate, no pair, or too few pairs for the test to reach α at all."""
     return _versus_baseline(row, alpha, not_converged)[1]
 
 
@@ -130,6 +132,11 @@ def _versus_baseline(row, alpha: float, not_converged: str | None) -> tuple[str,
                              "finite W2²; run with --seeds 2 or more)")
     ratio = (f"{np.exp(-row['log_ratio']):.3g}x the baseline's [{np.exp(-row['log_ratio_high']):.3g}, "
              f"{np.exp(-row['log_ratio_low']):.3g}], {int(row['pairs'])} pairs")
+    pairs = int(row["pairs"])
+    if 2.0 ** -pairs > alpha:  # the exact sign-flip test's smallest p (every pair on one side) cannot reach α
+        return CANNOT_TELL, (f"cannot tell: with {pairs} pairs the sign-flip test's smallest possible p is "
+                             f"{2.0 ** -pairs:.3g} > α = {alpha:g} ({math.ceil(math.log2(1 / alpha))} or more seeds "
+                             f"decide one target; the pooled row pairs every target's seeds): {ratio}")
     if p_lower <= alpha:
         return BETTER, f"**better** (lower; p = {p_lower:.2g}): {ratio}"
     if p_higher <= alpha:
