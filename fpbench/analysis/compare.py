@@ -130,9 +130,9 @@ def _versus_baseline(row, alpha: float, not_converged: str | None) -> tuple[str,
     if not np.isfinite(p_lower):
         return CANNOT_TELL, ("cannot tell: no paired test (a sign-flip test needs 2 or more seeds of both, with "
                              "finite W2²; run with --seeds 2 or more)")
-    ratio = (f"{np.exp(-row['log_ratio']):.3g}x the baseline's [{np.exp(-row['log_ratio_high']):.3g}, "
-             f"{np.exp(-row['log_ratio_low']):.3g}], {int(row['pairs'])} pairs")
     pairs = int(row["pairs"])
+    ratio = (f"{np.exp(-row['log_ratio']):.3g}x the baseline's [{np.exp(-row['log_ratio_high']):.3g}, "
+             f"{np.exp(-row['log_ratio_low']):.3g}], {pairs} pairs")
     if 2.0 ** -pairs > alpha:  # the exact sign-flip test's smallest p (every pair on one side) cannot reach α
         return CANNOT_TELL, (f"cannot tell: with {pairs} pairs the sign-flip test's smallest possible p is "
                              f"{2.0 ** -pairs:.3g} > α = {alpha:g} ({math.ceil(math.log2(1 / alpha))} or more seeds "
