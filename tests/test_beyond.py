@@ -315,3 +315,29 @@ def test_method_step_seconds_times_each_method_by_the_path_its_run_trains_it_by(
     for t in timed.values():
         assert t["range"][0] <= t["s"] <= t["range"][1] and t["s"] > 0
     assert all(t["path"] == "ensemble" for t in timed.values())  # fpbench's terms, the example's ramp included
+
+
+def test_the_gate_section_names_each_methods_yardstick_and_what_its_failing_models_fail_on():
+    """The methods report's gate table: per target and method, the models that pass, the authors' model of the
+    same w_R as the yardstick for the authors' loss and their largest for score-FP, the failing parts, and the
+    loss plateau of the passing models beside the failing ones'."""
+    import pandas as pd
+
+    from fpbench.analysis.authors_levels import LEVELS
+    from fpbench.reports.beyond_report import gate_count_lines, gate_frame, gate_section
+
+    largest = max(v["rel_error"] for v in LEVELS["blob"].values())
+    rows = [("paper", "fp", 1.0, 2 * LEVELS["blob"][1.0]["rel_error"], 1.0, 0.01),
+            ("paper", "fp", 1.0, 50 * LEVELS["blob"][1.0]["rel_error"], 1.0, 0.02),
+            ("score-FP", "score_fp", 1.0, 2 * largest, 0.5, 0.03)]
+    df = pd.DataFrame([{"target": "blob", "label": label, "method": m, "param_w_r": w, "seed": i,
+                        "convergence.rel_error": e, "convergence.ratio_min_late": r, "convergence.ratio_max_late": 1.0,
+                        "convergence.loss_plateau": p} for i, (label, m, w, e, r, p) in enumerate(rows)])
+    table = gate_frame(df).set_index("method")
+    assert table.loc["paper", "pass"] == "1 of 2" and table.loc["paper", "failing on"] == "score error"
+    assert table.loc["paper", "yardstick"] == "authors' model, same w_R"
+    assert table.loc["score-FP", "yardstick"] == "authors' largest" and table.loc["score-FP", "x yardstick"] == 2.0
+    assert table.loc["score-FP", "pass"] == "0 of 1" and table.loc["score-FP", "failing on"] == "score ratio"
+    assert "median 0.01 over the 1 passing models, 0.025 over the 2 failing ones" in "\n".join(gate_section(df))
+    assert gate_count_lines(df) == ["- **Convergence by method** (the gate section below gives the evidence): paper 1 "
+                                    "of 2; score-FP 0 of 1."]

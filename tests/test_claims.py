@@ -325,6 +325,25 @@ def test_the_reference_error_falls_back_to_the_largest_authors_level():
     assert claims.reference_error("gmm", 0.0) == max(v["rel_error"] for lv in LEVELS.values() for v in lv.values())
 
 
+def test_a_method_the_authors_did_not_train_is_measured_against_their_largest_level_whatever_its_weight():
+    """The claims table renames score-FP's w_s to w_R (``compare.setting_claims``): its models are still measured
+    against the authors' largest error on the target, as in the rankings, not against their w_R = w_s model;
+    the paper's method and the warm start (the authors' loss) against the model of their own w_R."""
+    from fpbench.analysis.authors_levels import LEVELS
+
+    largest = max(v["rel_error"] for v in LEVELS["blob"].values())
+    assert largest > 3 * LEVELS["blob"][0.1]["rel_error"]  # the case below tells the two yardsticks apart
+    error = 0.5 * claims.CLAIM_SETTINGS[claims.GATE_ERROR_FACTOR] * largest
+    rows = pd.DataFrame([{"target": "blob", "method": m, "param_w_r": 0.1, "seed": 0, "convergence.rel_error": error,
+                          "convergence.ratio_min_late": 1.0, "convergence.ratio_max_late": 1.0}
+                         for m in ("fp", "warm_fp", "score_fp", "dsm")])
+    checks = claims.convergence_checks(rows)
+    assert list(checks["authors_rel_error"]) == [LEVELS["blob"][0.1]["rel_error"]] * 2 + [largest] * 2
+    assert [bool(f) for f in checks["fails"]] == [True, True, False, False]
+    outside = claims.convergence_checks(rows, weight_of=lambda row: 0.0)  # an outside model: the authors' DSM
+    assert set(outside["authors_rel_error"]) == {LEVELS["blob"][0.0]["rel_error"]}
+
+
 @pytest.mark.parametrize("key,value,claim,part", [
     ("TREND_MIN_EFFECT", 1.5, "C1", None), ("PAIRED_MIN_EFFECT", 0.7, "C2", "w_R = 1 below 0"),
     ("CORRELATION_MIN_EFFECT", 0.95, "C4", None), ("CORRELATION_MIN_EFFECT", 0.95, "C5", None)])

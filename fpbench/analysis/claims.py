@@ -212,15 +212,27 @@ def reference_error(target: str, w_r) -> float:
     return reference_level(target, w_r, "rel_error")
 
 
-def convergence_checks(df: pd.DataFrame, tier: str = "trained") -> pd.DataFrame:
+AUTHORS_OBJECTIVE = frozenset({"fp", "warm_fp"})  # methods whose models minimise the authors' loss (eq. 20's)
+
+
+def authors_weight(row) -> float | None:
+    """The w_R of the authors' model that is ``row``'s yardstick: its own w_R for a method of
+    ``AUTHORS_OBJECTIVE`` (DSM + w_R R~ on a potential, however it is reached; a frame without a method column
+    is the paper's), None for any other method (the authors trained none: their largest level on the target is
+    the yardstick, ``reference_level``), whatever its weight column holds (``setting_claims`` renames w_s)."""
+    return row.get("param_w_r") if row.get("method", "fp") in AUTHORS_OBJECTIVE else None
+
+
+def convergence_checks(df: pd.DataFrame, tier: str = "trained", weight_of=authors_weight) -> pd.DataFrame:
     """Per model: its evidence and which of the checks of ``tier`` (``TIERS``) it fails (an empty ``fails``
-    passes)."""
+    passes); ``weight_of(row)`` picks the authors' model it is measured against (``authors_weight``)."""
     low, high = CLAIM_SETTINGS[GATE_RATIO_BAND]
     error_key, residual_key = TIERS[tier]
     factor, loss = CLAIM_SETTINGS[error_key], CLAIM_SETTINGS[GATE_GRID_LOSS]
     rows = []
     for _, r in df.iterrows():
-        level = reference_error(r["target"], r.get("param_w_r"))
+        weight = weight_of(r)
+        level = reference_error(r["target"], weight)
         fails = []
         if not (low <= r["convergence.ratio_min_late"] and r["convergence.ratio_max_late"] <= high):
             fails.append(f"score ratio {r['convergence.ratio_min_late']:.2f}-{r['convergence.ratio_max_late']:.2f} "
@@ -228,8 +240,8 @@ def convergence_checks(df: pd.DataFrame, tier: str = "trained") -> pd.DataFrame:
         if not r["convergence.rel_error"] <= factor * level:
             fails.append(f"relative score error {r['convergence.rel_error']:.3g} = "
                          f"{r['convergence.rel_error'] / level:.0f}x the authors' {level:.2g}")
-        residual_level = reference_level(r["target"], r.get("param_w_r"), "log_fp_residual")
-        if residual_key and r.get("param_w_r", 0) and "log_fp_residual" in r and np.isfinite(residual_level):
+        residual_level = reference_level(r["target"], weight, "log_fp_residual")
+        if residual_key and weight and "log_fp_residual" in r and np.isfinite(residual_level):
             if not r["log_fp_residual"] <= CLAIM_SETTINGS[residual_key] * residual_level:
                 fails.append(f"R~ {r['log_fp_residual']:.3g} = {r['log_fp_residual'] / residual_level:.1f}x the "
                              f"authors' {residual_level:.2g}")
@@ -240,7 +252,7 @@ def convergence_checks(df: pd.DataFrame, tier: str = "trained") -> pd.DataFrame:
         rows.append({"target": r["target"], "w_r": r.get("param_w_r"), "seed": r.get("seed"),
                      "ratio_min_late": r["convergence.ratio_min_late"], "rel_error": r["convergence.rel_error"],
                      "authors_rel_error": level, "rel_error_early": r.get("convergence.rel_error_early", math.nan),
-                     "authors_rel_error_early": reference_level(r["target"], r.get("param_w_r"), "rel_error_early"),
+                     "authors_rel_error_early": reference_level(r["target"], weight, "rel_error_early"),
                      "fails": fails})
     return pd.DataFrame(rows)
 

@@ -151,6 +151,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
         if skipped := skipped_lines(outcomes):
             lines += [f"Skipped in {setting}:", *skipped, ""]
     if "methods" in data:
+        lines += gate_section(df)
         lines += methods_sections(data, df)
         lines += cost_section(data, df, records)
         lines += modes_section(df)
@@ -221,7 +222,7 @@ def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | Non
     lines = ["## Summary", "", *mine]
     for setting, outcomes in verdicts.items():
         lines += verdict_lines(outcomes, prefix=f"{setting}: ")
-    lines += convergence_lines(df)
+    lines += convergence_lines(df) + gate_count_lines(df)
     if about:
         lines.append(f"- **What scale `{scale}` can show**: {about}")
     return lines + [""]
@@ -307,6 +308,68 @@ def _draw_levels(grid, yours: dict, palette: dict) -> None:
         names = ", ".join(f"{label.split(' (--method')[0]} {style}" for label, style in zip(yours, ("--", ":", "-.")))
         grid.figure.text(0.01, 0.005, f"horizontal lines: {names} (no weight: its mean per target, in the "
                          "target's colour)", fontsize=7)
+
+
+GATE_PARTS = {"score ratio": "score ratio", "relative score error": "score error", "samples inside": "grid share"}
+
+
+def gate_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Per target and method (label): how many models pass the convergence gate, their evidence (means over
+    seeds) beside the yardstick the gate measures them against (``claims.authors_weight``), which parts of the
+    gate the failing ones fail, and their loss plateau (reported, not gated)."""
+    checks = cl.convergence_checks(df)
+    checks["label"] = df["label"].to_numpy()
+    checks["ratio_max_late"] = df["convergence.ratio_max_late"].to_numpy()
+    checks["plateau"] = df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy()
+    checks["own_weight"] = [cl.authors_weight(r) is not None for _, r in df.iterrows()]
+    rows = []
+    for (target, label), g in checks.groupby(["target", "label"], sort=False):
+        failed = [f for fails in g["fails"] for f in fails]
+        parts = [name for key, name in GATE_PARTS.items() if any(key in f for f in failed)]
+        rows.append({"target": target, "method": label, "pass": f"{int((~g['fails'].map(bool)).sum())} of {len(g)}",
+                     "rel. score error": g["rel_error"].mean(),
+                     "x yardstick": (g["rel_error"] / g["authors_rel_error"]).mean(),
+                     "yardstick": "authors' model, same w_R" if g["own_weight"].all() else "authors' largest",
+                     "late score ratio": f"{g['ratio_min_late'].min():.2f}-{g['ratio_max_late'].max():.2f}",
+                     "loss plateau": g["plateau"].median(), "failing on": ", ".join(parts) or "-"})
+    return pd.DataFrame(rows)
+
+
+def gate_count_lines(df: pd.DataFrame) -> list[str]:
+    """With several methods: how many of each one's models pass the convergence gate (one Summary line)."""
+    if "convergence.rel_error" not in df or "label" not in df or df["label"].nunique() < 2:
+        return []
+    passes = pd.Series(~cl.convergence_checks(df)["fails"].map(bool).to_numpy(), index=df.index)
+    counts = passes.groupby(df["label"], sort=False).agg(["sum", "size"])
+    return ["- **Convergence by method** (the gate section below gives the evidence): "
+            + "; ".join(f"{label} {int(c['sum'])} of {int(c['size'])}" for label, c in counts.iterrows()) + "."]
+
+
+def gate_section(df: pd.DataFrame) -> list[str]:
+    """``gate_frame`` with what it measures, and the loss plateau of the models that pass against those that
+    fail: whether the failing ones had stopped improving (then what they fail on is where their method led,
+    not unfinished training)."""
+    if "convergence.rel_error" not in df:
+        return []
+    checks = cl.convergence_checks(df)
+    passing = checks["fails"].map(bool).to_numpy() == False  # noqa: E712
+    plateau = df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy(dtype=float)
+    median = lambda keep: float(np.nanmedian(plateau[keep])) if keep.any() else np.nan  # noqa: E731
+    low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
+    lines = ["## The convergence gate, per method", "",
+             "A model speaks for its method only once it has learned the target: the gate (fpbench/analysis/"
+             f"claims.py) asks for a score ratio within [{low:g}, {high:g}] at late times, a relative score error at "
+             f"most {cl.CLAIM_SETTINGS[cl.GATE_ERROR_FACTOR]:g}x the yardstick, and ODE and SDE samples inside the "
+             "grid. The yardstick is the authors' published model of the same target and w_R for the methods that "
+             "minimise the authors' loss (DSM + w_R R̃ on a potential, however it is reached), and the authors' "
+             "largest error on the target for every other method (they trained none). A comparison or claim is "
+             "decided only on models that pass. A regulariser may pull the score away from the data's by design; "
+             "the gate cannot tell that from unfinished training, so the loss plateau (the relative change of the "
+             "median training loss over the last 20% of steps, not gated) is shown beside: "
+             f"median {median(passing):.3g} over the {int(passing.sum())} passing models, "
+             f"{median(~passing):.3g} over the {int((~passing).sum())} failing ones.", "",
+             gate_frame(df).to_markdown(index=False, floatfmt=".3g"), ""]
+    return lines
 
 
 def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
