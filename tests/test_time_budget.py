@@ -106,3 +106,27 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_case_retrains_to_the_same_n
     assert ckpt.with_name(ckpt.name + ".corrupt").exists()
     metrics = lambda root: {p.parent.name: read_json(p)["metrics"] for p in root.glob("*/metrics.json")}  # noqa: E731
     assert metrics(damaged) == metrics(clean) and len(metrics(clean)) == 2  # bit-identical, as never interrupted
+
+
+def test_a_task_whose_turn_comes_after_the_runs_deadline_starts_nothing(tmp_path):
+    """A run with a time budget: an ensemble whose turn comes after the budget ended is neither built nor
+    checkpointed at step 0 (the same command starts it later); --max-minutes 0 (the run begins at its
+    deadline) still checkpoints every ensemble where it stands."""
+    import time
+    from dataclasses import replace
+
+    from fpbench.run.execute import late, plan, run_task
+    from fpbench.run.suite import expand, load_suite
+
+    cases = expand(load_suite(_write_suite(tmp_path, GOOD)), "smoke")
+    results, now = tmp_path / "r", time.time()
+    [task] = plan(cases, results, deadline=now + 600)
+    assert task.began is not None and not late(task)
+    turn_after = replace(task, began=now - 120, deadline=now - 60)
+    assert late(turn_after)
+    assert {o.status for o in run_task(turn_after, log=lambda *_: None)} == {"stopped"}
+    assert not list(results.glob("ensembles/*"))
+    at_once = replace(task, began=now, deadline=now)
+    assert not late(at_once)
+    assert {o.status for o in run_task(at_once, log=lambda *_: None)} == {"stopped"}
+    assert list(results.glob("ensembles/*.pt"))

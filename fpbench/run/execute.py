@@ -25,6 +25,7 @@ equal a serial run's (tested).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class Task:
     deadline: float | None = None  # time.time() after which no training iteration or case starts
     progress: bool = False  # bars on a terminal for training steps and sampling chunks
     debug: bool = False  # re-raise what would be handled (a broken ensemble's fallback), with its traceback
+    began: float | None = None  # time.time() when the run was planned: a task that begins past a deadline the
+    # run began before starts nothing (``late``); with --max-minutes 0 every ensemble checkpoints where it stands
 
 
 @dataclass
@@ -77,6 +80,7 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
 
     compile = default_compile(device) if compile is None else compile
     threads = DEFAULT_THREADS if threads is None else threads
+    began = time.time()
 
     groups: dict[str, list] = {}
     singles = []
@@ -87,10 +91,10 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
         (groups.setdefault(key, []) if key else singles).append(case)
     tasks = []
     for members in groups.values():
-        tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress, debug)
+        tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress, debug, began)
                   for part in split_balanced(members, workers)]
-    tasks += [Task([c], str(results), device, threads, True, deadline=deadline, progress=progress, debug=debug)
-              for c in singles]
+    tasks += [Task([c], str(results), device, threads, True, deadline=deadline, progress=progress, debug=debug,
+                   began=began) for c in singles]
     return tasks
 
 
@@ -184,6 +188,13 @@ def run_task(task: Task, log=print) -> list[Outcome]:
         store.held.clear()
 
 
+def late(task: Task) -> bool:
+    """Whether ``task`` begins past the deadline of a run that began before it: it then starts nothing (no
+    ensemble of it is built, warm-started or checkpointed at step 0; the same command starts it later)."""
+    return (task.deadline is not None and task.began is not None and task.began < task.deadline
+            and time.time() >= task.deadline)
+
+
 def _run_claimed(task: Task, log=print) -> list[Outcome]:
     """Train the task's ensemble, then run each case (finished ones are skipped); never raises for a case."""
     import torch
@@ -202,6 +213,8 @@ def _run_claimed(task: Task, log=print) -> list[Outcome]:
     failed: dict[str, str] = {}
     deadline = Deadline(task.deadline) if task.deadline is not None else None
     stopped = [Outcome(c.key, c.label, "stopped") for c in task.cases]
+    if late(task):
+        return [Outcome(c.key, c.label, "done") if store.is_done(c.key) else s for c, s in zip(task.cases, stopped)]
     if task.ensemble:
         try:
             failed.update(train_groups(task.cases, store, device, log=log, compile=task.compile, deadline=deadline,
