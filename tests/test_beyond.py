@@ -341,3 +341,31 @@ def test_the_gate_section_names_each_methods_yardstick_and_what_its_failing_mode
     assert "median 0.01 over the 1 passing models, 0.025 over the 2 failing ones" in "\n".join(gate_section(df))
     assert gate_count_lines(df) == ["- **Convergence**: 1 of 3 trained models pass the gate; by method (the gate "
                                     "section below gives the evidence): paper 1 of 2; score-FP 0 of 1."]
+
+
+def test_a_warm_start_is_paired_with_the_same_loss_and_parameters_from_scratch():
+    """``compare.warm_versus_cold``: warm_fp at w_R pairs with fp at the same w_R (never the w_R = 0 model it
+    starts from) by target and seed; a warm start that ends higher on its loss in every pair reads 'warm higher'
+    at the smallest p 5 pairs allow, and one that ends where the cold start does is not read as higher."""
+    import numpy as np
+    import pandas as pd
+
+    from fpbench.analysis.compare import warm_versus_cold
+
+    rows = []
+    for target in ("blob", "checker"):
+        for seed in range(3):
+            for method, w, loss in (("fp", 0.0, 1.0), ("fp", 1.0, 2.0), ("warm_fp", 1.0, 2.2)):
+                rows.append({"target": target, "seed": seed, "method": method, "model": "potential",
+                             "param_w_r": w, "label": f"{method} [w_r={w:g}]", "final.loss": loss + 0.01 * seed,
+                             "convergence.rel_error": 0.01})
+    df = pd.DataFrame(rows)
+    table = warm_versus_cold(df).set_index("quantity")
+    assert list(table["method"].unique()) == ["warm_fp [w_r=1]"]
+    loss = table.loc["final training loss"]
+    assert loss["pairs"] == 6 and np.isclose(loss["warm / cold"], np.exp(np.mean(np.log(
+        [(2.2 + 0.01 * s) / (2.0 + 0.01 * s) for s in range(3)] * 2))))
+    assert loss["p warm higher"] <= 2 ** -5 and loss["p warm lower"] == 1.0
+    assert table.loc["relative score error", "p warm higher"] == 1.0  # equal in every pair: no direction
+    same = df.assign(**{"final.loss": np.where(df["method"] == "warm_fp", df["final.loss"] - 0.2, df["final.loss"])})
+    assert warm_versus_cold(same).set_index("quantity").loc["final training loss", "p warm higher"] > 0.05

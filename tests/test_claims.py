@@ -1,6 +1,8 @@
 """Claims on fabricated result sets: paper-like data pass, data in which a claim is false fail, and
 data that cannot decide a claim are skipped with the reason."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -436,3 +438,11 @@ def test_t1_asks_a_fixed_checkpoints_averaged_gap_to_stand_out_not_one_sampling(
                        "w2_ode_sde.value": [0.05, 0.01, 0.01], "oracle.w2_ode_sde": 0.01, "floor.mean": 0.008})
     assert len(claims.theorem1_points(df)) == 1  # one sampling alone stands out
     assert claims.theorem1_units(claims.with_checkpoints(df)).empty
+
+
+def test_final_loss_is_the_median_of_the_logged_values_over_the_last_fifth_of_training():
+    from fpbench.core.convergence import final_loss
+
+    history = [{"iteration": i, "loss": float(i), "dsm": 1.0} for i in range(0, 100, 10)]  # last 20%: 80 and 90
+    assert final_loss(history) == 85.0 and final_loss(history, "dsm") == 1.0
+    assert math.isnan(final_loss(history, "log_fp")) and math.isnan(final_loss([]))

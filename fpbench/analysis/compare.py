@@ -7,6 +7,8 @@
   same samplers (what no model can remove at this step count and n), model error (the trained gap
   above the exact one), the discretisation coupling bounds (Euler against an adaptive DOP853
   reference, same model and prior points) and the sampling-noise floor.
+- ``warm_versus_cold``: a warm-started method against the same loss trained from scratch, paired by target
+  and seed: where each ended on the loss it minimised, and its score error.
 - ``setting_claims``: C1-C5 of ``fpbench.analysis.claims`` on one setting (an SDE, a dimension sweep, or a
   regulariser other than R~ with its own weight and residual), with the same tests and gates.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..core.errors import FpbenchError
 from ..run.suite import baseline_of, method_specs
 from . import claims as cl
 from . import stats as st
@@ -166,6 +169,52 @@ def gate_failures(df: pd.DataFrame, labels: list[str], target: str) -> str | Non
         return "no convergence evidence"
     failing = int(cl.convergence_checks(rows)["fails"].map(bool).sum())
     return f"{failing} of {len(rows)} models (yours and the baseline's) fail the convergence gate" if failing else None
+
+
+WARM_QUANTITIES = {"final.loss": "final training loss", "final.dsm": "its DSM term",
+                   "final.log_fp": "its R̃ term", "final.score_fp": "its R^s term",
+                   "convergence.rel_error": "relative score error"}
+
+
+def warm_versus_cold(df: pd.DataFrame) -> pd.DataFrame:
+    """Per warm-started method (``warm_start_from``: a method's trained weights, then that method's loss with
+    the case's own parameters) and label: its models paired by (target, seed) with the models trained from
+    scratch on the same loss and parameters, on each of ``WARM_QUANTITIES`` present (``final.*``: the median of
+    the logged values over the last 20% of training, ``fpbench.core.convergence.final_loss``): the geometric
+    mean ratio warm / cold with its 95% interval and the sign-flip test's p of 'warm higher' and 'warm lower'."""
+    from ..train.methods import make_method
+
+    params = [c for c in df.columns if c.startswith("param_")]
+    rows = []
+    for (name, label), warm in df.groupby(["method", "label"], sort=False):
+        source = _warm_source(make_method, name)
+        if source is None:
+            continue
+        first = warm.iloc[0]
+        cold = df[(df["method"] == source) & (df["model"] == first["model"])]
+        for c in params:
+            cold = cold[cold[c] == first[c]] if pd.notna(first[c]) else cold[cold[c].isna()]
+        pairs = warm.merge(cold, on=["target", "seed"], suffixes=("", "_cold"))
+        for col, what in WARM_QUANTITIES.items():
+            if col not in df or len(pairs) < 2:
+                continue
+            try:
+                test = st.paired_comparison(pairs[f"{col}_cold"].to_numpy(float), pairs[col].to_numpy(float))
+            except ValueError:  # fewer than two finite positive pairs (a term the loss does not weight)
+                continue
+            rows.append({"method": label, "quantity": what, "pairs": test.n, "warm / cold": math.exp(test.effect),
+                         "ci_low": math.exp(test.ci_low), "ci_high": math.exp(test.ci_high),
+                         "p warm higher": test.pvalue, "p warm lower": test.pvalue_opposite})
+    return pd.DataFrame(rows)
+
+
+def _warm_source(make_method, name: str) -> str | None:
+    """The method ``name`` warm-starts from (None: it starts from scratch, or its class cannot be loaded here)."""
+    try:
+        spec = getattr(make_method(name), "warm_start_from", None)
+    except FpbenchError:
+        return None
+    return spec["name"] if spec else None
 
 
 def decomposition_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -76,18 +76,30 @@ def ratio_of_means(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return r, float(np.sqrt(max(var, 0.0)))
 
 
+def _tail(history: list[dict], key: str, tail: float) -> np.ndarray:
+    """``key`` of the logged rows in the last ``tail`` of training (empty without a history or the key)."""
+    if not history:
+        return np.array([])
+    last = history[-1]["iteration"]
+    start = last - tail * (last + 1)
+    return np.array([h[key] for h in history if h["iteration"] >= start and key in h], dtype=float)
+
+
 def loss_plateau(history: list[dict], tail: float = PLATEAU_TAIL) -> float:
     """|median loss over the last half of the tail - median over its first half| / |the first|, from the
     logged history (NaN with fewer than 4 logged points in the tail)."""
-    if not history:
-        return math.nan
-    last = history[-1]["iteration"]
-    start = last - tail * (last + 1)
-    losses = np.array([h["loss"] for h in history if h["iteration"] >= start])
+    losses = _tail(history, "loss", tail)
     if len(losses) < 4:
         return math.nan
     first, second = np.median(losses[: len(losses) // 2]), np.median(losses[len(losses) // 2:])
     return float(abs(second - first) / max(abs(first), np.finfo(float).tiny))
+
+
+def final_loss(history: list[dict], key: str = "loss", tail: float = PLATEAU_TAIL) -> float:
+    """Where training ended on the loss it minimised (or on one of its logged terms, ``key``): the median of the
+    logged values over the last ``tail`` of training (a minibatch's loss is noisy; NaN without a history)."""
+    values = _tail(history, key, tail)
+    return float(np.median(values)) if len(values) else math.nan
 
 
 def evidence(model, target, sde, history: list[dict], seed: int, dtype=torch.float32, device=None) -> dict:

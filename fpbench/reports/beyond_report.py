@@ -14,6 +14,7 @@ import pandas as pd
 from .. import __version__
 from ..analysis import claims as cl
 from ..analysis import compare as cmp
+from ..core.convergence import final_loss
 from ..core.errors import FpbenchError
 from ..run.results import collect
 from ..run.suite import expand, method_specs
@@ -32,6 +33,10 @@ def _frame(data: dict, store, cases) -> tuple[pd.DataFrame, list, list]:
     df["target"] = [f"{t}(d={d})" if d is not None and data["suite"].get("target_sweep") else t
                     for t, d in zip(df["target"], dims)]
     df["label"] = cmp.method_labels(data, df)
+    for key in ("loss", "dsm", "log_fp", "score_fp"):  # where training ended on its loss and each term
+        values = np.array([final_loss(r.get("train", {}).get("history") or [], key) for r in records])
+        if np.isfinite(values).any():
+            df[f"final.{key}"] = values
     return df, records, missing
 
 
@@ -152,6 +157,7 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
             lines += [f"Skipped in {setting}:", *skipped, ""]
     if "methods" in data:
         lines += gate_section(df)
+        lines += warm_section(df)
         lines += methods_sections(data, df)
         lines += cost_section(data, df, records)
         lines += modes_section(df)
@@ -372,6 +378,25 @@ def gate_section(df: pd.DataFrame) -> list[str]:
              f"{median(~passing):.3g} over the {int((~passing).sum())} failing ones.", "",
              gate_frame(df).to_markdown(index=False, floatfmt=".3g"), ""]
     return lines
+
+
+def warm_section(df: pd.DataFrame) -> list[str]:
+    """A warm start against the same loss trained from scratch (``compare.warm_versus_cold``); none without a
+    warm-started method."""
+    table = cmp.warm_versus_cold(df)
+    if table.empty:
+        return []
+    table["warm / cold"] = [f"{r:.3g} [{lo:.3g}, {hi:.3g}]" for r, lo, hi in
+                            zip(table.pop("warm / cold"), table.pop("ci_low"), table.pop("ci_high"))]
+    return ["## A warm start against the same loss from scratch", "",
+            "A warm-started method trains the loss of the method it starts from, with its own parameters, from "
+            "that method's trained weights instead of from a fresh initialisation. Paired by target and seed with "
+            "the models trained from scratch on the same loss and parameters: the final training loss (the median "
+            "of the logged loss, and of each term, over the last 20% of steps) says whether the warm start reached "
+            "as low a value of the loss it minimises; the relative score error, how far it is from the data's "
+            "score. Geometric mean ratio warm / cold [95% bootstrap interval] and the sign-flip test's p each way "
+            f"(α = {cl.CLAIM_SETTINGS[cl.ALPHA]}).", "",
+            table.to_markdown(index=False, floatfmt=".3g"), ""]
 
 
 def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
