@@ -369,3 +369,16 @@ def test_a_warm_start_is_paired_with_the_same_loss_and_parameters_from_scratch()
     assert table.loc["relative score error", "p warm higher"] == 1.0  # equal in every pair: no direction
     same = df.assign(**{"final.loss": np.where(df["method"] == "warm_fp", df["final.loss"] - 0.2, df["final.loss"])})
     assert warm_versus_cold(same).set_index("quantity").loc["final training loss", "p warm higher"] > 0.05
+
+
+def test_the_ranking_marks_better_or_worse_only_when_the_pairs_models_pass_the_gate():
+    from types import SimpleNamespace
+
+    from fpbench.reports.beyond_report import versus
+
+    row = SimpleNamespace(method="m", baseline="b", p_lower=0.002, p_higher=1.0, log_ratio=0.7)
+    assert versus(row, None).endswith("x0.50 **better**")
+    held = versus(row, "2 of 6 models (the method's and the baseline's) fail the convergence gate")
+    assert "**" not in held and held.endswith("(not decided: 2 of 6 models (the method's and the baseline's) fail "
+                                              "the convergence gate)")
+    assert versus(SimpleNamespace(**{**vars(row), "p_lower": 1.0, "p_higher": 0.002}), None).endswith("**worse**")

@@ -168,7 +168,9 @@ def gate_failures(df: pd.DataFrame, labels: list[str], target: str) -> str | Non
     if rows.empty or "convergence.rel_error" not in rows:
         return "no convergence evidence"
     failing = int(cl.convergence_checks(rows)["fails"].map(bool).sum())
-    return f"{failing} of {len(rows)} models (yours and the baseline's) fail the convergence gate" if failing else None
+    if not failing:
+        return None
+    return f"{failing} of {len(rows)} models (the method's and the baseline's) fail the convergence gate"
 
 
 WARM_QUANTITIES = {"final.loss": "final training loss", "final.dsm": "its DSM term",

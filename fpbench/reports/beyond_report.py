@@ -407,11 +407,14 @@ def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
         if col not in rank:
             rank[col] = np.nan
     rank["baseline"] = base
-    rank["vs baseline"] = [_versus(r) for r in rank.itertuples()]
+    rank["vs baseline"] = [versus(r, cmp.gate_failures(df, [r.method, base], r.target)) for r in rank.itertuples()]
+    alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
     lines = ["## Methods ranked per target", "",
              f"Baseline: **{base}**. Rank 1 = lowest mean. 'vs baseline': the paired sign-flip permutation test "
              "over the (target, seed) pairs of the mean log ratio log(baseline / method): p of 'lower than the "
-             "baseline' (better), p of 'higher', and the ratio exp(effect); significant at 0.05 is marked.", ""]
+             f"baseline' (better), p of 'higher', and the ratio exp(effect); significant at α = {alpha:g} is marked "
+             "**better** or **worse** only when the method's and the baseline's models on that target (all targets "
+             "for the pooled rows) pass the convergence gate, else 'not decided' says how many fail.", ""]
     for table in cmp.TABLES.values():
         sub = rank[rank["table"] == table][["target", "method", "value", "rank", "vs baseline"]]
         lines += [f"**{table}**", "", sub.to_markdown(index=False), ""]
@@ -534,10 +537,15 @@ def _fmt(mean, low, high) -> str:
     return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
 
-def _versus(row) -> str:
+def versus(row, not_converged: str | None) -> str:
+    """A ``compare.ranking_frame`` row's test against the baseline in a cell: p each way and the ratio, marked
+    better or worse at the claims' α only when no model of the pair fails the gate (``not_converged``: why)."""
     if row.method == row.baseline:
         return "baseline"
     if not np.isfinite(row.p_lower):
         return "not tested (too few finite pairs)"
-    mark = " **better**" if row.p_lower <= 0.05 else (" **worse**" if row.p_higher <= 0.05 else "")
-    return f"p_lower {row.p_lower:.2g}, p_higher {row.p_higher:.2g}, x{np.exp(-row.log_ratio):.2f}{mark}"
+    text = f"p_lower {row.p_lower:.2g}, p_higher {row.p_higher:.2g}, x{np.exp(-row.log_ratio):.2f}"
+    if not_converged:
+        return f"{text} (not decided: {not_converged})"
+    alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
+    return text + (" **better**" if row.p_lower <= alpha else (" **worse**" if row.p_higher <= alpha else ""))
