@@ -362,7 +362,6 @@ def gate_section(df: pd.DataFrame) -> list[str]:
     checks = cl.convergence_checks(df)
     passing = checks["fails"].map(bool).to_numpy() == False  # noqa: E712
     plateau = df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy(dtype=float)
-    median = lambda keep: float(np.nanmedian(plateau[keep])) if keep.any() else np.nan  # noqa: E731
     low, high = cl.CLAIM_SETTINGS[cl.GATE_RATIO_BAND]
     lines = ["## The convergence gate, per method", "",
              "A model speaks for its method only once it has learned the target: the gate (fpbench/analysis/"
@@ -374,8 +373,7 @@ def gate_section(df: pd.DataFrame) -> list[str]:
              "decided only on models that pass. A regulariser may pull the score away from the data's by design; "
              "the gate cannot tell that from unfinished training, so the loss plateau (the relative change of the "
              "median training loss over the last 20% of steps, not gated) is shown beside: "
-             f"median {median(passing):.3g} over the {int(passing.sum())} passing models, "
-             f"{median(~passing):.3g} over the {int((~passing).sum())} failing ones.", "",
+             f"median {_median_of(plateau, passing, 'pass')}; {_median_of(plateau, ~passing, 'fail')}.", "",
              gate_frame(df).to_markdown(index=False, floatfmt=".3g"), ""]
     return lines
 
@@ -397,6 +395,13 @@ def warm_section(df: pd.DataFrame) -> list[str]:
             "score. Geometric mean ratio warm / cold [95% bootstrap interval] and the sign-flip test's p each way "
             f"(α = {cl.CLAIM_SETTINGS[cl.ALPHA]}).", "",
             table.to_markdown(index=False, floatfmt=".3g"), ""]
+
+
+def _median_of(values: np.ndarray, keep: np.ndarray, verb: str) -> str:
+    """'M over the N <verb>ing models', or 'no model <verb>s'."""
+    if not keep.any():
+        return f"no model {verb}s"
+    return f"{np.nanmedian(values[keep]):.3g} over the {int(keep.sum())} {verb}ing models"
 
 
 def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
