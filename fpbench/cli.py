@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train every case on its own (default: same-shape cases train as one ensemble)")
     run.add_argument("--max-minutes", type=float, default=None,
                      help="stop starting training iterations, ensembles and cases after this many minutes (the "
-                          "ensembles under way keep their checkpoints; 0: checkpoint every ensemble where it stands); "
+                          "ensembles under way keep their checkpoints; the run's first ensemble always starts); "
                           "the same command resumes; exit status 4 when stopped, 6 when another process holds cases")
     run.add_argument("--bundle", default=None, metavar="DIR",
                      help="a result bundle (e.g. bundles/paper-converged): opened into --results first, and given the "

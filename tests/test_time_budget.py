@@ -11,6 +11,7 @@ from fpbench.core.models import PotentialMLP
 from fpbench.core.sde import make_sde
 from fpbench.core.targets import make_target
 from fpbench.run.store import read_json
+from fpbench.run.suite import expand, load_suite
 from fpbench.train.ensemble import train_ensemble
 from fpbench.train.loop import Deadline, TimeBudgetReached, train
 from fpbench.train.methods import make_method
@@ -109,24 +110,22 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_case_retrains_to_the_same_n
 
 
 def test_a_task_whose_turn_comes_after_the_runs_deadline_starts_nothing(tmp_path):
-    """A run with a time budget: an ensemble whose turn comes after the budget ended is neither built nor
-    checkpointed at step 0 (the same command starts it later); --max-minutes 0 (the run begins at its
-    deadline) still checkpoints every ensemble where it stands."""
+    """A run with a time budget: an ensemble whose turn comes after another's and after the budget ended is
+    neither built nor checkpointed at step 0 (the same command starts it later); the run's first ensemble always
+    starts, so a run stopped at once (--max-minutes 0) still leaves its checkpoint."""
     import time
     from dataclasses import replace
 
     from fpbench.run.execute import late, plan, run_task
-    from fpbench.run.suite import expand, load_suite
 
-    cases = expand(load_suite(_write_suite(tmp_path, GOOD)), "smoke")
-    results, now = tmp_path / "r", time.time()
-    [task] = plan(cases, results, deadline=now + 600)
-    assert task.began is not None and not late(task)
-    turn_after = replace(task, began=now - 120, deadline=now - 60)
-    assert late(turn_after)
-    assert {o.status for o in run_task(turn_after, log=lambda *_: None)} == {"stopped"}
+    suite = load_suite(_write_suite(tmp_path, GOOD))
+    cases = expand(suite, "smoke") + expand(suite, "smoke", seeds=2)[-1:]  # a second task: a case of seed 1 alone
+    tasks = plan(cases, tmp_path / "unused", deadline=time.time() + 600, ensemble=False)
+    assert [t.queued for t in tasks] == [False] + [True] * (len(tasks) - 1) and len(tasks) == 3
+    [task] = plan(expand(suite, "smoke"), tmp_path / "r", deadline=time.time() - 1)
+    results = tmp_path / "r"
+    assert not late(task) and late(replace(task, queued=True))
+    assert {o.status for o in run_task(replace(task, queued=True), log=lambda *_: None)} == {"stopped"}
     assert not list(results.glob("ensembles/*"))
-    at_once = replace(task, began=now, deadline=now)
-    assert not late(at_once)
-    assert {o.status for o in run_task(at_once, log=lambda *_: None)} == {"stopped"}
+    assert {o.status for o in run_task(task, log=lambda *_: None)} == {"stopped"}
     assert list(results.glob("ensembles/*.pt"))

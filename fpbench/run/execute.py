@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core.errors import FpbenchError
@@ -47,8 +47,7 @@ class Task:
     deadline: float | None = None  # time.time() after which no training iteration or case starts
     progress: bool = False  # bars on a terminal for training steps and sampling chunks
     debug: bool = False  # re-raise what would be handled (a broken ensemble's fallback), with its traceback
-    began: float | None = None  # time.time() when the run was planned: a task that begins past a deadline the
-    # run began before starts nothing (``late``); with --max-minutes 0 every ensemble checkpoints where it stands
+    queued: bool = False  # another task of the run comes first: past the deadline this one starts nothing (``late``)
 
 
 @dataclass
@@ -80,7 +79,6 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
 
     compile = default_compile(device) if compile is None else compile
     threads = DEFAULT_THREADS if threads is None else threads
-    began = time.time()
 
     groups: dict[str, list] = {}
     singles = []
@@ -91,11 +89,11 @@ def plan(cases: list, results, device=None, threads: int | None = None, workers:
         (groups.setdefault(key, []) if key else singles).append(case)
     tasks = []
     for members in groups.values():
-        tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress, debug, began)
+        tasks += [Task(part, str(results), device, threads, True, compile, deadline, progress, debug)
                   for part in split_balanced(members, workers)]
-    tasks += [Task([c], str(results), device, threads, True, deadline=deadline, progress=progress, debug=debug,
-                   began=began) for c in singles]
-    return tasks
+    tasks += [Task([c], str(results), device, threads, True, deadline=deadline, progress=progress, debug=debug)
+              for c in singles]
+    return [replace(task, queued=i > 0) for i, task in enumerate(tasks)]
 
 
 def training_cost(case) -> int:
@@ -172,8 +170,6 @@ def failed_outcome(store, case, err: BaseException, log=print) -> Outcome:
 
 def run_task(task: Task, log=print) -> list[Outcome]:
     """Run the task's cases whose locks this process gets (``claim_cases``); the others are "busy"."""
-    from dataclasses import replace
-
     from .store import Store
 
     store = Store(Path(task.results))
@@ -189,10 +185,10 @@ def run_task(task: Task, log=print) -> list[Outcome]:
 
 
 def late(task: Task) -> bool:
-    """Whether ``task`` begins past the deadline of a run that began before it: it then starts nothing (no
-    ensemble of it is built, warm-started or checkpointed at step 0; the same command starts it later)."""
-    return (task.deadline is not None and task.began is not None and task.began < task.deadline
-            and time.time() >= task.deadline)
+    """Whether ``task`` begins past the deadline after another task of its run: it then starts nothing (no
+    ensemble of it is built, warm-started or checkpointed at step 0; the same command starts it later). The run's
+    first task always starts, so that a run stopped at once still leaves its first ensemble's checkpoint."""
+    return task.queued and task.deadline is not None and time.time() >= task.deadline
 
 
 def _run_claimed(task: Task, log=print) -> list[Outcome]:
