@@ -474,3 +474,16 @@ def test_the_committed_bundles_are_whole_and_their_cases_hash_to_their_keys():
         assert manifest["cases"], bundle
         for key in manifest["cases"]:
             assert Case(read_json(bundle / key / "config.json")).key == key, (bundle, key)
+
+
+def test_the_platform_key_tells_two_hosts_of_one_model_name_apart_by_their_flags():
+    """A virtual machine's CPU model name can be as bare as "AMD EPYC" on hosts whose kernels round differently:
+    the platform key adds a digest of the instruction-set flags (order-free), so an audit there is not held to
+    bit-identity with a case trained on the other."""
+    from fpbench.run.bundle import cpu_name
+
+    info = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f\n"
+    here, other = cpu_name(info, "AVX512"), cpu_name(info.replace("avx512f", "avx512f avx512_bf16"), "AVX512")
+    assert here.startswith("AMD EPYC (AVX512; flags ") and here != other
+    assert cpu_name(info.replace("avx2 avx512f", "avx512f avx2"), "AVX512") == here
+    assert cpu_name("", "AVX2").endswith("(AVX2)") and "flags" not in cpu_name("", "AVX2")

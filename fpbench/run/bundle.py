@@ -74,7 +74,7 @@ def environment() -> dict:
 
     return {"fpbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
             "platform": platform.platform(), "machine": platform.machine(),
-            "cpu": f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"}
+            "cpu": cpu_name(_cpuinfo(), torch.backends.cpu.get_cpu_capability())}
 
 
 def platform_here() -> dict:
@@ -83,14 +83,22 @@ def platform_here() -> dict:
     return {k: here[k] for k in PLATFORM_KEYS}
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform.processor`` says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def cpu_name(cpuinfo: str, capability: str) -> str:
+    """The CPU as a platform key: its model name, torch's kernel level and a digest of its instruction-set
+    flags (Linux: /proc/cpuinfo). A virtual machine's model name can be as bare as "AMD EPYC" on hosts of
+    different generations, whose kernels round differently; their flags tell them apart."""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = fields.get("flags")
+    digest = f"; flags {hashlib.sha256(' '.join(sorted(flags.split())).encode()).hexdigest()[:8]}" if flags else ""
+    return f"{model} ({capability}{digest})"
+
+
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text ("" where there is none)."""
+    path = Path("/proc/cpuinfo")
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def read_manifest(bundle: Path) -> dict:
