@@ -225,7 +225,8 @@ def authors_weight(row) -> float | None:
 
 def convergence_checks(df: pd.DataFrame, tier: str = "trained", weight_of=authors_weight) -> pd.DataFrame:
     """Per model: its evidence and which of the checks of ``tier`` (``TIERS``) it fails (an empty ``fails``
-    passes); ``weight_of(row)`` picks the authors' model it is measured against (``authors_weight``)."""
+    passes); ``weight_of(row)`` picks the authors' model it is measured against (``authors_weight``; its w_R in
+    ``authors_w_r``, None for their largest level)."""
     low, high = CLAIM_SETTINGS[GATE_RATIO_BAND]
     error_key, residual_key = TIERS[tier]
     factor, loss = CLAIM_SETTINGS[error_key], CLAIM_SETTINGS[GATE_GRID_LOSS]
@@ -251,7 +252,8 @@ def convergence_checks(df: pd.DataFrame, tier: str = "trained", weight_of=author
                 fails.append(f"{share:.0%} of {kind.upper()} samples inside the grid")
         rows.append({"target": r["target"], "w_r": r.get("param_w_r"), "seed": r.get("seed"),
                      "ratio_min_late": r["convergence.ratio_min_late"], "rel_error": r["convergence.rel_error"],
-                     "authors_rel_error": level, "rel_error_early": r.get("convergence.rel_error_early", math.nan),
+                     "authors_w_r": weight, "authors_rel_error": level,
+                     "rel_error_early": r.get("convergence.rel_error_early", math.nan),
                      "authors_rel_error_early": reference_level(r["target"], weight, "rel_error_early"),
                      "fails": fails})
     return pd.DataFrame(rows)

@@ -184,12 +184,10 @@ def warm_versus_cold(df: pd.DataFrame) -> pd.DataFrame:
     scratch on the same loss and parameters, on each of ``WARM_QUANTITIES`` present (``final.*``: the median of
     the logged values over the last 20% of training, ``fpbench.core.convergence.final_loss``): the geometric
     mean ratio warm / cold with its 95% interval and the sign-flip test's p of 'warm higher' and 'warm lower'."""
-    from ..train.methods import make_method
-
     params = [c for c in df.columns if c.startswith("param_")]
     rows = []
     for (name, label), warm in df.groupby(["method", "label"], sort=False):
-        source = _warm_source(make_method, name)
+        source = _warm_source(name)
         if source is None:
             continue
         first = warm.iloc[0]
@@ -210,8 +208,10 @@ def warm_versus_cold(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _warm_source(make_method, name: str) -> str | None:
+def _warm_source(name: str) -> str | None:
     """The method ``name`` warm-starts from (None: it starts from scratch, or its class cannot be loaded here)."""
+    from ..train.methods import make_method
+
     try:
         spec = getattr(make_method(name), "warm_start_from", None)
     except FpbenchError:

@@ -319,15 +319,16 @@ def _draw_levels(grid, yours: dict, palette: dict) -> None:
 GATE_PARTS = {"score ratio": "score ratio", "relative score error": "score error", "samples inside": "grid share"}
 
 
-def gate_frame(df: pd.DataFrame) -> pd.DataFrame:
+def gate_frame(df: pd.DataFrame, checks: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per target and method (label): how many models pass the convergence gate, their evidence (means over
     seeds) beside the yardstick the gate measures them against (``claims.authors_weight``), which parts of the
-    gate the failing ones fail, and their loss plateau (reported, not gated)."""
-    checks = cl.convergence_checks(df)
+    gate the failing ones fail, and their loss plateau (reported, not gated). ``checks``: ``df``'s
+    ``claims.convergence_checks`` where the caller has them."""
+    checks = (cl.convergence_checks(df) if checks is None else checks).copy()
     checks["label"] = df["label"].to_numpy()
     checks["ratio_max_late"] = df["convergence.ratio_max_late"].to_numpy()
     checks["plateau"] = df.get("convergence.loss_plateau", pd.Series(np.nan, index=df.index)).to_numpy()
-    checks["own_weight"] = [cl.authors_weight(r) is not None for _, r in df.iterrows()]
+    checks["own_weight"] = checks["authors_w_r"].notna()
     rows = []
     for (target, label), g in checks.groupby(["target", "label"], sort=False):
         failed = [f for fails in g["fails"] for f in fails]
@@ -374,7 +375,7 @@ def gate_section(df: pd.DataFrame) -> list[str]:
              "the gate cannot tell that from unfinished training, so the loss plateau (the relative change of the "
              "median training loss over the last 20% of steps, not gated) is shown beside: "
              f"median {_median_of(plateau, passing, 'pass')}; {_median_of(plateau, ~passing, 'fail')}.", "",
-             gate_frame(df).to_markdown(index=False, floatfmt=".3g"), ""]
+             gate_frame(df, checks).to_markdown(index=False, floatfmt=".3g"), ""]
     return lines
 
 
@@ -412,7 +413,8 @@ def methods_sections(data: dict, df: pd.DataFrame) -> list[str]:
         if col not in rank:
             rank[col] = np.nan
     rank["baseline"] = base
-    rank["vs baseline"] = [versus(r, cmp.gate_failures(df, [r.method, base], r.target)) for r in rank.itertuples()]
+    gates = {(m, t): cmp.gate_failures(df, [m, base], t) for m, t in set(zip(rank["method"], rank["target"]))}
+    rank["vs baseline"] = [versus(r, gates[(r.method, r.target)]) for r in rank.itertuples()]
     alpha = cl.CLAIM_SETTINGS[cl.ALPHA]
     lines = ["## Methods ranked per target", "",
              f"Baseline: **{base}**. Rank 1 = lowest mean. 'vs baseline': the paired sign-flip permutation test "

@@ -87,8 +87,7 @@ def cpu_name(cpuinfo: str, capability: str) -> str:
     """The CPU as a platform key: its model name, torch's kernel level and a digest of its instruction-set
     flags (Linux: /proc/cpuinfo). A virtual machine's model name can be as bare as "AMD EPYC" on hosts of
     different generations, whose kernels round differently; their flags tell them apart."""
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)}
     model = fields.get("model name") or platform.processor() or platform.machine()
     flags = fields.get("flags")
     digest = f"; flags {hashlib.sha256(' '.join(sorted(flags.split())).encode()).hexdigest()[:8]}" if flags else ""
