@@ -340,6 +340,11 @@ def test_the_gate_section_names_each_methods_yardstick_and_what_its_failing_mode
     assert table.loc["score-FP", "pass"] == "0 of 1" and table.loc["score-FP", "failing on"] == "score ratio"
     assert "median 0.01 over the 1 passing models; 0.025 over the 2 failing models." in "\n".join(gate_section(df))
     assert "median 0.01 over the 1 passing models; no model fails." in "\n".join(gate_section(df.iloc[:1]))
+    from fpbench.reports.beyond_report import summary_lines
+
+    tier = [line for line in summary_lines({"S": []}, df, "x", None, rows={"S": df}) if "Models at tier" in line]
+    assert tier == ["- S: **Models at tier**: none (some model fails the trained tier); 1 of 3 reach authors' "
+                    "quality, 1 of 3 reach trained."]
     assert gate_count_lines(df) == ["- **Convergence**: 1 of 3 trained models pass the gate; by method (the gate "
                                     "section below gives the evidence): paper 1 of 2; score-FP 0 of 1."]
 

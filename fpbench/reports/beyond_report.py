@@ -146,7 +146,8 @@ def write_beyond_report(data: dict, scale: str, store, out: Path, seeds: int | N
     verdicts = {s: cmp.setting_claims(rows, weight, residual) for s, (rows, weight, residual) in settings.items()}
     mine = user_verdicts(data, df)  # the ranking's paired tests, once for the answer and the summary
     lines += answer_lines(data, df, mine)
-    lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"), user_summary_lines(data, df, mine))
+    lines += summary_lines(verdicts, df, scale, data["scales"][scale].get("about"), user_summary_lines(data, df, mine),
+                           {setting: rows for setting, (rows, _weight, _residual) in settings.items()})
     lines += ["## Do the paper's claims C1-C5 carry over?", "",
               "The claims machinery of `fpbench.analysis.claims` (the same tests, gates and thresholds as "
               "reports/paper-quick.md) on each setting: for a regulariser other than R̃ its own weight plays "
@@ -220,14 +221,17 @@ def user_summary_lines(data: dict, df: pd.DataFrame, verdicts: list) -> list[str
     return lines
 
 
-def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | None, mine: list[str] = ()) -> list[str]:
+def summary_lines(verdicts: dict, df: pd.DataFrame, scale: str, about: str | None, mine: list[str] = (),
+                  rows: dict | None = None) -> list[str]:
     """The answer first: the user's methods (``mine``: ``user_summary_lines``), per setting the claims'
-    verdicts with reasons, the convergence gate's count, and what the scale can show (its ``about`` line)."""
-    from .claims_report import convergence_lines, verdict_lines
+    verdicts with reasons and the gate's tier its models (``rows``) reach, the convergence gate's count, and
+    what the scale can show (its ``about`` line)."""
+    from .claims_report import convergence_lines, tier_lines, verdict_lines
 
     lines = ["## Summary", "", *mine]
     for setting, outcomes in verdicts.items():
         lines += verdict_lines(outcomes, prefix=f"{setting}: ")
+        lines += tier_lines((rows or {}).get(setting), prefix=f"{setting}: ")
     lines += gate_count_lines(df) or convergence_lines(df)
     if about:
         lines.append(f"- **What scale `{scale}` can show**: {about}")

@@ -133,12 +133,12 @@ def summary_section(outcomes: list[cl.ClaimOutcome], df: pd.DataFrame, scale: st
     return "\n".join(lines + [""])
 
 
-def tier_lines(df: pd.DataFrame) -> list[str]:
+def tier_lines(df: pd.DataFrame, prefix: str = "") -> list[str]:
     """The highest tier of the convergence gate that every model reaches, and how many reach each tier."""
     if df is None or df.empty or "convergence.rel_error" not in df:
         return []
     reached, counts = cl.tier_reached(df), cl.tier_counts(df)
-    return [f"- **Models at tier**: {reached or 'none (some model fails the trained tier)'}; "
+    return [f"- {prefix}**Models at tier**: {reached or 'none (some model fails the trained tier)'}; "
             + ", ".join(f"{n} of {len(df)} reach {tier}" for tier, n in counts.items()) + "."]
 
 
